@@ -1,0 +1,143 @@
+"""Train a script on env ids x seeds, then write learning curves (CSV), a summary and a plot.
+
+    python benchmarks/run.py --script ppo_discrete.py --env-ids CartPole-v1 Acrobot-v1 --seeds 1 2 3
+
+Runs go to <out>/runs/ (TensorBoard), the curves to <out>/curves.csv, the per-seed and per-env
+summary (mean of the last 100 episodic returns, the CleanRL protocol) to <out>/summary.md and
+<out>/summary.csv, and the plot to <out>/curves.png. Extra flags for the script go after `--`:
+
+    python benchmarks/run.py --script ppo_discrete.py --env-ids CartPole-v1 -- --total-timesteps 100000
+"""
+
+import csv
+import glob
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import tyro
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def read_scalars(run_dir: str, tag: str) -> list[tuple[int, float]]:
+    """All (step, value) pairs logged under `tag` in a run's TensorBoard event files, in write order."""
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+    points = []
+    for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
+        for event in LegacyEventFileLoader(path).Load():
+            points.extend((event.step, value.simple_value) for value in event.summary.value if value.tag == tag)
+    return points
+
+
+def last_episodes_mean(run_dir: str, last: int = 100) -> float:
+    """Mean episodic return over the run's last `last` episodes."""
+    returns = [value for _, value in read_scalars(run_dir, "charts/episodic_return")]
+    return float(np.mean(returns[-last:]))
+
+
+@dataclass
+class Args:
+    script: str = "ppo_discrete.py"
+    """the script to train, relative to the repository root"""
+    env_ids: list[str] = field(default_factory=lambda: ["CartPole-v1", "Acrobot-v1"])
+    """environments to train on"""
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    """seeds to train with"""
+    jobs: int = 2
+    """runs at a time (one per core suits the small MLP scripts)"""
+    out: str = "benchmarks/results/latest"
+    """output folder (runs/, curves.csv, summary.md, summary.csv, curves.png)"""
+    plot: bool = True
+    """draw curves.png (needs matplotlib)"""
+
+
+def train(args: Args, env_id: str, seed: int, extra: list[str]) -> tuple[str, str, int, str, float]:
+    exp_name = os.path.splitext(os.path.basename(args.script))[0]
+    command = [sys.executable, os.path.join(REPO, args.script), "--env-id", env_id, "--seed", str(seed),
+               "--exp-name", exp_name, "--no-track", *extra]  # fmt: skip
+    started = time.time()
+    log_path = os.path.join(args.out, f"{env_id}__{seed}.log")
+    # parallel torch processes each spinning one thread per core slow each other down several times
+    threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    with open(log_path, "w") as log:
+        subprocess.run(command, cwd=args.out, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    pattern = os.path.join(args.out, "runs", f"{env_id.replace(':', '_').replace('/', '_')}__{exp_name}__{seed}__*")
+    run_dir = max(glob.glob(pattern), key=os.path.getmtime)
+    return exp_name, env_id, seed, run_dir, time.time() - started
+
+
+def plot_curves(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    env_ids = sorted({row["env_id"] for row in rows})
+    fig, axes = plt.subplots(1, len(env_ids), figsize=(5 * len(env_ids), 3.6), squeeze=False)
+    for ax, env_id in zip(axes[0], env_ids):
+        env_rows = [row for row in rows if row["env_id"] == env_id]
+        grid = np.linspace(min(row["step"] for row in env_rows), max(row["step"] for row in env_rows), 100)
+        curves = []
+        for seed in sorted({row["seed"] for row in env_rows}):
+            steps = np.array([row["step"] for row in env_rows if row["seed"] == seed])
+            returns = np.array([row["return"] for row in env_rows if row["seed"] == seed])
+            # each grid point shows the mean of the last (up to) 100 episodes ended by then
+            window = [returns[max(0, i - 100) : i] for i in np.searchsorted(steps, grid, side="right")]
+            curves.append([w.mean() if len(w) else np.nan for w in window])
+        curves = np.array(curves)
+        ax.plot(grid, np.nanmean(curves, 0), label=f"{os.path.basename(rows[0]['script'])} (mean of {len(curves)} seeds)")
+        ax.fill_between(grid, np.nanmin(curves, 0), np.nanmax(curves, 0), alpha=0.25, label="min-max over seeds")
+        ax.set_title(env_id)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("episodic return (last 100)")
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(args: Args, extra: list[str]) -> None:
+    args.out = os.path.abspath(args.out)
+    os.makedirs(args.out, exist_ok=True)
+    jobs = [(env_id, seed) for env_id in args.env_ids for seed in args.seeds]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = list(pool.map(lambda job: train(args, *job, extra), jobs))
+
+    rows, summary = [], []
+    for exp_name, env_id, seed, run_dir, seconds in results:
+        for step, value in read_scalars(run_dir, "charts/episodic_return"):
+            rows.append({"script": args.script, "env_id": env_id, "seed": seed, "step": step, "return": value})
+        summary.append({"env_id": env_id, "seed": seed, "last100": last_episodes_mean(run_dir), "seconds": seconds})
+        print(f"{env_id} seed {seed}: last-100 return {summary[-1]['last100']:.2f} in {seconds:.0f} s ({run_dir})")
+
+    with open(os.path.join(args.out, "curves.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(os.path.join(args.out, "summary.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(summary[0]))
+        writer.writeheader()
+        writer.writerows(summary)
+    lines = [f"`{args.script}` {' '.join(extra)}", "", "| env | seeds | last-100 return (mean +- std over seeds) | per seed |", "|-|-|-|-|"]
+    for env_id in args.env_ids:
+        per_seed = [s["last100"] for s in summary if s["env_id"] == env_id]
+        lines.append(f"| {env_id} | {len(per_seed)} | {np.mean(per_seed):.2f} +- {np.std(per_seed):.2f} | "
+                     f"{', '.join(f'{r:.2f}' for r in per_seed)} |")  # fmt: skip
+    with open(os.path.join(args.out, "summary.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if args.plot:
+        plot_curves(rows, os.path.join(args.out, "curves.png"))
+        print(f"plot: {os.path.join(args.out, 'curves.png')}")
+
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    main(tyro.cli(Args, args=argv[:split]), argv[split + 1 :])

@@ -1,0 +1,608 @@
+"""PPO for Discrete and MultiDiscrete action spaces, in one file.
+
+    python ppo_discrete.py --env-id CartPole-v1
+    python ppo_discrete.py --help          # every flag, one line each
+
+Defaults reproduce CleanRL's ppo.py (itself openai/baselines' ppo2). Comments cite the numbered
+details of "The 37 Implementation Details of PPO" (Huang et al., 2022); README.md maps every flag
+to its detail. Everything the algorithm does is in this file: copy it and own it.
+"""
+
+import os
+import random
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    # Experiment
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of the experiment, part of the run name runs/<env>__<exp>__<seed>__<time>"""
+    seed: int = 1
+    """seed of python, numpy, torch and the environments"""
+    torch_deterministic: bool = True
+    """make torch deterministic (torch.backends.cudnn.deterministic)"""
+    cuda: bool = True
+    """use CUDA when it is available"""
+    track: bool = False
+    """also log to Weights & Biases (WANDB_MODE=offline logs without a network)"""
+    wandb_project_name: str = "ppo37"
+    """Weights & Biases project"""
+    wandb_entity: Optional[str] = None
+    """Weights & Biases entity (team); None uses your default"""
+
+    # Environment
+    env_id: str = "CartPole-v1"
+    """gymnasium id; `module:EnvId` imports `module` first, so it can register your own env"""
+    total_timesteps: int = 500000
+    """environment steps of the whole run, summed over all envs"""
+    num_envs: int = 4
+    """detail 1: parallel environments (N)"""
+    num_steps: int = 128
+    """detail 1: steps per env per rollout (M); the batch is N x M"""
+    vector_mode: Literal["sync", "async"] = "sync"
+    """detail 1: step the envs in this process (sync) or in one subprocess each (async)"""
+    bootstrap_truncation: bool = True
+    """on a time-limit truncation, bootstrap with V(final obs) (ours; off reproduces CleanRL)"""
+    action_masking: bool = False
+    """invalid action masking with the bool mask the env puts in info["action_mask"]"""
+
+    # Network
+    ortho_init: bool = True
+    """detail 2: orthogonal weights (gain sqrt 2, policy head 0.01, value head 1), zero biases"""
+    shared_network: bool = False
+    """detail 13: one 64-64 tanh trunk for policy and value instead of two"""
+
+    # Optimisation
+    learning_rate: float = 2.5e-4
+    """detail 4: Adam learning rate (the start value when annealed)"""
+    anneal_lr: bool = True
+    """detail 4: anneal the learning rate linearly to 0"""
+    adam_eps: float = 1e-5
+    """detail 3: Adam epsilon"""
+    gae: bool = True
+    """detail 5: GAE advantages; off: discounted returns bootstrapped at the segment end"""
+    gamma: float = 0.99
+    """detail 5: discount factor"""
+    gae_lambda: float = 0.95
+    """detail 5: GAE lambda"""
+    num_minibatches: int = 4
+    """detail 6: minibatches per epoch (must divide N x M)"""
+    update_epochs: int = 4
+    """detail 6: passes over the batch per update (K)"""
+    norm_adv: bool = True
+    """detail 7: normalise advantages per minibatch"""
+    clip_coef: float = 0.2
+    """detail 8: surrogate clipping coefficient epsilon (also the value clip range)"""
+    anneal_clip: bool = False
+    """auxiliary: anneal the clipping coefficient linearly to 0, like the learning rate"""
+    clip_vloss: bool = True
+    """detail 9: clip the value loss around the rollout's values"""
+    ent_coef: float = 0.01
+    """detail 10: entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """detail 10: value loss coefficient"""
+    max_grad_norm: float = 0.5
+    """detail 11: global gradient-norm clip"""
+    target_kl: Optional[float] = None
+    """auxiliary: stop the update early when approx KL exceeds this (None: never)"""
+    kl_stop: Literal["epoch", "minibatch"] = "epoch"
+    """auxiliary: check --target-kl after each epoch (CleanRL) or before each minibatch step at 1.5x (SB3)"""
+    loss: Literal["clip", "kl-penalty"] = "clip"
+    """policy objective: clipped surrogate, or PPO-Penalty with adaptive KL coefficient"""
+    kl_coef: float = 1.0
+    """PPO-Penalty: initial KL coefficient beta"""
+    kl_target: float = 0.01
+    """PPO-Penalty: target KL; beta x2 when KL > 1.5 target, /2 when KL < target / 1.5"""
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line on stderr with exit code 2."""
+
+
+def validate_args(args: Args) -> None:
+    """Reject settings that cannot work, naming the flag and what would."""
+    for flag, value in [
+        ("--total-timesteps", args.total_timesteps),
+        ("--num-envs", args.num_envs),
+        ("--num-steps", args.num_steps),
+        ("--num-minibatches", args.num_minibatches),
+        ("--update-epochs", args.update_epochs),
+    ]:
+        if value <= 0:
+            raise UsageError(f"{flag} must be a positive integer, got {value}")
+    for flag, value in [
+        ("--learning-rate", args.learning_rate),
+        ("--adam-eps", args.adam_eps),
+        ("--clip-coef", args.clip_coef),
+        ("--max-grad-norm", args.max_grad_norm),
+        ("--kl-target", args.kl_target),
+        ("--target-kl", args.target_kl if args.target_kl is not None else 1.0),
+    ]:
+        if not value > 0:
+            raise UsageError(f"{flag} must be a positive number, got {value}")
+    for flag, value in [("--ent-coef", args.ent_coef), ("--vf-coef", args.vf_coef), ("--kl-coef", args.kl_coef)]:
+        if not value >= 0:
+            raise UsageError(f"{flag} must be zero or positive, got {value}")
+    if not 0 < args.gamma <= 1:
+        raise UsageError(f"--gamma must be in (0, 1], got {args.gamma}")
+    if not 0 <= args.gae_lambda <= 1:
+        raise UsageError(f"--gae-lambda must be in [0, 1], got {args.gae_lambda}")
+    batch_size = args.num_envs * args.num_steps
+    if batch_size % args.num_minibatches != 0:
+        divisors = [d for d in range(1, min(batch_size, 64) + 1) if batch_size % d == 0]
+        raise UsageError(
+            f"--num-minibatches {args.num_minibatches} does not divide the batch of {batch_size} "
+            f"(--num-envs {args.num_envs} x --num-steps {args.num_steps}); use one of {divisors}"
+        )
+    if args.total_timesteps < batch_size:
+        raise UsageError(
+            f"--total-timesteps {args.total_timesteps} is smaller than one batch of {batch_size} "
+            f"(--num-envs x --num-steps); use at least {batch_size}"
+        )
+
+
+def check_env(env_id: str, action_masking: bool) -> None:
+    """Make one env and check that this script can train on it."""
+    try:
+        env = gym.make(env_id)
+    except (gym.error.Error, ImportError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(
+            f"--env-id {env_id}: {first_line} (list ids with "
+            f"`python -c \"import gymnasium; gymnasium.pprint_registry()\"`, or pass module:EnvId)"
+        ) from None
+    try:
+        if not isinstance(env.action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
+            fits = "ppo_continuous.py" if isinstance(env.action_space, gym.spaces.Box) else "none of our scripts"
+            raise UsageError(
+                f"--env-id {env_id} has a {type(env.action_space).__name__} action space; ppo_discrete.py "
+                f"handles Discrete and MultiDiscrete, use {fits}"
+            )
+        if not isinstance(env.observation_space, gym.spaces.Box):
+            raise UsageError(
+                f"--env-id {env_id} has a {type(env.observation_space).__name__} observation space; "
+                f"ppo_discrete.py needs a Box (wrap the env, e.g. one-hot Discrete observations)"
+            )
+        if action_masking:
+            _, info = env.reset(seed=0)
+            if "action_mask" not in info:
+                raise UsageError(
+                    f"--action-masking: {env_id} puts no 'action_mask' in its info; drop the flag or "
+                    f"have the env return a bool mask in info['action_mask'] on reset and step"
+                )
+    finally:
+        env.close()
+
+
+def make_env(env_id: str):
+    def thunk():
+        return gym.make(env_id)
+
+    return thunk
+
+
+def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0, ortho: bool = True) -> nn.Linear:
+    # detail 2: orthogonal init with a per-layer gain and zero bias (off: PyTorch's default init)
+    if ortho:
+        nn.init.orthogonal_(layer.weight, std)
+        nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    def __init__(self, obs_dim: int, nvec: list[int], shared_network: bool = False, ortho_init: bool = True):
+        super().__init__()
+        self.nvec = nvec  # choices per action component (detail 37); [n] for Discrete(n)
+        self.shared_network = shared_network
+
+        def trunk():
+            return nn.Sequential(
+                layer_init(nn.Linear(obs_dim, 64), ortho=ortho_init),
+                nn.Tanh(),
+                layer_init(nn.Linear(64, 64), ortho=ortho_init),
+                nn.Tanh(),
+            )
+
+        # detail 13: separate actor and critic trunks by default, one shared trunk on request
+        self.actor_trunk = trunk()
+        self.critic_trunk = self.actor_trunk if shared_network else trunk()
+        self.actor_head = layer_init(nn.Linear(64, sum(nvec)), std=0.01, ortho=ortho_init)
+        self.critic_head = layer_init(nn.Linear(64, 1), std=1.0, ortho=ortho_init)
+
+    def get_value(self, x: torch.Tensor) -> torch.Tensor:
+        return self.critic_head(self.critic_trunk(x)).squeeze(-1)
+
+    def get_action_and_value(self, x, action=None, action_mask=None):
+        """x [B, obs_dim] -> action [B, n_components], logprob [B], entropy [B], value [B].
+
+        Samples an action when `action` is None, else scores the given one.
+        """
+        hidden = self.actor_trunk(x)
+        value = self.critic_head(hidden if self.shared_network else self.critic_trunk(x)).squeeze(-1)
+        logits = self.actor_head(hidden)
+        if action_mask is not None:
+            logits = mask_logits(logits, action_mask)
+        if action is None:
+            action = sample_actions(logits, self.nvec)
+        logprob, entropy = logprob_and_entropy(logits, action, self.nvec)
+        return action, logprob, entropy, value
+
+
+# ---- Pure functions: action distribution, advantages, losses (tested in tests/) ----
+
+
+def mask_logits(logits: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
+    """Invalid action masking: logits [B, sum(nvec)], bool mask [B, sum(nvec)] (True = allowed).
+
+    A masked logit becomes a large negative constant, so its probability is 0 and, being a constant,
+    it passes no gradient back to the network.
+    """
+    return logits.masked_fill(~action_mask, -1e8)
+
+
+def sample_actions(logits: torch.Tensor, nvec: list[int]) -> torch.Tensor:
+    """logits [B, sum(nvec)] -> actions [B, len(nvec)], one Categorical sample per component.
+
+    Gumbel-max: argmax(logits + Gumbel noise) is distributed as Categorical(softmax(logits)).
+    """
+    noisy = logits - torch.log(-torch.log(torch.rand_like(logits)))
+    return torch.stack([part.argmax(-1) for part in noisy.split(nvec, dim=-1)], dim=-1)
+
+
+def logprob_and_entropy(logits: torch.Tensor, actions: torch.Tensor, nvec: list[int]):
+    """logits [B, sum(nvec)], actions [B, len(nvec)] -> logprob [B], entropy [B].
+
+    detail 37: one Categorical per component; log-probs and entropies are summed.
+    """
+    logprob = torch.zeros(logits.shape[0], device=logits.device)
+    entropy = torch.zeros(logits.shape[0], device=logits.device)
+    for part, action in zip(logits.split(nvec, dim=-1), actions.unbind(-1)):
+        log_p = part.log_softmax(-1)
+        logprob = logprob + log_p.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        entropy = entropy - (log_p.exp() * log_p).sum(-1)
+    return logprob, entropy
+
+
+def compute_advantages(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_value: torch.Tensor,
+    terminations: torch.Tensor,
+    truncations: torch.Tensor,
+    final_values: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+    gae: bool = True,
+    bootstrap_truncation: bool = True,
+):
+    """Advantages and returns of one rollout.
+
+    rewards, values, terminations, truncations, final_values: [T, N] float, step t's transition;
+    final_values[t] = V(final obs) where step t was truncated; next_value: [N] = V(obs after step T-1).
+    Returns advantages, returns: [T, N].
+    """
+    num_steps = rewards.shape[0]
+    ended = torch.maximum(terminations, truncations)  # the episode ended at step t: no credit flows back past it
+    # Value of the state step t led to: the next stored value while the episode goes on; at a time
+    # limit, V(final obs) if bootstrapping truncation; 0 after a true termination (or any end in CleanRL).
+    next_values = torch.cat([values[1:], next_value.unsqueeze(0)])
+    end_values = final_values * truncations * (1 - terminations) if bootstrap_truncation else torch.zeros_like(values)
+    bootstrap = torch.where(ended.bool(), end_values, next_values)
+    advantages = torch.zeros_like(rewards)
+    returns = torch.zeros_like(rewards)
+    if gae:
+        # detail 5: A_t = delta_t + gamma * lambda * A_{t+1}, cut where the episode ended
+        last_gae = torch.zeros_like(next_value)
+        for t in reversed(range(num_steps)):
+            delta = rewards[t] + gamma * bootstrap[t] - values[t]
+            last_gae = delta + gamma * gae_lambda * (1 - ended[t]) * last_gae
+            advantages[t] = last_gae
+        returns = advantages + values
+    else:
+        # discounted returns, bootstrapped at the segment end (and at time limits when enabled)
+        next_return = next_value
+        for t in reversed(range(num_steps)):
+            next_return = rewards[t] + gamma * torch.where(ended[t].bool(), end_values[t], next_return)
+            returns[t] = next_return
+        advantages = returns - values
+    return advantages, returns
+
+
+def clipped_policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
+    """detail 8: -min(r A, clip(r, 1-eps, 1+eps) A), averaged; ratio, advantages [B]."""
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+    return torch.max(unclipped, clipped).mean()
+
+
+def kl_penalty_policy_loss(ratio, logratio, advantages, kl_coef: float) -> torch.Tensor:
+    """PPO-Penalty: -r A + beta KL(old || new), with KL estimated per sample as (r - 1) - log r."""
+    kl = ((ratio - 1) - logratio).mean()
+    return -(advantages * ratio).mean() + kl_coef * kl
+
+
+def adapt_kl_coef(kl_coef: float, kl: float, kl_target: float) -> float:
+    """PPO paper, section 4: beta x2 when KL > 1.5 target, /2 when KL < target / 1.5."""
+    if kl > 1.5 * kl_target:
+        return kl_coef * 2.0
+    if kl < kl_target / 1.5:
+        return kl_coef / 2.0
+    return kl_coef
+
+
+def value_loss(new_values, old_values, returns, clip_coef: float, clip_vloss: bool = True) -> torch.Tensor:
+    """0.5 * squared error; detail 9: the max of the unclipped and the clipped error."""
+    unclipped = (new_values - returns) ** 2
+    if not clip_vloss:
+        return 0.5 * unclipped.mean()
+    clipped_values = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
+    clipped = (clipped_values - returns) ** 2
+    return 0.5 * torch.max(unclipped, clipped).mean()
+
+
+def explained_variance(y_pred: np.ndarray, y_true: np.ndarray) -> float:
+    """detail 12: 1 - Var[y - y_pred] / Var[y]; nan when y is constant."""
+    var_y = np.var(y_true)
+    return np.nan if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y)
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
+
+
+def read_action_mask(info: dict, num_envs: int, num_logits: int) -> np.ndarray:
+    """The env's bool masks, [num_envs, num_logits] (MultiDiscrete: components concatenated)."""
+    if "action_mask" not in info or not np.all(info["_action_mask"]):
+        raise UsageError("--action-masking: an env step returned no info['action_mask']; the env must set it every step")
+    mask = np.asarray(info["action_mask"], dtype=bool).reshape(num_envs, -1)
+    if mask.shape[1] != num_logits:
+        raise UsageError(f"--action-masking: info['action_mask'] has {mask.shape[1]} entries per env, expected {num_logits}")
+    return mask
+
+
+def main(args: Args) -> None:
+    validate_args(args)
+    check_env(args.env_id, args.action_masking)
+    batch_size = args.num_envs * args.num_steps
+    minibatch_size = batch_size // args.num_minibatches
+    num_iterations = args.total_timesteps // batch_size
+    run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+
+    if args.track:
+        import wandb
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            save_code=True,
+        )
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    # Seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # Env setup. detail 1: N envs stepped together; gymnasium 1.x same-step autoreset puts the
+    # final observation of an ended episode in info["final_obs"] and the next episode's first obs in obs.
+    vector_env = gym.vector.SyncVectorEnv if args.vector_mode == "sync" else gym.vector.AsyncVectorEnv
+    envs = vector_env(
+        [make_env(args.env_id) for _ in range(args.num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    action_space = envs.single_action_space
+    if isinstance(action_space, gym.spaces.Discrete):
+        nvec, action_start, action_shape = [int(action_space.n)], int(action_space.start), ()
+    else:
+        nvec = [int(n) for n in action_space.nvec.reshape(-1)]
+        action_start, action_shape = action_space.start.reshape(-1), action_space.shape
+    obs_dim = int(np.prod(envs.single_observation_space.shape))
+
+    agent = Agent(obs_dim, nvec, args.shared_network, args.ortho_init).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)  # detail 3
+
+    # Rollout storage, [T, N, ...]; the t-th entries describe the transition taken at step t
+    obs = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)
+    actions = torch.zeros((args.num_steps, args.num_envs, len(nvec)), dtype=torch.long, device=device)
+    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
+    rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
+    terminations = torch.zeros((args.num_steps, args.num_envs), device=device)
+    truncations = torch.zeros((args.num_steps, args.num_envs), device=device)
+    values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    final_values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    if args.action_masking:
+        action_masks = torch.ones((args.num_steps, args.num_envs, sum(nvec)), dtype=torch.bool, device=device)
+
+    # Episode statistics, counted here per sub-env so they are exact across autoresets
+    episode_returns = np.zeros(args.num_envs)
+    episode_lengths = np.zeros(args.num_envs, dtype=np.int64)
+    recent_returns = deque(maxlen=100)
+
+    global_step = 0
+    kl_coef = args.kl_coef
+    start_time = time.time()
+    next_obs_np, info = envs.reset(seed=args.seed)
+    next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device).reshape(args.num_envs, -1)
+    next_mask = None
+    if args.action_masking:
+        next_mask = torch.as_tensor(read_action_mask(info, args.num_envs, sum(nvec)), device=device)
+    interactive = sys.stdout.isatty()
+    print_every = max(1, num_iterations // 20)
+    print(f"{run_name}: {num_iterations} iterations of {batch_size} steps on {device}, logging to runs/{run_name}")
+
+    for iteration in range(1, num_iterations + 1):
+        # detail 4 (and the auxiliary clip annealing): linear decay to 0 over the run
+        frac = 1.0 - (iteration - 1.0) / num_iterations
+        lr_now = frac * args.learning_rate if args.anneal_lr else args.learning_rate
+        optimizer.param_groups[0]["lr"] = lr_now
+        clip_now = frac * args.clip_coef if args.anneal_clip else args.clip_coef
+
+        # ---- Rollout: num_steps of every env with the current policy ----
+        for step in range(args.num_steps):
+            global_step += args.num_envs
+            obs[step] = next_obs
+            if args.action_masking:
+                action_masks[step] = next_mask
+            with torch.no_grad():
+                action, logprob, _, value = agent.get_action_and_value(next_obs, action_mask=next_mask)
+            values[step] = value
+            actions[step] = action
+            logprobs[step] = logprob
+
+            env_action = action.cpu().numpy() + action_start
+            env_action = env_action[:, 0] if not action_shape else env_action.reshape(args.num_envs, *action_shape)
+            next_obs_np, reward, terminated, truncated, info = envs.step(env_action)
+            rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+            terminations[step] = torch.as_tensor(terminated, dtype=torch.float32, device=device)
+            truncations[step] = torch.as_tensor(truncated, dtype=torch.float32, device=device)
+            next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device).reshape(args.num_envs, -1)
+            if args.action_masking:
+                next_mask = torch.as_tensor(read_action_mask(info, args.num_envs, sum(nvec)), device=device)
+
+            # A time limit is not a failure: value the final observation to bootstrap from it (ours)
+            time_limited = truncated & ~terminated
+            if args.bootstrap_truncation and time_limited.any():
+                final_obs = np.stack(info["final_obs"][time_limited])
+                with torch.no_grad():
+                    final_values[step, time_limited] = agent.get_value(
+                        torch.as_tensor(final_obs, dtype=torch.float32, device=device).reshape(len(final_obs), -1)
+                    )
+
+            episode_returns += reward
+            episode_lengths += 1
+            for i in np.flatnonzero(terminated | truncated):
+                writer.add_scalar("charts/episodic_return", episode_returns[i], global_step)
+                writer.add_scalar("charts/episodic_length", episode_lengths[i], global_step)
+                recent_returns.append(episode_returns[i])
+                episode_returns[i], episode_lengths[i] = 0.0, 0
+
+        # ---- Bootstrap and advantages (detail 5) ----
+        with torch.no_grad():
+            next_value = agent.get_value(next_obs)
+            advantages, returns = compute_advantages(
+                rewards, values, next_value, terminations, truncations, final_values,
+                args.gamma, args.gae_lambda, args.gae, args.bootstrap_truncation,
+            )  # fmt: skip
+        final_values.zero_()
+
+        # ---- Flatten the batch ----
+        b_obs = obs.reshape(batch_size, obs_dim)
+        b_actions = actions.reshape(batch_size, len(nvec))
+        b_logprobs = logprobs.reshape(-1)
+        b_advantages = advantages.reshape(-1)
+        b_returns = returns.reshape(-1)
+        b_values = values.reshape(-1)
+        b_masks = action_masks.reshape(batch_size, -1) if args.action_masking else None
+
+        # ---- Update: K epochs of shuffled minibatches (detail 6) ----
+        b_inds = np.arange(batch_size)
+        clipfracs = []
+        minibatch_steps = 0
+        stop_early = False
+        for epoch in range(args.update_epochs):
+            np.random.shuffle(b_inds)
+            for start in range(0, batch_size, minibatch_size):
+                mb_inds = b_inds[start : start + minibatch_size]
+                mb_masks = b_masks[mb_inds] if b_masks is not None else None
+                _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds], mb_masks)
+                logratio = newlogprob - b_logprobs[mb_inds]
+                ratio = logratio.exp()
+
+                with torch.no_grad():
+                    # detail 12: KL estimators from http://joschu.net/blog/kl-approx.html
+                    old_approx_kl = (-logratio).mean()
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs.append(((ratio - 1.0).abs() > clip_now).float().mean().item())
+                if args.target_kl is not None and args.kl_stop == "minibatch" and approx_kl > 1.5 * args.target_kl:
+                    stop_early = True  # SB3: skip this step and end the update
+                    break
+
+                mb_advantages = b_advantages[mb_inds]
+                if args.norm_adv:  # detail 7
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+                if args.loss == "clip":
+                    pg_loss = clipped_policy_loss(ratio, mb_advantages, clip_now)
+                else:
+                    pg_loss = kl_penalty_policy_loss(ratio, logratio, mb_advantages, kl_coef)
+                v_loss = value_loss(newvalue, b_values[mb_inds], b_returns[mb_inds], clip_now, args.clip_vloss)
+                entropy_loss = entropy.mean()
+                loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss  # detail 10
+
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)  # detail 11
+                optimizer.step()
+                minibatch_steps += 1
+
+            if stop_early or (args.target_kl is not None and args.kl_stop == "epoch" and approx_kl > args.target_kl):
+                break
+
+        if args.loss == "kl-penalty":
+            # PPO-Penalty: measure KL(old || new) on the whole batch after the update, then adapt beta
+            with torch.no_grad():
+                _, newlogprob, _, _ = agent.get_action_and_value(b_obs, b_actions, b_masks)
+                logratio = newlogprob - b_logprobs
+                kl_after = ((logratio.exp() - 1) - logratio).mean().item()
+            writer.add_scalar("losses/kl_after_update", kl_after, global_step)
+            writer.add_scalar("charts/kl_coef", kl_coef, global_step)
+            kl_coef = adapt_kl_coef(kl_coef, kl_after, args.kl_target)
+
+        # ---- Log (detail 12) ----
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        sps = int(global_step / (time.time() - start_time))
+        writer.add_scalar("charts/learning_rate", lr_now, global_step)
+        writer.add_scalar("charts/clip_coef", clip_now, global_step)
+        writer.add_scalar("charts/minibatch_steps", minibatch_steps, global_step)
+        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
+        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
+        writer.add_scalar("losses/explained_variance", explained_variance(y_pred, y_true), global_step)
+        writer.add_scalar("charts/SPS", sps, global_step)
+
+        mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "n/a"
+        eta = format_seconds((args.total_timesteps - global_step) / max(sps, 1))
+        status = (
+            f"step {global_step}/{num_iterations * batch_size} ({100 * iteration / num_iterations:.0f}%) | "
+            f"SPS {sps} | return {mean_return} (last {len(recent_returns)} episodes) | ETA {eta}"
+        )
+        if interactive:  # a live line on a terminal, plain periodic lines in logs
+            print("\r" + status, end="\n" if iteration == num_iterations else "", flush=True)
+        elif iteration % print_every == 0 or iteration == num_iterations:
+            print(status, flush=True)
+
+    envs.close()
+    writer.close()
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    try:
+        main(args)
+    except UsageError as e:
+        print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,74 @@
+"""Fixtures shared by the tests: running a script as a user would, and reading what it logged."""
+
+import glob
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from benchmarks.run import read_scalars
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A few iterations of a tiny batch: enough to exercise every phase of the loop in seconds.
+TINY = ["--total-timesteps", "1024", "--num-envs", "2", "--num-steps", "64"]
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    cwd: Path
+
+    @property
+    def run_dir(self) -> str:
+        (run_dir,) = glob.glob(str(self.cwd / "runs" / "*"))
+        return run_dir
+
+    def scalars(self, tag: str) -> list[float]:
+        """Values logged under `tag`, in order."""
+        return [value for _, value in read_scalars(self.run_dir, tag)]
+
+    def steps(self, tag: str) -> list[int]:
+        return [step for step, _ in read_scalars(self.run_dir, tag)]
+
+
+def run_script(script: str, *flags: str, cwd: Path, timeout: float = 600, env: dict | None = None) -> Run:
+    """Run `python <script> <flags>` from `cwd` (its runs/ lands there), one torch thread."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / script), *flags], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr, cwd)
+
+
+@pytest.fixture
+def train(tmp_path):
+    """train(script, *flags) -> Run; asserts the run exited 0 and shows its stderr if not."""
+
+    def _train(script: str, *flags: str, env: dict | None = None) -> Run:
+        run = run_script(script, *flags, cwd=tmp_path, env=env)
+        assert run.returncode == 0, run.stderr[-4000:]
+        return run
+
+    return _train
+
+
+@pytest.fixture
+def run_fails(tmp_path):
+    """run_fails(script, *flags) -> the one stderr line of a run that must reject its input with exit 2."""
+
+    def _run_fails(script: str, *flags: str) -> str:
+        run = run_script(script, *flags, cwd=tmp_path)
+        assert run.returncode == 2, (run.returncode, run.stderr[-4000:])
+        assert "Traceback" not in run.stderr, run.stderr
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1, run.stderr
+        assert not (tmp_path / "runs").exists(), "a rejected run must not create a run directory"
+        return lines[0]
+
+    return _run_fails

@@ -1,0 +1,113 @@
+"""Small deterministic environments for the tests; `--env-id tests.envs:<Id>` registers them."""
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.envs.registration import register
+
+COUNTING_LENGTHS = (3, 8, 5)
+"""CountingEnv's episode lengths, cycled; the 8-step episodes hit the time limit first."""
+COUNTING_TIME_LIMIT = 6
+
+
+class CountingEnv(gym.Env):
+    """Ignores actions. The k-th episode lasts COUNTING_LENGTHS[(offset + k) % 3] steps and step t of
+    an episode (1-based) pays reward t, so its true return is L (L + 1) / 2; reset(seed=s) sets
+    offset = s % 3 so sub-envs seeded s, s+1, ... run different sequences."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self):
+        self.episode = -1
+        self.offset = 0
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.offset, self.episode = seed % len(COUNTING_LENGTHS), -1
+        self.episode += 1
+        self.t = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        length = COUNTING_LENGTHS[(self.offset + self.episode) % len(COUNTING_LENGTHS)]
+        return np.array([self.t], np.float32), float(self.t), self.t >= length, False, {}
+
+
+def counting_episodes(seed: int, num_envs: int, num_vector_steps: int):
+    """The true (vector step, env index, return, length) of every episode CountingEnv ends."""
+    episodes = []
+    for i in range(num_envs):
+        offset, episode, t = (seed + i) % len(COUNTING_LENGTHS), 0, 0
+        for vector_step in range(1, num_vector_steps + 1):
+            t += 1
+            length = min(COUNTING_LENGTHS[(offset + episode) % len(COUNTING_LENGTHS)], COUNTING_TIME_LIMIT)
+            if t == length:
+                episodes.append((vector_step, i, t * (t + 1) / 2, t))
+                episode, t = episode + 1, 0
+    return sorted(episodes)
+
+
+class MultiDiscreteTargetEnv(gym.Env):
+    """A contextual bandit over MultiDiscrete([3, 4]): the observation one-hot encodes a target per
+    component, and each step pays 0.5 per component that hits its target. Episodes last 8 steps:
+    a random policy earns about 2.3 per episode, a perfect one 8."""
+
+    nvec = (3, 4)
+    observation_space = gym.spaces.Box(0.0, 1.0, (sum(nvec),), np.float32)
+    action_space = gym.spaces.MultiDiscrete(nvec)
+
+    def _observe(self):
+        self.target = self.np_random.integers(0, self.nvec)
+        obs = np.zeros(sum(self.nvec), np.float32)
+        obs[self.target + np.array([0, self.nvec[0]])] = 1.0
+        return obs
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._observe(), {}
+
+    def step(self, action):
+        self.t += 1
+        reward = 0.5 * float(np.sum(np.asarray(action) == self.target))
+        return self._observe(), reward, self.t >= 8, False, {}
+
+
+class MaskedTargetEnv(gym.Env):
+    """Discrete(6) with an action mask in info: the target and two other actions are allowed.
+    Hitting the one-hot-observed target pays 1, another allowed action 0; a masked action raises,
+    so any sampling of a masked action fails the run. Episodes last 8 steps."""
+
+    n = 6
+    observation_space = gym.spaces.Box(0.0, 1.0, (n,), np.float32)
+    action_space = gym.spaces.Discrete(n)
+
+    def _observe(self):
+        self.target = int(self.np_random.integers(self.n))
+        others = self.np_random.choice([a for a in range(self.n) if a != self.target], 2, replace=False)
+        self.mask = np.zeros(self.n, bool)
+        self.mask[[self.target, *others]] = True
+        obs = np.zeros(self.n, np.float32)
+        obs[self.target] = 1.0
+        return obs, {"action_mask": self.mask.copy()}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._observe()
+
+    def step(self, action):
+        if not self.mask[action]:
+            raise RuntimeError(f"masked action {action} was taken (mask {self.mask})")
+        self.t += 1
+        reward = float(action == self.target)
+        obs, info = self._observe()
+        return obs, reward, self.t >= 8, False, info
+
+
+register("CountingEnv-v0", entry_point=CountingEnv, max_episode_steps=COUNTING_TIME_LIMIT)
+register("MultiDiscreteTarget-v0", entry_point=MultiDiscreteTargetEnv)
+register("MaskedTarget-v0", entry_point=MaskedTargetEnv)
