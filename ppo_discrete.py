@@ -384,7 +384,7 @@ def main(args: Args) -> None:
     if args.track:
         import wandb
 
-        wandb.init(
+        wandb_run = wandb.init(
             project=args.wandb_project_name,
             entity=args.wandb_entity,
             sync_tensorboard=True,
@@ -591,12 +591,14 @@ def main(args: Args) -> None:
             f"SPS {sps} | return {mean_return} (last {len(recent_returns)} episodes) | ETA {eta}"
         )
         if interactive:  # a live line on a terminal, plain periodic lines in logs
-            print("\r" + status, end="\n" if iteration == num_iterations else "", flush=True)
+            print("\r" + status + "\033[K", end="\n" if iteration == num_iterations else "", flush=True)
         elif iteration % print_every == 0 or iteration == num_iterations:
             print(status, flush=True)
 
     envs.close()
     writer.close()
+    if args.track:
+        wandb_run.finish()
 
 
 if __name__ == "__main__":

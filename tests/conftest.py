@@ -1,6 +1,7 @@
 """Fixtures shared by the tests: running a script as a user would, and reading what it logged."""
 
 import glob
+import itertools
 import os
 import subprocess
 import sys
@@ -46,14 +47,22 @@ def run_script(script: str, *flags: str, cwd: Path, timeout: float = 600, env: d
     return Run(proc.returncode, proc.stdout, proc.stderr, cwd)
 
 
+def train_in(cwd: Path, script: str, *flags: str, env: dict | None = None) -> Run:
+    """Run a script that must succeed; shows its stderr if it does not."""
+    run = run_script(script, *flags, cwd=cwd, env=env)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return run
+
+
 @pytest.fixture
 def train(tmp_path):
-    """train(script, *flags) -> Run; asserts the run exited 0 and shows its stderr if not."""
+    """train(script, *flags) -> Run, each call in a folder of its own."""
+    counter = itertools.count()
 
     def _train(script: str, *flags: str, env: dict | None = None) -> Run:
-        run = run_script(script, *flags, cwd=tmp_path, env=env)
-        assert run.returncode == 0, run.stderr[-4000:]
-        return run
+        cwd = tmp_path / f"run{next(counter)}"
+        cwd.mkdir()
+        return train_in(cwd, script, *flags, env=env)
 
     return _train
 
