@@ -1,6 +1,7 @@
 """Fixtures shared by the tests: running a script as a user would, and reading what it logged."""
 
 import glob
+import importlib
 import itertools
 import os
 import subprocess
@@ -16,6 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 # A few iterations of a tiny batch: enough to exercise every phase of the loop in seconds.
 TINY = ["--total-timesteps", "1024", "--num-envs", "2", "--num-steps", "64"]
+
+
+@pytest.fixture(params=["ppo_discrete", "ppo_continuous"])
+def script(request):
+    """Each script's module, for the pure functions every script carries its own copy of."""
+    return importlib.import_module(request.param)
 
 
 @dataclass

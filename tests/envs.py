@@ -108,6 +108,26 @@ class MaskedTargetEnv(gym.Env):
         return obs, reward, self.t >= 8, False, info
 
 
+class UnclippedBoxEnv(gym.Env):
+    """Box actions bounded to [-0.1, 0.1] that the env itself does NOT clip: each step pays
+    -sum(action^2), so a step's reward is >= -0.02 exactly when the action was in bounds. With a
+    std-1 Gaussian policy almost every sample lies outside. Episodes last 16 steps."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.Box(-0.1, 0.1, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.uniform(-1, 1, 3).astype(np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        reward = -float(np.sum(np.square(action)))
+        return self.np_random.uniform(-1, 1, 3).astype(np.float32), reward, self.t >= 16, False, {}
+
+
 register("CountingEnv-v0", entry_point=CountingEnv, max_episode_steps=COUNTING_TIME_LIMIT)
 register("MultiDiscreteTarget-v0", entry_point=MultiDiscreteTargetEnv)
 register("MaskedTarget-v0", entry_point=MaskedTargetEnv)
+register("UnclippedBox-v0", entry_point=UnclippedBoxEnv)

@@ -1,10 +1,8 @@
-"""compute_advantages against a naive forward-sum reference, per env and per step."""
+"""compute_advantages (each script has its own copy) against a naive forward-sum reference."""
 
 import numpy as np
 import pytest
 import torch
-
-from ppo_discrete import compute_advantages
 
 
 def naive_advantages(rewards, values, next_value, terminations, truncations, final_values,
@@ -53,21 +51,21 @@ def rollout():
 
 @pytest.mark.parametrize("gae", [True, False], ids=["gae", "no-gae"])
 @pytest.mark.parametrize("bootstrap_truncation", [True, False], ids=["bootstrap", "no-bootstrap"])
-def test_matches_naive_reference(rollout, gae, bootstrap_truncation):
+def test_matches_naive_reference(script, rollout, gae, bootstrap_truncation):
     assert rollout["terminations"].sum() > 5 and rollout["truncations"].sum() > 5
     assert (rollout["terminations"] * rollout["truncations"]).sum() > 0, "want steps that are both"
     hyper = {"gamma": 0.97, "gae_lambda": 0.9, "gae": gae, "bootstrap_truncation": bootstrap_truncation}
     tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in rollout.items()}
-    advantages, returns = compute_advantages(**tensors, **hyper)
+    advantages, returns = script.compute_advantages(**tensors, **hyper)
     expected_advantages, expected_returns = naive_advantages(**rollout, **hyper)
     np.testing.assert_allclose(advantages.numpy(), expected_advantages, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(returns.numpy(), expected_returns, rtol=1e-10, atol=1e-10)
 
 
-def test_bootstrap_truncation_changes_only_episodes_cut_by_a_time_limit(rollout):
+def test_bootstrap_truncation_changes_only_episodes_cut_by_a_time_limit(script, rollout):
     tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in rollout.items()}
-    with_bootstrap, _ = compute_advantages(**tensors, gamma=0.99, gae_lambda=1.0, bootstrap_truncation=True)
-    without, _ = compute_advantages(**tensors, gamma=0.99, gae_lambda=1.0, bootstrap_truncation=False)
+    with_bootstrap, _ = script.compute_advantages(**tensors, gamma=0.99, gae_lambda=1.0, bootstrap_truncation=True)
+    without, _ = script.compute_advantages(**tensors, gamma=0.99, gae_lambda=1.0, bootstrap_truncation=False)
     difference = (with_bootstrap - without).numpy()
     # the last step of a truncated (not terminated) episode differs by exactly gamma * V(final obs)
     time_limited = (rollout["truncations"] == 1) & (rollout["terminations"] == 0)
@@ -76,8 +74,8 @@ def test_bootstrap_truncation_changes_only_episodes_cut_by_a_time_limit(rollout)
     assert np.all(difference[rollout["terminations"] == 1] == 0)
 
 
-def test_gae_lambda_one_equals_discounted_returns(rollout):
+def test_gae_lambda_one_equals_discounted_returns(script, rollout):
     tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in rollout.items()}
-    gae_advantages, _ = compute_advantages(**tensors, gamma=0.95, gae_lambda=1.0, gae=True)
-    mc_advantages, _ = compute_advantages(**tensors, gamma=0.95, gae_lambda=1.0, gae=False)
+    gae_advantages, _ = script.compute_advantages(**tensors, gamma=0.95, gae_lambda=1.0, gae=True)
+    mc_advantages, _ = script.compute_advantages(**tensors, gamma=0.95, gae_lambda=1.0, gae=False)
     np.testing.assert_allclose(gae_advantages.numpy(), mc_advantages.numpy(), rtol=1e-9, atol=1e-9)

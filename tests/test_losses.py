@@ -1,69 +1,61 @@
-"""The policy and value losses, the KL-penalty rule, action masking and MultiDiscrete distributions."""
+"""The policy and value losses and the KL-penalty rule (in every script), and ppo_discrete.py's
+action masking and MultiDiscrete distributions."""
 
 import numpy as np
 import pytest
 import torch
 from torch.distributions import Categorical
 
-from ppo_discrete import (
-    Agent,
-    adapt_kl_coef,
-    clipped_policy_loss,
-    kl_penalty_policy_loss,
-    logprob_and_entropy,
-    mask_logits,
-    sample_actions,
-    value_loss,
-)
+from ppo_discrete import Agent, logprob_and_entropy, mask_logits, sample_actions
 
 
-def test_clipped_objective_values():
+def test_clipped_objective_values(script):
     ratio = torch.tensor([0.5, 1.0, 1.5, 1.5, 0.7])
     advantages = torch.tensor([1.0, -1.0, 1.0, -2.0, -1.0])
     # per sample: max(-A r, -A clip(r, 0.8, 1.2))
     expected = np.mean([max(-0.5, -0.8), max(1.0, 1.0), max(-1.5, -1.2), max(3.0, 2.4), max(0.7, 0.8)])
-    assert clipped_policy_loss(ratio, advantages, 0.2).item() == pytest.approx(expected)
+    assert script.clipped_policy_loss(ratio, advantages, 0.2).item() == pytest.approx(expected)
 
 
-def test_clipped_objective_has_zero_gradient_past_the_clip():
+def test_clipped_objective_has_zero_gradient_past_the_clip(script):
     # r > 1 + eps with A > 0, and r < 1 - eps with A < 0: the objective is flat (clipped)
     ratio = torch.tensor([1.5, 0.5, 1.1, 1.5], requires_grad=True)
     advantages = torch.tensor([1.0, -1.0, 1.0, -1.0])
-    clipped_policy_loss(ratio, advantages, 0.2).backward()
+    script.clipped_policy_loss(ratio, advantages, 0.2).backward()
     grad = ratio.grad.numpy()
     assert grad[0] == 0 and grad[1] == 0
     # inside the range, and past it on the pessimistic side, the gradient is -A / batch
     assert grad[2] == pytest.approx(-0.25) and grad[3] == pytest.approx(0.25)
 
 
-def test_kl_penalty_loss_value():
+def test_kl_penalty_loss_value(script):
     ratio = torch.tensor([0.5, 2.0])
     logratio = ratio.log()
     advantages = torch.tensor([1.0, -1.0])
     kl = np.mean([(0.5 - 1) - np.log(0.5), (2.0 - 1) - np.log(2.0)])
     expected = -np.mean([0.5, -2.0]) + 0.3 * kl
-    assert kl_penalty_policy_loss(ratio, logratio, advantages, 0.3).item() == pytest.approx(expected)
+    assert script.kl_penalty_policy_loss(ratio, logratio, advantages, 0.3).item() == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
     "kl, expected",
     [(0.016, 2.0), (0.0151, 2.0), (0.015, 1.0), (0.01, 1.0), (0.0067, 1.0), (0.0066, 0.5), (0.0, 0.5)],
 )
-def test_kl_coef_adapts_by_the_papers_rule(kl, expected):
+def test_kl_coef_adapts_by_the_papers_rule(script, kl, expected):
     # target 0.01: doubled above 0.015, halved below 0.00667, kept in between
-    assert adapt_kl_coef(1.0, kl, 0.01) == expected
+    assert script.adapt_kl_coef(1.0, kl, 0.01) == expected
 
 
-def test_value_loss_clipping():
+def test_value_loss_clipping(script):
     old = torch.tensor([0.0, 0.0, 0.0])
     new = torch.tensor([1.0, 0.1, -1.0])
     returns = torch.tensor([0.5, 1.0, 0.0])
     # clipped predictions: 0.2, 0.1, -0.2 -> squared errors 0.09, 0.81, 0.04
     # unclipped:           1.0, 0.1, -1.0 -> 0.25, 0.81, 1.0
-    assert value_loss(new, old, returns, 0.2, clip_vloss=True).item() == pytest.approx(0.5 * np.mean([0.25, 0.81, 1.0]))
+    assert script.value_loss(new, old, returns, 0.2, clip_vloss=True).item() == pytest.approx(0.5 * np.mean([0.25, 0.81, 1.0]))
     returns = torch.tensor([1.0, 1.0, -1.0])  # now clipping makes the first error larger: 0.64 > 0.0
-    assert value_loss(new, old, returns, 0.2, clip_vloss=True).item() == pytest.approx(0.5 * np.mean([0.64, 0.81, 0.64]))
-    assert value_loss(new, old, returns, 0.2, clip_vloss=False).item() == pytest.approx(0.5 * np.mean([0.0, 0.81, 0.0]))
+    assert script.value_loss(new, old, returns, 0.2, clip_vloss=True).item() == pytest.approx(0.5 * np.mean([0.64, 0.81, 0.64]))
+    assert script.value_loss(new, old, returns, 0.2, clip_vloss=False).item() == pytest.approx(0.5 * np.mean([0.0, 0.81, 0.0]))
 
 
 def test_masked_actions_get_zero_probability_and_zero_gradient():

@@ -1,0 +1,724 @@
+"""PPO for Box (continuous) action spaces with a Gaussian policy, in one file.
+
+    python ppo_continuous.py --env-id HalfCheetah-v5
+    python ppo_continuous.py --help          # every flag, one line each
+
+Defaults reproduce CleanRL's ppo_continuous_action.py (itself openai/baselines' ppo2 for MuJoCo).
+Comments cite the numbered details of "The 37 Implementation Details of PPO" (Huang et al., 2022);
+README.md maps every flag to its detail. Observation and reward normalisation live in this file, at
+the vector level (one set of statistics for all sub-envs, like SB3's VecNormalize), and are saved
+with the model, so an evaluated model sees exactly the inputs it was trained on.
+"""
+
+import os
+import random
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    # Experiment
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of the experiment, part of the run name runs/<env>__<exp>__<seed>__<time>"""
+    seed: int = 1
+    """seed of python, numpy, torch and the environments"""
+    torch_deterministic: bool = True
+    """make torch deterministic (torch.backends.cudnn.deterministic)"""
+    cuda: bool = True
+    """use CUDA when it is available"""
+    track: bool = False
+    """also log to Weights & Biases (WANDB_MODE=offline logs without a network)"""
+    wandb_project_name: str = "ppo37"
+    """Weights & Biases project"""
+    wandb_entity: Optional[str] = None
+    """Weights & Biases entity (team); None uses your default"""
+    save_model: bool = False
+    """save weights and normalisation statistics to runs/<run_name>/<exp_name>.pt, then evaluate them"""
+    eval_episodes: int = 10
+    """episodes of the mean-action policy run on the saved model (with --save-model)"""
+
+    # Environment
+    env_id: str = "HalfCheetah-v5"
+    """gymnasium id; `module:EnvId` imports `module` first, so it can register your own env"""
+    total_timesteps: int = 1000000
+    """environment steps of the whole run, summed over all envs"""
+    num_envs: int = 1
+    """detail 1: parallel environments (N)"""
+    num_steps: int = 2048
+    """detail 1: steps per env per rollout (M); the batch is N x M"""
+    vector_mode: Literal["sync", "async"] = "sync"
+    """detail 1: step the envs in this process (sync) or in one subprocess each (async)"""
+    bootstrap_truncation: bool = True
+    """on a time-limit truncation, bootstrap with V(final obs) (ours; off reproduces CleanRL)"""
+
+    # Continuous-action details
+    clip_action: bool = True
+    """detail 27: clip actions to the bounds when stepping the env; the unclipped sample is trained on"""
+    norm_obs: bool = True
+    """detail 28: normalise observations by a running mean and variance"""
+    clip_obs: float = 10.0
+    """detail 29: clip normalised observations to [-clip, clip]; 0 disables"""
+    norm_reward: bool = True
+    """detail 30: divide rewards by the running std of a discounted return"""
+    clip_reward: float = 10.0
+    """detail 31: clip scaled rewards to [-clip, clip]; 0 disables"""
+    state_dependent_std: bool = False
+    """detail 24: off: a state-independent log-std parameter initialised to 0; on: a network head"""
+
+    # Network
+    ortho_init: bool = True
+    """detail 2: orthogonal weights (gain sqrt 2, policy head 0.01, value head 1), zero biases"""
+    shared_network: bool = False
+    """detail 13/26: one 64-64 tanh trunk for policy and value instead of two"""
+
+    # Optimisation
+    learning_rate: float = 3e-4
+    """detail 4: Adam learning rate (the start value when annealed)"""
+    anneal_lr: bool = True
+    """detail 4: anneal the learning rate linearly to 0"""
+    adam_eps: float = 1e-5
+    """detail 3: Adam epsilon"""
+    gae: bool = True
+    """detail 5: GAE advantages; off: discounted returns bootstrapped at the segment end"""
+    gamma: float = 0.99
+    """detail 5: discount factor (also of the return used for reward scaling)"""
+    gae_lambda: float = 0.95
+    """detail 5: GAE lambda"""
+    num_minibatches: int = 32
+    """detail 6: minibatches per epoch (must divide N x M)"""
+    update_epochs: int = 10
+    """detail 6: passes over the batch per update (K)"""
+    norm_adv: bool = True
+    """detail 7: normalise advantages per minibatch"""
+    clip_coef: float = 0.2
+    """detail 8: surrogate clipping coefficient epsilon (also the value clip range)"""
+    anneal_clip: bool = False
+    """auxiliary: anneal the clipping coefficient linearly to 0, like the learning rate"""
+    clip_vloss: bool = True
+    """detail 9: clip the value loss around the rollout's values"""
+    ent_coef: float = 0.0
+    """detail 10: entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """detail 10: value loss coefficient"""
+    max_grad_norm: float = 0.5
+    """detail 11: global gradient-norm clip"""
+    target_kl: Optional[float] = None
+    """auxiliary: stop the update early when approx KL exceeds this (None: never)"""
+    kl_stop: Literal["epoch", "minibatch"] = "epoch"
+    """auxiliary: check --target-kl after each epoch (CleanRL) or before each minibatch step at 1.5x (SB3)"""
+    loss: Literal["clip", "kl-penalty"] = "clip"
+    """policy objective: clipped surrogate, or PPO-Penalty with adaptive KL coefficient"""
+    kl_coef: float = 1.0
+    """PPO-Penalty: initial KL coefficient beta"""
+    kl_target: float = 0.01
+    """PPO-Penalty: target KL; beta x2 when KL > 1.5 target, /2 when KL < target / 1.5"""
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line on stderr with exit code 2."""
+
+
+def validate_args(args: Args) -> None:
+    """Reject settings that cannot work, naming the flag and what would."""
+    for flag, value in [
+        ("--total-timesteps", args.total_timesteps),
+        ("--num-envs", args.num_envs),
+        ("--num-steps", args.num_steps),
+        ("--num-minibatches", args.num_minibatches),
+        ("--update-epochs", args.update_epochs),
+        ("--eval-episodes", args.eval_episodes),
+    ]:
+        if value <= 0:
+            raise UsageError(f"{flag} must be a positive integer, got {value}")
+    for flag, value in [
+        ("--learning-rate", args.learning_rate),
+        ("--adam-eps", args.adam_eps),
+        ("--clip-coef", args.clip_coef),
+        ("--max-grad-norm", args.max_grad_norm),
+        ("--kl-target", args.kl_target),
+        ("--target-kl", args.target_kl if args.target_kl is not None else 1.0),
+    ]:
+        if not value > 0:
+            raise UsageError(f"{flag} must be a positive number, got {value}")
+    for flag, value in [
+        ("--ent-coef", args.ent_coef),
+        ("--vf-coef", args.vf_coef),
+        ("--kl-coef", args.kl_coef),
+        ("--clip-obs", args.clip_obs),
+        ("--clip-reward", args.clip_reward),
+    ]:
+        if not value >= 0:
+            raise UsageError(f"{flag} must be zero or positive, got {value}")
+    if not 0 < args.gamma <= 1:
+        raise UsageError(f"--gamma must be in (0, 1], got {args.gamma}")
+    if not 0 <= args.gae_lambda <= 1:
+        raise UsageError(f"--gae-lambda must be in [0, 1], got {args.gae_lambda}")
+    batch_size = args.num_envs * args.num_steps
+    if batch_size % args.num_minibatches != 0:
+        divisors = [d for d in range(1, min(batch_size, 64) + 1) if batch_size % d == 0]
+        raise UsageError(
+            f"--num-minibatches {args.num_minibatches} does not divide the batch of {batch_size} "
+            f"(--num-envs {args.num_envs} x --num-steps {args.num_steps}); use one of {divisors}"
+        )
+    if args.total_timesteps < batch_size:
+        raise UsageError(
+            f"--total-timesteps {args.total_timesteps} is smaller than one batch of {batch_size} "
+            f"(--num-envs x --num-steps); use at least {batch_size}"
+        )
+
+
+def check_env(env_id: str, clip_action: bool) -> None:
+    """Make one env and check that this script can train on it."""
+    try:
+        env = gym.make(env_id)
+    except (gym.error.Error, ImportError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(
+            f"--env-id {env_id}: {first_line} (list ids with "
+            f"`python -c \"import gymnasium; gymnasium.pprint_registry()\"`, or pass module:EnvId)"
+        ) from None
+    try:
+        space = env.action_space
+        if not isinstance(space, gym.spaces.Box):
+            fits = "ppo_discrete.py" if isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)) else "none of our scripts"
+            raise UsageError(
+                f"--env-id {env_id} has a {type(space).__name__} action space; ppo_continuous.py handles Box, use {fits}"
+            )
+        if not isinstance(env.observation_space, gym.spaces.Box):
+            raise UsageError(
+                f"--env-id {env_id} has a {type(env.observation_space).__name__} observation space; "
+                f"ppo_continuous.py needs a Box (wrap the env to flatten it)"
+            )
+        if clip_action and not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+            raise UsageError(
+                f"--clip-action: the action space of {env_id} is unbounded ({space}); pass --no-clip-action"
+            )
+    finally:
+        env.close()
+
+
+def make_env(env_id: str):
+    def thunk():
+        return gym.make(env_id)
+
+    return thunk
+
+
+# ---- Normalisation at the vector level (details 28-31), saved with the model ----
+
+
+class RunningMeanStd:
+    """Running mean and variance of a stream of batches, merged with Chan et al.'s parallel formula."""
+
+    def __init__(self, shape: tuple = (), epsilon: float = 1e-4):
+        self.mean = np.zeros(shape, np.float64)
+        self.var = np.ones(shape, np.float64)
+        self.count = epsilon  # a tiny prior count, as in baselines, so the first batch sets the statistics
+
+    def update(self, batch: np.ndarray) -> None:
+        """batch [B, *shape]"""
+        self.update_from_moments(batch.mean(0), batch.var(0), batch.shape[0])
+
+    def update_from_moments(self, batch_mean, batch_var, batch_count) -> None:
+        delta = batch_mean - self.mean
+        total = self.count + batch_count
+        self.mean = self.mean + delta * batch_count / total
+        m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
+        self.var = m2 / total
+        self.count = total
+
+    def state_dict(self) -> dict:
+        return {"mean": torch.from_numpy(self.mean), "var": torch.from_numpy(self.var), "count": float(self.count)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean, self.var, self.count = state["mean"].numpy(), state["var"].numpy(), state["count"]
+
+
+def normalize_obs(obs: np.ndarray, obs_rms: Optional[RunningMeanStd], clip_obs: float) -> np.ndarray:
+    """detail 28-29: (obs - mean) / std, clipped to [-clip_obs, clip_obs]; identity without statistics."""
+    if obs_rms is None:
+        return obs
+    normalized = (obs - obs_rms.mean) / np.sqrt(obs_rms.var + 1e-8)
+    return np.clip(normalized, -clip_obs, clip_obs) if clip_obs > 0 else normalized
+
+
+class RewardScaler:
+    """detail 30-31: rewards [N] divided by the running std of each sub-env's discounted return, then clipped.
+
+    The discounted return restarts where an episode ended (termination or truncation), so one
+    episode's return never leaks into the next one's scale.
+    """
+
+    def __init__(self, num_envs: int, gamma: float, clip_reward: float):
+        self.return_rms = RunningMeanStd()
+        self.returns = np.zeros(num_envs)
+        self.gamma = gamma
+        self.clip_reward = clip_reward
+
+    def __call__(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        self.returns = self.returns * self.gamma + rewards
+        self.return_rms.update(self.returns)
+        scaled = rewards / np.sqrt(self.return_rms.var + 1e-8)
+        self.returns[dones] = 0.0
+        return np.clip(scaled, -self.clip_reward, self.clip_reward) if self.clip_reward > 0 else scaled
+
+
+# ---- Agent ----
+
+
+def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0, ortho: bool = True) -> nn.Linear:
+    # detail 2: orthogonal init with a per-layer gain and zero bias (off: PyTorch's default init)
+    if ortho:
+        nn.init.orthogonal_(layer.weight, std)
+        nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    def __init__(self, obs_dim: int, action_dim: int, shared_network=False, state_dependent_std=False, ortho_init=True):
+        super().__init__()
+        self.shared_network = shared_network
+        self.state_dependent_std = state_dependent_std
+
+        def trunk():
+            return nn.Sequential(
+                layer_init(nn.Linear(obs_dim, 64), ortho=ortho_init),
+                nn.Tanh(),
+                layer_init(nn.Linear(64, 64), ortho=ortho_init),
+                nn.Tanh(),
+            )
+
+        # detail 13/26: separate actor and critic trunks by default, one shared trunk on request
+        self.actor_trunk = trunk()
+        self.critic_trunk = self.actor_trunk if shared_network else trunk()
+        self.actor_mean = layer_init(nn.Linear(64, action_dim), std=0.01, ortho=ortho_init)
+        if state_dependent_std:
+            self.actor_logstd = layer_init(nn.Linear(64, action_dim), std=0.01, ortho=ortho_init)
+        else:  # detail 24: one log std per action component, independent of the state, starting at 0
+            self.actor_logstd = nn.Parameter(torch.zeros(1, action_dim))
+        self.critic_head = layer_init(nn.Linear(64, 1), std=1.0, ortho=ortho_init)
+
+    def get_value(self, x: torch.Tensor) -> torch.Tensor:
+        return self.critic_head(self.critic_trunk(x)).squeeze(-1)
+
+    def get_mean_action(self, x: torch.Tensor) -> torch.Tensor:
+        """The deterministic policy used for evaluation."""
+        return self.actor_mean(self.actor_trunk(x))
+
+    def get_action_and_value(self, x, action=None):
+        """x [B, obs_dim] -> action [B, action_dim], logprob [B], entropy [B], value [B].
+
+        Samples an action when `action` is None, else scores the given one.
+        """
+        hidden = self.actor_trunk(x)
+        value = self.critic_head(hidden if self.shared_network else self.critic_trunk(x)).squeeze(-1)
+        mean = self.actor_mean(hidden)
+        logstd = self.actor_logstd(hidden) if self.state_dependent_std else self.actor_logstd.expand_as(mean)
+        if action is None:
+            action = mean + logstd.exp() * torch.randn_like(mean)  # detail 23: Normal(mean, std)
+        logprob, entropy = gaussian_logprob_and_entropy(mean, logstd, action)
+        return action, logprob, entropy, value
+
+
+# ---- Pure functions: action distribution, advantages, losses (tested in tests/) ----
+
+
+def gaussian_logprob_and_entropy(mean: torch.Tensor, logstd: torch.Tensor, action: torch.Tensor):
+    """mean, logstd, action [B, action_dim] -> logprob [B], entropy [B].
+
+    detail 25: the components are independent Normals; log-probs and entropies are summed.
+    """
+    logprob = -0.5 * ((action - mean) * torch.exp(-logstd)) ** 2 - logstd - 0.5 * np.log(2 * np.pi)
+    entropy = 0.5 + 0.5 * np.log(2 * np.pi) + logstd
+    return logprob.sum(-1), entropy.sum(-1)
+
+
+def env_actions(actions: np.ndarray, low: np.ndarray, high: np.ndarray, clip_action: bool) -> np.ndarray:
+    """detail 27: what the env receives; the rollout keeps the unclipped sample for the update."""
+    return np.clip(actions, low, high) if clip_action else actions
+
+
+def compute_advantages(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_value: torch.Tensor,
+    terminations: torch.Tensor,
+    truncations: torch.Tensor,
+    final_values: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+    gae: bool = True,
+    bootstrap_truncation: bool = True,
+):
+    """Advantages and returns of one rollout.
+
+    rewards, values, terminations, truncations, final_values: [T, N] float, step t's transition;
+    final_values[t] = V(final obs) where step t was truncated; next_value: [N] = V(obs after step T-1).
+    Returns advantages, returns: [T, N].
+    """
+    num_steps = rewards.shape[0]
+    ended = torch.maximum(terminations, truncations)  # the episode ended at step t: no credit flows back past it
+    # Value of the state step t led to: the next stored value while the episode goes on; at a time
+    # limit, V(final obs) if bootstrapping truncation; 0 after a true termination (or any end in CleanRL).
+    next_values = torch.cat([values[1:], next_value.unsqueeze(0)])
+    end_values = final_values * truncations * (1 - terminations) if bootstrap_truncation else torch.zeros_like(values)
+    bootstrap = torch.where(ended.bool(), end_values, next_values)
+    advantages = torch.zeros_like(rewards)
+    returns = torch.zeros_like(rewards)
+    if gae:
+        # detail 5: A_t = delta_t + gamma * lambda * A_{t+1}, cut where the episode ended
+        last_gae = torch.zeros_like(next_value)
+        for t in reversed(range(num_steps)):
+            delta = rewards[t] + gamma * bootstrap[t] - values[t]
+            last_gae = delta + gamma * gae_lambda * (1 - ended[t]) * last_gae
+            advantages[t] = last_gae
+        returns = advantages + values
+    else:
+        # discounted returns, bootstrapped at the segment end (and at time limits when enabled)
+        next_return = next_value
+        for t in reversed(range(num_steps)):
+            next_return = rewards[t] + gamma * torch.where(ended[t].bool(), end_values[t], next_return)
+            returns[t] = next_return
+        advantages = returns - values
+    return advantages, returns
+
+
+def clipped_policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
+    """detail 8: -min(r A, clip(r, 1-eps, 1+eps) A), averaged; ratio, advantages [B]."""
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+    return torch.max(unclipped, clipped).mean()
+
+
+def kl_penalty_policy_loss(ratio, logratio, advantages, kl_coef: float) -> torch.Tensor:
+    """PPO-Penalty: -r A + beta KL(old || new), with KL estimated per sample as (r - 1) - log r."""
+    kl = ((ratio - 1) - logratio).mean()
+    return -(advantages * ratio).mean() + kl_coef * kl
+
+
+def adapt_kl_coef(kl_coef: float, kl: float, kl_target: float) -> float:
+    """PPO paper, section 4: beta x2 when KL > 1.5 target, /2 when KL < target / 1.5."""
+    if kl > 1.5 * kl_target:
+        return kl_coef * 2.0
+    if kl < kl_target / 1.5:
+        return kl_coef / 2.0
+    return kl_coef
+
+
+def value_loss(new_values, old_values, returns, clip_coef: float, clip_vloss: bool = True) -> torch.Tensor:
+    """0.5 * squared error; detail 9: the max of the unclipped and the clipped error."""
+    unclipped = (new_values - returns) ** 2
+    if not clip_vloss:
+        return 0.5 * unclipped.mean()
+    clipped_values = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
+    clipped = (clipped_values - returns) ** 2
+    return 0.5 * torch.max(unclipped, clipped).mean()
+
+
+def explained_variance(y_pred: np.ndarray, y_true: np.ndarray) -> float:
+    """detail 12: 1 - Var[y - y_pred] / Var[y]; nan when y is constant."""
+    var_y = np.var(y_true)
+    return np.nan if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y)
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
+
+
+# ---- Saving and evaluation: the model travels with its normalisation statistics ----
+
+
+def save_model(path: str, agent: Agent, obs_rms: Optional[RunningMeanStd], args: Args) -> None:
+    state = {"model": agent.state_dict(), "obs_rms": obs_rms.state_dict() if obs_rms else None, "args": vars(args)}
+    torch.save(state, path)
+
+
+def load_model(path: str, device: torch.device = torch.device("cpu")):
+    """-> (agent, obs_rms or None, the saved Args as a dict); loads tensors only (no pickled code)."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    saved = state["args"]
+    obs_dim = state["model"]["actor_trunk.0.weight"].shape[1]
+    action_dim = state["model"]["actor_mean.weight"].shape[0]
+    agent = Agent(obs_dim, action_dim, saved["shared_network"], saved["state_dependent_std"]).to(device)
+    agent.load_state_dict(state["model"])
+    obs_rms = None
+    if state["obs_rms"] is not None:
+        obs_rms = RunningMeanStd()
+        obs_rms.load_state_dict(state["obs_rms"])
+    return agent, obs_rms, saved
+
+
+def evaluate(model_path: str, eval_episodes: int, seed: int = 1, device: torch.device = torch.device("cpu")) -> list[float]:
+    """Episodic returns (raw env rewards) of the saved model's mean action on a fresh env, with the
+    saved observation statistics frozen."""
+    agent, obs_rms, saved = load_model(model_path, device)
+    env = gym.make(saved["env_id"])
+    low, high = env.action_space.low, env.action_space.high
+    returns = []
+    obs, _ = env.reset(seed=seed)
+    episode_return = 0.0
+    while len(returns) < eval_episodes:
+        x = torch.as_tensor(normalize_obs(obs, obs_rms, saved["clip_obs"]), dtype=torch.float32, device=device)
+        with torch.no_grad():
+            action = agent.get_mean_action(x.reshape(1, -1))[0].cpu().numpy()
+        obs, reward, terminated, truncated, _ = env.step(env_actions(action, low, high, saved["clip_action"]))
+        episode_return += float(reward)
+        if terminated or truncated:
+            returns.append(episode_return)
+            episode_return = 0.0
+            obs, _ = env.reset()
+    env.close()
+    return returns
+
+
+def main(args: Args) -> None:
+    validate_args(args)
+    check_env(args.env_id, args.clip_action)
+    batch_size = args.num_envs * args.num_steps
+    minibatch_size = batch_size // args.num_minibatches
+    num_iterations = args.total_timesteps // batch_size
+    run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+
+    if args.track:
+        import wandb
+
+        wandb_run = wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            save_code=True,
+        )
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    # Seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # Env setup. detail 1: N envs stepped together; gymnasium 1.x same-step autoreset puts the
+    # final observation of an ended episode in info["final_obs"] and the next episode's first obs in obs.
+    vector_env = gym.vector.SyncVectorEnv if args.vector_mode == "sync" else gym.vector.AsyncVectorEnv
+    envs = vector_env(
+        [make_env(args.env_id) for _ in range(args.num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    obs_dim = int(np.prod(envs.single_observation_space.shape))
+    action_space = envs.single_action_space
+    action_dim = int(np.prod(action_space.shape))
+    action_low, action_high = action_space.low.reshape(-1), action_space.high.reshape(-1)
+    # details 28-31: one set of statistics for all sub-envs, saved with the model
+    obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
+    reward_scaler = RewardScaler(args.num_envs, args.gamma, args.clip_reward) if args.norm_reward else None
+
+    agent = Agent(obs_dim, action_dim, args.shared_network, args.state_dependent_std, args.ortho_init).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)  # detail 3
+
+    def observe(raw_obs: np.ndarray, update: bool) -> torch.Tensor:
+        """Flatten, update the running statistics (rollout only), normalise, move to the device."""
+        raw_obs = raw_obs.reshape(len(raw_obs), -1)
+        if obs_rms is not None and update:
+            obs_rms.update(raw_obs)
+        return torch.as_tensor(normalize_obs(raw_obs, obs_rms, args.clip_obs), dtype=torch.float32, device=device)
+
+    # Rollout storage, [T, N, ...]; the t-th entries describe the transition taken at step t
+    obs = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)
+    actions = torch.zeros((args.num_steps, args.num_envs, action_dim), device=device)
+    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
+    rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
+    terminations = torch.zeros((args.num_steps, args.num_envs), device=device)
+    truncations = torch.zeros((args.num_steps, args.num_envs), device=device)
+    values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    final_values = torch.zeros((args.num_steps, args.num_envs), device=device)
+
+    # Episode statistics of the raw rewards, counted here per sub-env so they are exact across autoresets
+    episode_returns = np.zeros(args.num_envs)
+    episode_lengths = np.zeros(args.num_envs, dtype=np.int64)
+    recent_returns = deque(maxlen=100)
+
+    global_step = 0
+    kl_coef = args.kl_coef
+    start_time = time.time()
+    next_obs_np, _ = envs.reset(seed=args.seed)
+    next_obs = observe(next_obs_np, update=True)
+    interactive = sys.stdout.isatty()
+    print_every = max(1, num_iterations // 20)
+    print(f"{run_name}: {num_iterations} iterations of {batch_size} steps on {device}, logging to runs/{run_name}")
+
+    for iteration in range(1, num_iterations + 1):
+        # detail 4 (and the auxiliary clip annealing): linear decay to 0 over the run
+        frac = 1.0 - (iteration - 1.0) / num_iterations
+        lr_now = frac * args.learning_rate if args.anneal_lr else args.learning_rate
+        optimizer.param_groups[0]["lr"] = lr_now
+        clip_now = frac * args.clip_coef if args.anneal_clip else args.clip_coef
+
+        # ---- Rollout: num_steps of every env with the current policy ----
+        for step in range(args.num_steps):
+            global_step += args.num_envs
+            obs[step] = next_obs
+            with torch.no_grad():
+                action, logprob, _, value = agent.get_action_and_value(next_obs)
+            values[step] = value
+            actions[step] = action  # detail 27: the unclipped sample is what the update scores
+            logprobs[step] = logprob
+
+            env_action = env_actions(action.cpu().numpy(), action_low, action_high, args.clip_action)
+            next_obs_np, reward, terminated, truncated, info = envs.step(env_action.reshape(args.num_envs, *action_space.shape))
+            done = terminated | truncated
+            episode_returns += reward
+            episode_lengths += 1
+            for i in np.flatnonzero(done):
+                writer.add_scalar("charts/episodic_return", episode_returns[i], global_step)
+                writer.add_scalar("charts/episodic_length", episode_lengths[i], global_step)
+                recent_returns.append(episode_returns[i])
+                episode_returns[i], episode_lengths[i] = 0.0, 0
+
+            if reward_scaler is not None:
+                reward = reward_scaler(reward, done)
+            rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+            terminations[step] = torch.as_tensor(terminated, dtype=torch.float32, device=device)
+            truncations[step] = torch.as_tensor(truncated, dtype=torch.float32, device=device)
+            next_obs = observe(next_obs_np, update=True)
+
+            # A time limit is not a failure: value the (normalised) final observation to bootstrap from it (ours)
+            time_limited = truncated & ~terminated
+            if args.bootstrap_truncation and time_limited.any():
+                final_obs = observe(np.stack(info["final_obs"][time_limited]), update=False)
+                with torch.no_grad():
+                    final_values[step, time_limited] = agent.get_value(final_obs)
+
+        # ---- Bootstrap and advantages (detail 5) ----
+        with torch.no_grad():
+            next_value = agent.get_value(next_obs)
+            advantages, returns = compute_advantages(
+                rewards, values, next_value, terminations, truncations, final_values,
+                args.gamma, args.gae_lambda, args.gae, args.bootstrap_truncation,
+            )  # fmt: skip
+        final_values.zero_()
+
+        # ---- Flatten the batch ----
+        b_obs = obs.reshape(batch_size, obs_dim)
+        b_actions = actions.reshape(batch_size, action_dim)
+        b_logprobs = logprobs.reshape(-1)
+        b_advantages = advantages.reshape(-1)
+        b_returns = returns.reshape(-1)
+        b_values = values.reshape(-1)
+
+        # ---- Update: K epochs of shuffled minibatches (detail 6) ----
+        b_inds = np.arange(batch_size)
+        clipfracs = []
+        minibatch_steps = 0
+        stop_early = False
+        for epoch in range(args.update_epochs):
+            np.random.shuffle(b_inds)
+            for start in range(0, batch_size, minibatch_size):
+                mb_inds = b_inds[start : start + minibatch_size]
+                _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
+                logratio = newlogprob - b_logprobs[mb_inds]
+                ratio = logratio.exp()
+
+                with torch.no_grad():
+                    # detail 12: KL estimators from http://joschu.net/blog/kl-approx.html
+                    old_approx_kl = (-logratio).mean()
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs.append(((ratio - 1.0).abs() > clip_now).float().mean().item())
+                if args.target_kl is not None and args.kl_stop == "minibatch" and approx_kl > 1.5 * args.target_kl:
+                    stop_early = True  # SB3: skip this step and end the update
+                    break
+
+                mb_advantages = b_advantages[mb_inds]
+                if args.norm_adv:  # detail 7
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+                if args.loss == "clip":
+                    pg_loss = clipped_policy_loss(ratio, mb_advantages, clip_now)
+                else:
+                    pg_loss = kl_penalty_policy_loss(ratio, logratio, mb_advantages, kl_coef)
+                v_loss = value_loss(newvalue, b_values[mb_inds], b_returns[mb_inds], clip_now, args.clip_vloss)
+                entropy_loss = entropy.mean()
+                loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss  # detail 10
+
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)  # detail 11
+                optimizer.step()
+                minibatch_steps += 1
+
+            if stop_early or (args.target_kl is not None and args.kl_stop == "epoch" and approx_kl > args.target_kl):
+                break
+
+        if args.loss == "kl-penalty":
+            # PPO-Penalty: measure KL(old || new) on the whole batch after the update, then adapt beta
+            with torch.no_grad():
+                _, newlogprob, _, _ = agent.get_action_and_value(b_obs, b_actions)
+                logratio = newlogprob - b_logprobs
+                kl_after = ((logratio.exp() - 1) - logratio).mean().item()
+            writer.add_scalar("losses/kl_after_update", kl_after, global_step)
+            writer.add_scalar("charts/kl_coef", kl_coef, global_step)
+            kl_coef = adapt_kl_coef(kl_coef, kl_after, args.kl_target)
+
+        # ---- Log (detail 12) ----
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        sps = int(global_step / (time.time() - start_time))
+        writer.add_scalar("charts/learning_rate", lr_now, global_step)
+        writer.add_scalar("charts/clip_coef", clip_now, global_step)
+        writer.add_scalar("charts/minibatch_steps", minibatch_steps, global_step)
+        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
+        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
+        writer.add_scalar("losses/explained_variance", explained_variance(y_pred, y_true), global_step)
+        writer.add_scalar("charts/SPS", sps, global_step)
+
+        mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "n/a"
+        eta = format_seconds((args.total_timesteps - global_step) / max(sps, 1))
+        status = (
+            f"step {global_step}/{num_iterations * batch_size} ({100 * iteration / num_iterations:.0f}%) | "
+            f"SPS {sps} | return {mean_return} (last {len(recent_returns)} episodes) | ETA {eta}"
+        )
+        if interactive:  # a live line on a terminal, plain periodic lines in logs
+            print("\r" + status + "\033[K", end="\n" if iteration == num_iterations else "", flush=True)
+        elif iteration % print_every == 0 or iteration == num_iterations:
+            print(status, flush=True)
+
+    envs.close()
+    if args.save_model:
+        model_path = f"runs/{run_name}/{args.exp_name}.pt"
+        save_model(model_path, agent, obs_rms, args)
+        print(f"model saved to {model_path}")
+        eval_returns = evaluate(model_path, args.eval_episodes, seed=args.seed + 10_000, device=device)
+        for episode, eval_return in enumerate(eval_returns):
+            writer.add_scalar("eval/episodic_return", eval_return, episode)
+        print(f"evaluation of {model_path}: {np.mean(eval_returns):.2f} +- {np.std(eval_returns):.2f} over {len(eval_returns)} episodes")
+    writer.close()
+    if args.track:
+        wandb_run.finish()
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    try:
+        main(args)
+    except UsageError as e:
+        print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
+        sys.exit(2)
