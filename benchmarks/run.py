@@ -113,8 +113,12 @@ def main(args: Args, extra: list[str]) -> None:
     for exp_name, env_id, seed, run_dir, seconds in results:
         for step, value in read_scalars(run_dir, "charts/episodic_return"):
             rows.append({"script": args.script, "env_id": env_id, "seed": seed, "step": step, "return": value})
-        summary.append({"env_id": env_id, "seed": seed, "last100": last_episodes_mean(run_dir), "seconds": seconds})
-        print(f"{env_id} seed {seed}: last-100 return {summary[-1]['last100']:.2f} in {seconds:.0f} s ({run_dir})")
+        # with --save-model, ppo_continuous.py evaluates the saved model and logs eval/episodic_return
+        evaluation = [value for _, value in read_scalars(run_dir, "eval/episodic_return")]
+        summary.append({"env_id": env_id, "seed": seed, "last100": last_episodes_mean(run_dir),
+                        "eval": float(np.mean(evaluation)) if evaluation else np.nan, "seconds": seconds})  # fmt: skip
+        print(f"{env_id} seed {seed}: last-100 return {summary[-1]['last100']:.2f}, "
+              f"evaluation {summary[-1]['eval']:.2f}, in {seconds:.0f} s ({run_dir})")  # fmt: skip
 
     with open(os.path.join(args.out, "curves.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -124,11 +128,14 @@ def main(args: Args, extra: list[str]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(summary[0]))
         writer.writeheader()
         writer.writerows(summary)
-    lines = [f"`{args.script}` {' '.join(extra)}", "", "| env | seeds | last-100 return (mean +- std over seeds) | per seed |", "|-|-|-|-|"]
+    lines = [f"`{args.script}` {' '.join(extra)}", "",
+             "| env | seeds | last-100 return (mean +- std over seeds) | per seed | saved-model evaluation per seed |",
+             "|-|-|-|-|-|"]  # fmt: skip
     for env_id in args.env_ids:
         per_seed = [s["last100"] for s in summary if s["env_id"] == env_id]
+        evaluations = [s["eval"] for s in summary if s["env_id"] == env_id]
         lines.append(f"| {env_id} | {len(per_seed)} | {np.mean(per_seed):.2f} +- {np.std(per_seed):.2f} | "
-                     f"{', '.join(f'{r:.2f}' for r in per_seed)} |")  # fmt: skip
+                     f"{', '.join(f'{r:.2f}' for r in per_seed)} | {', '.join(f'{r:.2f}' for r in evaluations)} |")  # fmt: skip
     with open(os.path.join(args.out, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
