@@ -127,7 +127,14 @@ class UnclippedBoxEnv(gym.Env):
         return self.np_random.uniform(-1, 1, 3).astype(np.float32), reward, self.t >= 16, False, {}
 
 
+class UnboundedBoxEnv(UnclippedBoxEnv):
+    """The same task with an action space that has no bounds to clip to."""
+
+    action_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+
+
 register("CountingEnv-v0", entry_point=CountingEnv, max_episode_steps=COUNTING_TIME_LIMIT)
 register("MultiDiscreteTarget-v0", entry_point=MultiDiscreteTargetEnv)
 register("MaskedTarget-v0", entry_point=MaskedTargetEnv)
 register("UnclippedBox-v0", entry_point=UnclippedBoxEnv)
+register("UnboundedBox-v0", entry_point=UnboundedBoxEnv)
