@@ -133,6 +133,54 @@ class UnboundedBoxEnv(UnclippedBoxEnv):
     action_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
 
 
+class FakeAle:
+    def __init__(self, env):
+        self.env = env
+
+    def lives(self):
+        return self.env.lives
+
+
+class FakeAleEnv(gym.Env):
+    """A scripted stand-in for ale-py's AtariEnv (frameskip 1). Frame f (counted from the game's
+    reset) is an RGB image with pixel (0, 0) = f % 256 and pixel (0, 1) = 255 - f % 256, the rest
+    GRAY; it pays FAKE_REWARDS[f % 5]; a life is lost every LIFE_FRAMES frames, and the game is
+    over when the 3 lives are gone. Every action and reset is recorded."""
+
+    LIFE_FRAMES = 20
+    FAKE_REWARDS = (0.0, 7.0, 0.0, -2.0, 1.0)
+    GRAY = 90
+    metadata = {"render_modes": []}
+    observation_space = gym.spaces.Box(0, 255, (210, 160, 3), np.uint8)
+    action_space = gym.spaces.Discrete(4)
+
+    def __init__(self):
+        self.ale = FakeAle(self)
+        self.actions, self.resets = [], 0
+
+    def get_action_meanings(self):
+        return ["NOOP", "FIRE", "RIGHT", "LEFT"]
+
+    def _frame(self):
+        frame = np.full((210, 160, 3), self.GRAY, np.uint8)
+        frame[0, 0], frame[0, 1] = self.frame % 256, 255 - self.frame % 256
+        return frame
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.resets += 1
+        self.frame, self.lives = 0, 3
+        return self._frame(), {"lives": self.lives}
+
+    def step(self, action):
+        self.actions.append(int(action))
+        self.frame += 1
+        if self.frame % self.LIFE_FRAMES == 0:
+            self.lives -= 1
+        reward = self.FAKE_REWARDS[self.frame % len(self.FAKE_REWARDS)]
+        return self._frame(), reward, self.lives == 0, False, {"lives": self.lives}
+
+
 register("CountingEnv-v0", entry_point=CountingEnv, max_episode_steps=COUNTING_TIME_LIMIT)
 register("MultiDiscreteTarget-v0", entry_point=MultiDiscreteTargetEnv)
 register("MaskedTarget-v0", entry_point=MaskedTargetEnv)

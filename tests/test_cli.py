@@ -21,6 +21,8 @@ FLAGS = {
     "ppo_discrete.py": COMMON_FLAGS + ["--action-masking"],
     "ppo_continuous.py": COMMON_FLAGS + ["--clip-action", "--norm-obs", "--clip-obs", "--norm-reward", "--clip-reward",
                                          "--state-dependent-std", "--save-model", "--eval-episodes"],
+    "ppo_atari.py": COMMON_FLAGS + ["--env-backend", "--noop-max", "--frame-skip", "--episodic-life", "--fire-reset",
+                                    "--frame-size", "--clip-reward", "--frame-stack", "--scale-obs"],
 }  # fmt: skip
 
 
@@ -36,7 +38,6 @@ def test_help_lists_every_flag_with_an_explanation(script):
 
 SMALL = ["--num-envs", "2", "--num-steps", "64"]  # a batch of 128 in both scripts
 COMMON_BAD = [
-    (["--env-id", "NoSuchEnv-v0"], r"--env-id NoSuchEnv-v0: .*pprint_registry"),
     (["--env-id", "no_such_module:Env-v0"], r"--env-id no_such_module:Env-v0: .*no_such_module"),
     ([*SMALL, "--num-minibatches", "3"], r"--num-minibatches 3 does not divide the batch of 128 .*use one of \[1, 2, 4"),
     ([*SMALL, "--total-timesteps", "100"], r"--total-timesteps 100 is smaller than one batch of 128.*at least 128"),
@@ -51,9 +52,16 @@ COMMON_BAD = [
     (["--ent-coef", "-1"], r"--ent-coef must be zero or positive, got -1"),
 ]
 BAD_INPUT = (
-    [("ppo_discrete.py", *case) for case in COMMON_BAD]
-    + [("ppo_continuous.py", *case) for case in COMMON_BAD]
+    [(script, *case) for script in FLAGS for case in COMMON_BAD]
     + [
+        ("ppo_discrete.py", ["--env-id", "NoSuchEnv-v0"], r"--env-id NoSuchEnv-v0: .*pprint_registry"),
+        ("ppo_continuous.py", ["--env-id", "NoSuchEnv-v0"], r"--env-id NoSuchEnv-v0: .*pprint_registry"),
+        ("ppo_atari.py", ["--env-id", "NoSuchGameNoFrameskip-v4"], r"--env-id NoSuchGameNoFrameskip-v4: .*get_all_rom_ids"),
+        ("ppo_atari.py", ["--env-id", "CartPole-v1"], r"--env-id CartPole-v1 is not an Atari game .*use ppo_discrete\.py"),
+        ("ppo_atari.py", ["--frame-size", "20"], r"--frame-size 20 is too small for the Nature CNN; use 36 or more"),
+        ("ppo_atari.py", ["--frame-skip", "0"], r"--frame-skip must be a positive integer, got 0"),
+        ("ppo_atari.py", ["--noop-max", "-1"], r"--noop-max must be zero or positive, got -1"),
+
         ("ppo_discrete.py", ["--env-id", "Pendulum-v1"], r"--env-id Pendulum-v1 has a Box action space.*use ppo_continuous\.py"),
         ("ppo_discrete.py", ["--action-masking"], r"--action-masking: CartPole-v1 puts no 'action_mask' in its info"),
         ("ppo_continuous.py", ["--env-id", "CartPole-v1"], r"--env-id CartPole-v1 has a Discrete action space.*use ppo_discrete\.py"),

@@ -1,0 +1,752 @@
+"""PPO for Atari (pixels, Discrete actions) on the Arcade Learning Environment, in one file.
+
+    python ppo_atari.py --env-id BreakoutNoFrameskip-v4
+    python ppo_atari.py --env-id PongNoFrameskip-v4 --env-backend ale   # ale-py's C++ vector env
+    python ppo_atari.py --help          # every flag, one line each
+
+Defaults reproduce CleanRL's ppo_atari.py (itself openai/baselines' ppo2 with the DeepMind
+wrappers). Comments cite the numbered details of "The 37 Implementation Details of PPO" (Huang et
+al., 2022); README.md maps every flag to its detail. Two environment back ends give the same
+observations and signals: `gymnasium` (a gymnasium vector env of the baselines wrappers written
+below) and `ale` (ale-py's multithreaded AtariVectorEnv). Frames are kept as uint8 everywhere,
+the rollout buffer included, and scaled only inside the network.
+"""
+
+import os
+import random
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import ale_py
+import cv2
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+gym.register_envs(ale_py)
+
+
+@dataclass
+class Args:
+    # Experiment
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of the experiment, part of the run name runs/<env>__<exp>__<seed>__<time>"""
+    seed: int = 1
+    """seed of python, numpy, torch and the environments"""
+    torch_deterministic: bool = True
+    """make torch deterministic (torch.backends.cudnn.deterministic)"""
+    cuda: bool = True
+    """use CUDA when it is available"""
+    track: bool = False
+    """also log to Weights & Biases (WANDB_MODE=offline logs without a network)"""
+    wandb_project_name: str = "ppo37"
+    """Weights & Biases project"""
+    wandb_entity: Optional[str] = None
+    """Weights & Biases entity (team); None uses your default"""
+
+    # Environment
+    env_id: str = "BreakoutNoFrameskip-v4"
+    """an ale-py game id, e.g. PongNoFrameskip-v4 or ALE/Pong-v5 (always run without frame skip or sticky actions inside ALE)"""
+    env_backend: Literal["gymnasium", "ale"] = "gymnasium"
+    """gymnasium: vector env of the wrappers in this file; ale: ale-py's C++ AtariVectorEnv"""
+    total_timesteps: int = 10000000
+    """environment steps (agent decisions) of the whole run, summed over all envs"""
+    num_envs: int = 8
+    """detail 1: parallel environments (N)"""
+    num_steps: int = 128
+    """detail 1: steps per env per rollout (M); the batch is N x M"""
+    vector_mode: Literal["sync", "async"] = "sync"
+    """detail 1: gymnasium back end: step the envs in this process (sync) or one subprocess each (async)"""
+    bootstrap_truncation: bool = True
+    """on a time-limit truncation, bootstrap with V(final obs) (ours; off reproduces CleanRL)"""
+
+    # Atari details
+    noop_max: int = 30
+    """detail 14: up to this many no-ops after a reset (a random number from 1); 0 disables"""
+    frame_skip: int = 4
+    """detail 15: repeat each action this many frames, max-pool the last two, sum the rewards"""
+    episodic_life: bool = True
+    """detail 16: a lost life ends the training episode; the game resets only when it is over"""
+    fire_reset: bool = True
+    """detail 17: press FIRE after a reset (and a lost life) in games that have it"""
+    frame_size: int = 84
+    """detail 18: grayscale frames resized to frame_size x frame_size"""
+    clip_reward: bool = True
+    """detail 19: train on the sign of the reward (logged returns stay raw game scores)"""
+    frame_stack: int = 4
+    """detail 20: stack the last frames into one observation"""
+    shared_network: bool = True
+    """detail 21: one Nature-CNN trunk for policy and value (off: two trunks)"""
+    scale_obs: bool = True
+    """detail 22: scale pixels to [0, 1] inside the network"""
+
+    # Network
+    ortho_init: bool = True
+    """detail 2: orthogonal weights (gain sqrt 2, policy head 0.01, value head 1), zero biases"""
+
+    # Optimisation
+    learning_rate: float = 2.5e-4
+    """detail 4: Adam learning rate (the start value when annealed)"""
+    anneal_lr: bool = True
+    """detail 4: anneal the learning rate linearly to 0"""
+    adam_eps: float = 1e-5
+    """detail 3: Adam epsilon"""
+    gae: bool = True
+    """detail 5: GAE advantages; off: discounted returns bootstrapped at the segment end"""
+    gamma: float = 0.99
+    """detail 5: discount factor"""
+    gae_lambda: float = 0.95
+    """detail 5: GAE lambda"""
+    num_minibatches: int = 4
+    """detail 6: minibatches per epoch (must divide N x M)"""
+    update_epochs: int = 4
+    """detail 6: passes over the batch per update (K)"""
+    norm_adv: bool = True
+    """detail 7: normalise advantages per minibatch"""
+    clip_coef: float = 0.1
+    """detail 8: surrogate clipping coefficient epsilon (also the value clip range)"""
+    anneal_clip: bool = False
+    """auxiliary: anneal the clipping coefficient linearly to 0, like the learning rate"""
+    clip_vloss: bool = True
+    """detail 9: clip the value loss around the rollout's values"""
+    ent_coef: float = 0.01
+    """detail 10: entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """detail 10: value loss coefficient"""
+    max_grad_norm: float = 0.5
+    """detail 11: global gradient-norm clip"""
+    target_kl: Optional[float] = None
+    """auxiliary: stop the update early when approx KL exceeds this (None: never)"""
+    kl_stop: Literal["epoch", "minibatch"] = "epoch"
+    """auxiliary: check --target-kl after each epoch (CleanRL) or before each minibatch step at 1.5x (SB3)"""
+    loss: Literal["clip", "kl-penalty"] = "clip"
+    """policy objective: clipped surrogate, or PPO-Penalty with adaptive KL coefficient"""
+    kl_coef: float = 1.0
+    """PPO-Penalty: initial KL coefficient beta"""
+    kl_target: float = 0.01
+    """PPO-Penalty: target KL; beta x2 when KL > 1.5 target, /2 when KL < target / 1.5"""
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line on stderr with exit code 2."""
+
+
+def validate_args(args: Args) -> None:
+    """Reject settings that cannot work, naming the flag and what would."""
+    for flag, value in [
+        ("--total-timesteps", args.total_timesteps),
+        ("--num-envs", args.num_envs),
+        ("--num-steps", args.num_steps),
+        ("--num-minibatches", args.num_minibatches),
+        ("--update-epochs", args.update_epochs),
+        ("--frame-skip", args.frame_skip),
+        ("--frame-stack", args.frame_stack),
+    ]:
+        if value <= 0:
+            raise UsageError(f"{flag} must be a positive integer, got {value}")
+    for flag, value in [
+        ("--learning-rate", args.learning_rate),
+        ("--adam-eps", args.adam_eps),
+        ("--clip-coef", args.clip_coef),
+        ("--max-grad-norm", args.max_grad_norm),
+        ("--kl-target", args.kl_target),
+        ("--target-kl", args.target_kl if args.target_kl is not None else 1.0),
+    ]:
+        if not value > 0:
+            raise UsageError(f"{flag} must be a positive number, got {value}")
+    for flag, value in [
+        ("--ent-coef", args.ent_coef),
+        ("--vf-coef", args.vf_coef),
+        ("--kl-coef", args.kl_coef),
+        ("--noop-max", args.noop_max),
+    ]:
+        if not value >= 0:
+            raise UsageError(f"{flag} must be zero or positive, got {value}")
+    if args.frame_size < 36:
+        raise UsageError(f"--frame-size {args.frame_size} is too small for the Nature CNN; use 36 or more (84 is the reference)")
+    if not 0 < args.gamma <= 1:
+        raise UsageError(f"--gamma must be in (0, 1], got {args.gamma}")
+    if not 0 <= args.gae_lambda <= 1:
+        raise UsageError(f"--gae-lambda must be in [0, 1], got {args.gae_lambda}")
+    batch_size = args.num_envs * args.num_steps
+    if batch_size % args.num_minibatches != 0:
+        divisors = [d for d in range(1, min(batch_size, 64) + 1) if batch_size % d == 0]
+        raise UsageError(
+            f"--num-minibatches {args.num_minibatches} does not divide the batch of {batch_size} "
+            f"(--num-envs {args.num_envs} x --num-steps {args.num_steps}); use one of {divisors}"
+        )
+    if args.total_timesteps < batch_size:
+        raise UsageError(
+            f"--total-timesteps {args.total_timesteps} is smaller than one batch of {batch_size} "
+            f"(--num-envs x --num-steps); use at least {batch_size}"
+        )
+
+
+LIST_GAMES = "list them with `python -c \"import ale_py; print(sorted(ale_py.roms.get_all_rom_ids()))\"` (ids look like PongNoFrameskip-v4)"
+
+
+def atari_game(env_id: str) -> str:
+    """The ale-py game name behind an env id (BreakoutNoFrameskip-v4 -> breakout), or a UsageError."""
+    try:
+        spec = gym.spec(env_id)
+    except gym.error.Error as e:
+        raise UsageError(f"--env-id {env_id}: {str(e).strip().splitlines()[0]}; {LIST_GAMES}") from None
+    if spec.entry_point != "ale_py.env:AtariEnv":
+        raise UsageError(f"--env-id {env_id} is not an Atari game of ale-py; ppo_atari.py trains on Atari, use ppo_discrete.py or ppo_continuous.py")
+    return spec.kwargs["game"]
+
+
+# ---- The gymnasium back end: openai/baselines' Atari wrappers (details 14-18, 20) ----
+
+
+class NoopReset(gym.Wrapper):
+    """detail 14: after a reset, a random number (1..noop_max) of no-op actions."""
+
+    def __init__(self, env: gym.Env, noop_max: int):
+        super().__init__(env)
+        self.noop_max = noop_max
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        for _ in range(self.unwrapped.np_random.integers(1, self.noop_max + 1)):
+            obs, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:
+                obs, info = self.env.reset()
+        return obs, info
+
+
+class MaxAndSkip(gym.Wrapper):
+    """detail 15: repeat the action `skip` frames, sum the rewards, max-pool the last two frames
+    (Atari sprites flicker between frames)."""
+
+    def __init__(self, env: gym.Env, skip: int):
+        super().__init__(env)
+        self.skip = skip
+        self.frames = np.zeros((2, *env.observation_space.shape), dtype=env.observation_space.dtype)
+
+    def step(self, action):
+        total_reward = 0.0
+        for i in range(self.skip):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            # as in baselines: an episode ending early leaves the previous step's frame in the pool
+            if i >= self.skip - 2:
+                self.frames[i - (self.skip - 2)] = obs
+            total_reward += float(reward)
+            if terminated or truncated:
+                break
+        pooled = self.frames.max(axis=0) if self.skip >= 2 else obs
+        return pooled, total_reward, terminated, truncated, info
+
+
+class EpisodicLife(gym.Wrapper):
+    """detail 16: a lost life ends the training episode (terminated), but the game goes on: the
+    reset that follows is a no-op step. Only a real game over resets the emulator."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.lives = 0
+        self.game_over = True
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.game_over = terminated or truncated
+        lives = self.unwrapped.ale.lives()
+        if 0 < lives < self.lives:
+            terminated = True
+        self.lives = lives
+        return obs, reward, terminated, truncated, info
+
+    def reset(self, **kwargs):
+        if self.game_over:
+            obs, info = self.env.reset(**kwargs)
+        else:
+            obs, _, _, _, info = self.env.step(0)
+        self.lives = self.unwrapped.ale.lives()
+        return obs, info
+
+
+class FireReset(gym.Wrapper):
+    """detail 17: press FIRE (then RIGHT/UP, action 2, as baselines does) after each reset, for
+    games that wait for FIRE to start."""
+
+    def reset(self, **kwargs):
+        self.env.reset(**kwargs)
+        for action in (1, 2):
+            obs, _, terminated, truncated, info = self.env.step(action)
+            if terminated or truncated:
+                obs, info = self.env.reset(**kwargs)
+        return obs, info
+
+
+class WarpFrame(gym.ObservationWrapper):
+    """detail 18: RGB -> grayscale -> size x size (area interpolation, as baselines)."""
+
+    def __init__(self, env: gym.Env, size: int):
+        super().__init__(env)
+        self.size = size
+        self.observation_space = gym.spaces.Box(0, 255, (size, size), np.uint8)
+
+    def observation(self, frame):
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        return cv2.resize(gray, (self.size, self.size), interpolation=cv2.INTER_AREA)
+
+
+class FrameStack(gym.Wrapper):
+    """detail 20: observation = the last k frames, oldest first, [k, H, W] uint8; after a reset the
+    stack starts as k copies of the first frame."""
+
+    def __init__(self, env: gym.Env, k: int):
+        super().__init__(env)
+        self.frames = deque(maxlen=k)
+        self.observation_space = gym.spaces.Box(0, 255, (k, *env.observation_space.shape), np.uint8)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        for _ in range(self.frames.maxlen):
+            self.frames.append(obs)
+        return np.stack(self.frames), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.frames.append(obs)
+        return np.stack(self.frames), reward, terminated, truncated, info
+
+
+def wrap_atari(env: gym.Env, args: Args) -> gym.Env:
+    """The baselines stack, innermost first (rewards stay raw: the script clips them, detail 19)."""
+    if args.noop_max > 0:
+        env = NoopReset(env, args.noop_max)
+    env = MaxAndSkip(env, args.frame_skip)
+    if args.episodic_life:
+        env = EpisodicLife(env)
+    if args.fire_reset and "FIRE" in env.unwrapped.get_action_meanings():
+        env = FireReset(env)
+    env = WarpFrame(env, args.frame_size)
+    return FrameStack(env, args.frame_stack)
+
+
+def make_env(env_id: str, args: Args):
+    def thunk():
+        # the wrappers do the frame skipping; ALE itself skips nothing and has no sticky actions
+        env = gym.make(env_id, frameskip=1, repeat_action_probability=0.0, full_action_space=False)
+        return wrap_atari(env, args)
+
+    return thunk
+
+
+def make_envs(args: Args) -> gym.vector.VectorEnv:
+    """N envs with same-step autoreset (the final observation of an ended episode is in
+    info["final_obs"]), and "lives" in info, from either back end."""
+    if args.env_backend == "ale":
+        return ale_py.vector_env.AtariVectorEnv(
+            game=atari_game(args.env_id),
+            num_envs=args.num_envs,
+            frameskip=args.frame_skip,
+            maxpool=args.frame_skip >= 2,
+            noop_max=args.noop_max,
+            use_fire_reset=args.fire_reset,
+            episodic_life=False,  # ale's episodic_life resets the game at a life loss; baselines does not
+            life_loss_info=args.episodic_life,  # terminated at a life loss, the game goes on
+            reward_clipping=False,  # the script clips, so raw scores can be logged
+            img_height=args.frame_size,
+            img_width=args.frame_size,
+            stack_num=args.frame_stack,
+            repeat_action_probability=0.0,
+            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        )
+    vector_env = gym.vector.SyncVectorEnv if args.vector_mode == "sync" else gym.vector.AsyncVectorEnv
+    return vector_env([make_env(args.env_id, args) for _ in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+class GameScores:
+    """The raw score and length (agent steps) of each sub-env's current game, summed across lives,
+    so the logged return is the full game's score as in the published numbers."""
+
+    def __init__(self, num_envs: int):
+        self.scores = np.zeros(num_envs)
+        self.lengths = np.zeros(num_envs, dtype=np.int64)
+        self.lives = None
+
+    def update(self, raw_rewards, terminated, truncated, lives) -> list[tuple[int, float, int]]:
+        """One vector step; `lives` as reported after it (after any reset). -> [(env, score, length)]
+        of the games that ended: a game is over when its episode ended without a life being lost
+        (a reset restores the lives; games without lives report 0 throughout)."""
+        self.scores += raw_rewards
+        self.lengths += 1
+        life_lost = self.lives is not None and lives < self.lives
+        over = truncated | (terminated & ~life_lost)
+        self.lives = np.array(lives)
+        ended = [(int(i), float(self.scores[i]), int(self.lengths[i])) for i in np.flatnonzero(over)]
+        self.scores[over], self.lengths[over] = 0.0, 0
+        return ended
+
+
+# ---- Agent ----
+
+
+def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0, ortho: bool = True) -> nn.Module:
+    # detail 2: orthogonal init with a per-layer gain and zero bias (off: PyTorch's default init)
+    if ortho:
+        nn.init.orthogonal_(layer.weight, std)
+        nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    def __init__(self, frame_stack: int, frame_size: int, num_actions: int, shared_network=True, scale_obs=True, ortho_init=True):
+        super().__init__()
+        self.shared_network = shared_network
+        self.scale_obs = scale_obs
+        conv_out = 64 * (((frame_size - 8) // 4 + 1 - 4) // 2 + 1 - 2) ** 2  # after the three convolutions
+
+        def trunk():  # detail 21: the Nature-CNN
+            return nn.Sequential(
+                layer_init(nn.Conv2d(frame_stack, 32, 8, stride=4), ortho=ortho_init),
+                nn.ReLU(),
+                layer_init(nn.Conv2d(32, 64, 4, stride=2), ortho=ortho_init),
+                nn.ReLU(),
+                layer_init(nn.Conv2d(64, 64, 3, stride=1), ortho=ortho_init),
+                nn.ReLU(),
+                nn.Flatten(),
+                layer_init(nn.Linear(conv_out, 512), ortho=ortho_init),
+                nn.ReLU(),
+            )
+
+        self.actor_trunk = trunk()
+        self.critic_trunk = self.actor_trunk if shared_network else trunk()
+        self.actor_head = layer_init(nn.Linear(512, num_actions), std=0.01, ortho=ortho_init)
+        self.critic_head = layer_init(nn.Linear(512, 1), std=1.0, ortho=ortho_init)
+
+    def pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 frames [B, k, H, W] -> float; detail 22: scaled to [0, 1] here, not in the buffer."""
+        return x.float() / 255.0 if self.scale_obs else x.float()
+
+    def get_value(self, x: torch.Tensor) -> torch.Tensor:
+        return self.critic_head(self.critic_trunk(self.pixels(x))).squeeze(-1)
+
+    def get_action_and_value(self, x, action=None):
+        """x uint8 [B, k, H, W] -> action [B], logprob [B], entropy [B], value [B].
+
+        Samples an action when `action` is None, else scores the given one.
+        """
+        x = self.pixels(x)
+        hidden = self.actor_trunk(x)
+        value = self.critic_head(hidden if self.shared_network else self.critic_trunk(x)).squeeze(-1)
+        log_probs = self.actor_head(hidden).log_softmax(-1)
+        if action is None:
+            # Gumbel-max: argmax(log p + Gumbel noise) is a sample of Categorical(p)
+            action = (log_probs - torch.log(-torch.log(torch.rand_like(log_probs)))).argmax(-1)
+        logprob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        return action, logprob, entropy, value
+
+
+# ---- Pure functions: advantages, losses (tested in tests/) ----
+
+
+def compute_advantages(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_value: torch.Tensor,
+    terminations: torch.Tensor,
+    truncations: torch.Tensor,
+    final_values: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+    gae: bool = True,
+    bootstrap_truncation: bool = True,
+):
+    """Advantages and returns of one rollout.
+
+    rewards, values, terminations, truncations, final_values: [T, N] float, step t's transition;
+    final_values[t] = V(final obs) where step t was truncated; next_value: [N] = V(obs after step T-1).
+    Returns advantages, returns: [T, N].
+    """
+    num_steps = rewards.shape[0]
+    ended = torch.maximum(terminations, truncations)  # the episode ended at step t: no credit flows back past it
+    # Value of the state step t led to: the next stored value while the episode goes on; at a time
+    # limit, V(final obs) if bootstrapping truncation; 0 after a true termination (or any end in CleanRL).
+    next_values = torch.cat([values[1:], next_value.unsqueeze(0)])
+    end_values = final_values * truncations * (1 - terminations) if bootstrap_truncation else torch.zeros_like(values)
+    bootstrap = torch.where(ended.bool(), end_values, next_values)
+    advantages = torch.zeros_like(rewards)
+    returns = torch.zeros_like(rewards)
+    if gae:
+        # detail 5: A_t = delta_t + gamma * lambda * A_{t+1}, cut where the episode ended
+        last_gae = torch.zeros_like(next_value)
+        for t in reversed(range(num_steps)):
+            delta = rewards[t] + gamma * bootstrap[t] - values[t]
+            last_gae = delta + gamma * gae_lambda * (1 - ended[t]) * last_gae
+            advantages[t] = last_gae
+        returns = advantages + values
+    else:
+        # discounted returns, bootstrapped at the segment end (and at time limits when enabled)
+        next_return = next_value
+        for t in reversed(range(num_steps)):
+            next_return = rewards[t] + gamma * torch.where(ended[t].bool(), end_values[t], next_return)
+            returns[t] = next_return
+        advantages = returns - values
+    return advantages, returns
+
+
+def clipped_policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
+    """detail 8: -min(r A, clip(r, 1-eps, 1+eps) A), averaged; ratio, advantages [B]."""
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+    return torch.max(unclipped, clipped).mean()
+
+
+def kl_penalty_policy_loss(ratio, logratio, advantages, kl_coef: float) -> torch.Tensor:
+    """PPO-Penalty: -r A + beta KL(old || new), with KL estimated per sample as (r - 1) - log r."""
+    kl = ((ratio - 1) - logratio).mean()
+    return -(advantages * ratio).mean() + kl_coef * kl
+
+
+def adapt_kl_coef(kl_coef: float, kl: float, kl_target: float) -> float:
+    """PPO paper, section 4: beta x2 when KL > 1.5 target, /2 when KL < target / 1.5."""
+    if kl > 1.5 * kl_target:
+        return kl_coef * 2.0
+    if kl < kl_target / 1.5:
+        return kl_coef / 2.0
+    return kl_coef
+
+
+def value_loss(new_values, old_values, returns, clip_coef: float, clip_vloss: bool = True) -> torch.Tensor:
+    """0.5 * squared error; detail 9: the max of the unclipped and the clipped error."""
+    unclipped = (new_values - returns) ** 2
+    if not clip_vloss:
+        return 0.5 * unclipped.mean()
+    clipped_values = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
+    clipped = (clipped_values - returns) ** 2
+    return 0.5 * torch.max(unclipped, clipped).mean()
+
+
+def explained_variance(y_pred: np.ndarray, y_true: np.ndarray) -> float:
+    """detail 12: 1 - Var[y - y_pred] / Var[y]; nan when y is constant."""
+    var_y = np.var(y_true)
+    return np.nan if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y)
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
+
+
+
+def main(args: Args) -> None:
+    validate_args(args)
+    atari_game(args.env_id)  # a clear error for an unknown or non-Atari id, before anything is written
+    batch_size = args.num_envs * args.num_steps
+    minibatch_size = batch_size // args.num_minibatches
+    num_iterations = args.total_timesteps // batch_size
+    run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+
+    if args.track:
+        import wandb
+
+        wandb_run = wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            save_code=True,
+        )
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    # Seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # Env setup (detail 1), either back end; observations are uint8 [N, k, H, W]
+    envs = make_envs(args)
+    obs_shape = envs.single_observation_space.shape
+    num_actions = int(envs.single_action_space.n)
+
+    agent = Agent(args.frame_stack, args.frame_size, num_actions, args.shared_network, args.scale_obs, args.ortho_init).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)  # detail 3
+
+    # Rollout storage, [T, N, ...]; frames stay uint8: a quarter of the memory of float32 storage
+    obs = torch.zeros((args.num_steps, args.num_envs, *obs_shape), dtype=torch.uint8, device=device)
+    actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
+    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
+    rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
+    terminations = torch.zeros((args.num_steps, args.num_envs), device=device)
+    truncations = torch.zeros((args.num_steps, args.num_envs), device=device)
+    values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    final_values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    writer.add_text("memory", f"rollout observation buffer: {obs.numel() * obs.element_size() / 2**20:.1f} MiB (uint8)")
+
+    # Full-game raw scores, counted here per sub-env across lives and autoresets
+    game_scores = GameScores(args.num_envs)
+    recent_returns = deque(maxlen=100)
+
+    global_step = 0
+    kl_coef = args.kl_coef
+    start_time = time.time()
+    next_obs_np, info = envs.reset(seed=args.seed)
+    game_scores.lives = np.array(info["lives"])
+    next_obs = torch.as_tensor(next_obs_np, device=device)
+    interactive = sys.stdout.isatty()
+    print_every = max(1, num_iterations // 20)
+    print(f"{run_name}: {num_iterations} iterations of {batch_size} steps on {device} ({args.env_backend} back end), logging to runs/{run_name}")
+
+    for iteration in range(1, num_iterations + 1):
+        # detail 4 (and the auxiliary clip annealing): linear decay to 0 over the run
+        frac = 1.0 - (iteration - 1.0) / num_iterations
+        lr_now = frac * args.learning_rate if args.anneal_lr else args.learning_rate
+        optimizer.param_groups[0]["lr"] = lr_now
+        clip_now = frac * args.clip_coef if args.anneal_clip else args.clip_coef
+
+        # ---- Rollout: num_steps of every env with the current policy ----
+        for step in range(args.num_steps):
+            global_step += args.num_envs
+            obs[step] = next_obs
+            with torch.no_grad():
+                action, logprob, _, value = agent.get_action_and_value(next_obs)
+            values[step] = value
+            actions[step] = action
+            logprobs[step] = logprob
+
+            next_obs_np, raw_reward, terminated, truncated, info = envs.step(action.cpu().numpy())
+            # detail 19: train on the reward's sign; log the raw game score of whole games
+            reward = np.sign(raw_reward) if args.clip_reward else raw_reward
+            rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+            terminations[step] = torch.as_tensor(terminated, dtype=torch.float32, device=device)
+            truncations[step] = torch.as_tensor(truncated, dtype=torch.float32, device=device)
+            next_obs = torch.as_tensor(next_obs_np, device=device)
+            for i, score, length in game_scores.update(raw_reward, terminated, truncated, info["lives"]):
+                writer.add_scalar("charts/episodic_return", score, global_step)
+                writer.add_scalar("charts/episodic_length", length, global_step)
+                recent_returns.append(score)
+
+            # A time limit is not a failure: value the final observation to bootstrap from it (ours)
+            time_limited = truncated & ~terminated
+            if args.bootstrap_truncation and time_limited.any():
+                final_obs = torch.as_tensor(np.stack(info["final_obs"][time_limited]), device=device)
+                with torch.no_grad():
+                    final_values[step, time_limited] = agent.get_value(final_obs)
+
+        # ---- Bootstrap and advantages (detail 5) ----
+        with torch.no_grad():
+            next_value = agent.get_value(next_obs)
+            advantages, returns = compute_advantages(
+                rewards, values, next_value, terminations, truncations, final_values,
+                args.gamma, args.gae_lambda, args.gae, args.bootstrap_truncation,
+            )  # fmt: skip
+        final_values.zero_()
+
+        # ---- Flatten the batch ----
+        b_obs = obs.reshape(batch_size, *obs_shape)
+        b_actions = actions.reshape(-1)
+        b_logprobs = logprobs.reshape(-1)
+        b_advantages = advantages.reshape(-1)
+        b_returns = returns.reshape(-1)
+        b_values = values.reshape(-1)
+
+        # ---- Update: K epochs of shuffled minibatches (detail 6) ----
+        b_inds = np.arange(batch_size)
+        clipfracs = []
+        minibatch_steps = 0
+        stop_early = False
+        for epoch in range(args.update_epochs):
+            np.random.shuffle(b_inds)
+            for start in range(0, batch_size, minibatch_size):
+                mb_inds = b_inds[start : start + minibatch_size]
+                _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
+                logratio = newlogprob - b_logprobs[mb_inds]
+                ratio = logratio.exp()
+
+                with torch.no_grad():
+                    # detail 12: KL estimators from http://joschu.net/blog/kl-approx.html
+                    old_approx_kl = (-logratio).mean()
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs.append(((ratio - 1.0).abs() > clip_now).float().mean().item())
+                if args.target_kl is not None and args.kl_stop == "minibatch" and approx_kl > 1.5 * args.target_kl:
+                    stop_early = True  # SB3: skip this step and end the update
+                    break
+
+                mb_advantages = b_advantages[mb_inds]
+                if args.norm_adv:  # detail 7
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+                if args.loss == "clip":
+                    pg_loss = clipped_policy_loss(ratio, mb_advantages, clip_now)
+                else:
+                    pg_loss = kl_penalty_policy_loss(ratio, logratio, mb_advantages, kl_coef)
+                v_loss = value_loss(newvalue, b_values[mb_inds], b_returns[mb_inds], clip_now, args.clip_vloss)
+                entropy_loss = entropy.mean()
+                loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss  # detail 10
+
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)  # detail 11
+                optimizer.step()
+                minibatch_steps += 1
+
+            if stop_early or (args.target_kl is not None and args.kl_stop == "epoch" and approx_kl > args.target_kl):
+                break
+
+        if args.loss == "kl-penalty":
+            # PPO-Penalty: measure KL(old || new) on the whole batch after the update, then adapt beta
+            with torch.no_grad():
+                kl_after = 0.0
+                for start in range(0, batch_size, minibatch_size):  # in minibatches: pixels are large
+                    _, newlogprob, _, _ = agent.get_action_and_value(b_obs[start : start + minibatch_size], b_actions[start : start + minibatch_size])
+                    logratio = newlogprob - b_logprobs[start : start + minibatch_size]
+                    kl_after += ((logratio.exp() - 1) - logratio).sum().item() / batch_size
+            writer.add_scalar("losses/kl_after_update", kl_after, global_step)
+            writer.add_scalar("charts/kl_coef", kl_coef, global_step)
+            kl_coef = adapt_kl_coef(kl_coef, kl_after, args.kl_target)
+
+        # ---- Log (detail 12) ----
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        sps = int(global_step / (time.time() - start_time))
+        writer.add_scalar("charts/learning_rate", lr_now, global_step)
+        writer.add_scalar("charts/clip_coef", clip_now, global_step)
+        writer.add_scalar("charts/minibatch_steps", minibatch_steps, global_step)
+        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
+        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
+        writer.add_scalar("losses/explained_variance", explained_variance(y_pred, y_true), global_step)
+        writer.add_scalar("charts/SPS", sps, global_step)
+
+        mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "n/a"
+        eta = format_seconds((args.total_timesteps - global_step) / max(sps, 1))
+        status = (
+            f"step {global_step}/{num_iterations * batch_size} ({100 * iteration / num_iterations:.0f}%) | "
+            f"SPS {sps} | return {mean_return} (last {len(recent_returns)} games) | ETA {eta}"
+        )
+        if interactive:  # a live line on a terminal, plain periodic lines in logs
+            print("\r" + status + "\033[K", end="\n" if iteration == num_iterations else "", flush=True)
+        elif iteration % print_every == 0 or iteration == num_iterations:
+            print(status, flush=True)
+
+    envs.close()
+    writer.close()
+    if args.track:
+        wandb_run.finish()
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    try:
+        main(args)
+    except UsageError as e:
+        print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
+        sys.exit(2)

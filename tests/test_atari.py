@@ -1,0 +1,172 @@
+"""ppo_atari.py: each baselines wrapper against a scripted fake ALE, the game-score accounting,
+the CNN, and the two back ends on real games."""
+
+import numpy as np
+import pytest
+import torch
+
+from ppo_atari import (
+    Agent,
+    Args,
+    EpisodicLife,
+    FireReset,
+    FrameStack,
+    GameScores,
+    MaxAndSkip,
+    NoopReset,
+    WarpFrame,
+    make_envs,
+    wrap_atari,
+)
+from tests.envs import FakeAleEnv
+
+REWARDS = FakeAleEnv.FAKE_REWARDS
+
+
+def pixel(obs, index):
+    return int(obs[0, index, 0] if obs.ndim == 3 else obs[0, index])
+
+
+def test_noop_reset_takes_1_to_noop_max_noops():
+    counts = set()
+    for seed in range(30):
+        env = NoopReset(FakeAleEnv(), noop_max=5)
+        env.reset(seed=seed)
+        assert env.unwrapped.actions == [0] * len(env.unwrapped.actions)
+        counts.add(len(env.unwrapped.actions))
+    assert counts == {1, 2, 3, 4, 5}
+
+
+def test_max_and_skip_repeats_sums_and_max_pools():
+    env = MaxAndSkip(FakeAleEnv(), skip=4)
+    env.reset(seed=0)
+    obs, reward, terminated, _, _ = env.step(3)
+    assert env.unwrapped.actions == [3, 3, 3, 3]
+    assert reward == sum(REWARDS[f % 5] for f in range(1, 5))
+    # frames 3 and 4 pooled: pixel 0 rises with f (max = 4), pixel 1 falls (max = 255 - 3)
+    assert pixel(obs, 0) == 4 and pixel(obs, 1) == 255 - 3 and not terminated
+
+
+def test_episodic_life_ends_the_episode_not_the_game():
+    env = EpisodicLife(FakeAleEnv())
+    env.reset(seed=0)
+    steps = 0
+    while True:
+        _, _, terminated, _, _ = env.step(2)
+        steps += 1
+        if terminated:
+            break
+    assert steps == FakeAleEnv.LIFE_FRAMES and env.unwrapped.lives == 2
+    env.reset()  # a lost life: a no-op step, not an emulator reset
+    assert env.unwrapped.resets == 1 and env.unwrapped.actions[-1] == 0
+    for _ in range(200):  # play to game over: the next reset is a real one
+        _, _, terminated, _, _ = env.step(2)
+        if terminated and env.unwrapped.lives == 0:
+            break
+        if terminated:
+            env.reset()
+    assert env.unwrapped.lives == 0
+    env.reset()
+    assert env.unwrapped.resets == 2 and env.unwrapped.lives == 3
+
+
+def test_fire_reset_presses_fire_then_2():
+    env = FireReset(FakeAleEnv())
+    env.reset(seed=0)
+    assert env.unwrapped.actions == [1, 2]
+
+
+def test_warp_frame_grayscale_and_size():
+    obs, _ = WarpFrame(FakeAleEnv(), 84).reset(seed=0)
+    assert obs.shape == (84, 84) and obs.dtype == np.uint8
+    assert np.all(obs[1:] == FakeAleEnv.GRAY)  # a uniform gray RGB image stays that gray
+
+
+def test_frame_stack_order_and_initial_padding():
+    env = FrameStack(MaxAndSkip(FakeAleEnv(), 1), 4)  # skip 1: frame f is observed after step f
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (4, 210, 160, 3)
+    assert [pixel(frame, 0) for frame in obs] == [0, 0, 0, 0]  # four copies of the first frame
+    for _ in range(2):
+        obs, *_ = env.step(0)
+    assert [pixel(frame, 0) for frame in obs] == [0, 0, 1, 2]  # oldest first
+
+
+def test_full_stack_observation():
+    args = Args(noop_max=3, frame_size=84, frame_stack=4)
+    obs, _ = wrap_atari(FakeAleEnv(), args).reset(seed=0)
+    assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
+
+
+def test_game_scores_sum_raw_rewards_across_lives():
+    scores = GameScores(2)
+    scores.lives = np.array([3, 0])  # env 1 has no lives (like Pong)
+    script = [  # raw rewards, terminated, lives after the step
+        ([7.0, -1.0], [False, False], [3, 0]),
+        ([1.0, 1.0], [True, False], [2, 0]),  # env 0 loses a life: the game goes on
+        ([4.0, -1.0], [False, True], [2, 0]),  # env 1's game is over
+        ([0.0, 2.0], [True, False], [1, 0]),
+        ([2.0, 0.0], [True, False], [3, 0]),  # env 0: game over, the reset restored 3 lives
+    ]
+    ended = []
+    for rewards, terminated, lives in script:
+        ended += scores.update(np.array(rewards), np.array(terminated), np.array([False, False]), np.array(lives))
+    assert ended == [(1, -1.0, 3), (0, 14.0, 5)]  # raw, unclipped, summed over all lives
+
+
+def test_sign_clipping_is_what_trains():
+    assert np.array_equal(np.sign(np.array([7.0, -2.0, 0.0])), [1.0, -1.0, 0.0])
+
+
+@pytest.mark.parametrize("frame_size", [84, 64])
+def test_cnn_shapes(frame_size):
+    agent = Agent(frame_stack=4, frame_size=frame_size, num_actions=6)
+    x = torch.randint(0, 256, (3, 4, frame_size, frame_size), dtype=torch.uint8)
+    action, logprob, entropy, value = agent.get_action_and_value(x)
+    assert action.shape == logprob.shape == entropy.shape == value.shape == (3,)
+    assert agent.get_value(x).shape == (3,)
+    separate = Agent(frame_stack=4, frame_size=frame_size, num_actions=6, shared_network=False)
+    trunk_params = sum(p.numel() for p in agent.actor_trunk.parameters())
+    assert sum(p.numel() for p in separate.parameters()) - sum(p.numel() for p in agent.parameters()) == trunk_params
+
+
+def test_scale_obs_scales_inside_the_network():
+    x = torch.full((1, 4, 84, 84), 255, dtype=torch.uint8)
+    assert Agent(4, 84, 4).pixels(x).max() == 1.0
+    assert Agent(4, 84, 4, scale_obs=False).pixels(x).max() == 255.0
+
+
+def play(env_id, backend, steps, seed=0):
+    """A fixed random action sequence on one env -> observations and the accounting seen."""
+    envs = make_envs(Args(env_id=env_id, env_backend=backend, num_envs=1))
+    obs, info = envs.reset(seed=seed)
+    scores = GameScores(1)
+    scores.lives = np.array(info["lives"])
+    rng = np.random.default_rng(seed)
+    observations, terminations, games, rewards = [obs], 0, [], []
+    for _ in range(steps):
+        obs, reward, terminated, truncated, info = envs.step(rng.integers(0, envs.single_action_space.n, 1))
+        observations.append(obs)
+        terminations += int(terminated[0])
+        rewards.append(float(reward[0]))
+        for _, score, _ in scores.update(reward, terminated, truncated, info["lives"]):
+            games.append((score, terminations, list(rewards)))
+            terminations, rewards = 0, []
+    envs.close()
+    return np.concatenate(observations), games
+
+
+@pytest.mark.parametrize("backend", ["gymnasium", "ale"])
+def test_backends_agree_on_observations_and_accounting(backend):
+    observations, games = play("BreakoutNoFrameskip-v4", backend, 700)
+    assert observations.shape == (701, 4, 84, 84) and observations.dtype == np.uint8
+    assert 20 < observations[-1].mean() < 80 and observations.max() > 100  # a real Breakout screen
+    assert len(games) >= 2
+    for score, terminations, rewards in games:
+        assert terminations == 5  # episodic life: one training episode per life, 5 lives a game
+        assert score == sum(rewards) and score >= 0  # the raw score of the whole game
+
+    observations, games = play("PongNoFrameskip-v4", backend, 1100)
+    assert observations.shape == (1101, 4, 84, 84) and observations.dtype == np.uint8
+    (score, terminations, rewards), *_ = games
+    assert terminations == 1 and rewards.count(-1.0) == 21 and score == sum(rewards)  # one game to 21
