@@ -368,10 +368,11 @@ class GameScores:
     """The raw score and length (agent steps) of each sub-env's current game, summed across lives,
     so the logged return is the full game's score as in the published numbers."""
 
-    def __init__(self, num_envs: int):
-        self.scores = np.zeros(num_envs)
-        self.lengths = np.zeros(num_envs, dtype=np.int64)
-        self.lives = None
+    def __init__(self, lives: np.ndarray):
+        """lives: [N], as the reset reported them"""
+        self.lives = np.array(lives)
+        self.scores = np.zeros(len(self.lives))
+        self.lengths = np.zeros(len(self.lives), dtype=np.int64)
 
     def update(self, raw_rewards, terminated, truncated, lives) -> list[tuple[int, float, int]]:
         """One vector step; `lives` as reported after it (after any reset). -> [(env, score, length)]
@@ -379,8 +380,7 @@ class GameScores:
         (a reset restores the lives; games without lives report 0 throughout)."""
         self.scores += raw_rewards
         self.lengths += 1
-        life_lost = self.lives is not None and lives < self.lives
-        over = truncated | (terminated & ~life_lost)
+        over = truncated | (terminated & ~(lives < self.lives))
         self.lives = np.array(lives)
         ended = [(int(i), float(self.scores[i]), int(self.lengths[i])) for i in np.flatnonzero(over)]
         self.scores[over], self.lengths[over] = 0.0, 0
@@ -590,15 +590,13 @@ def main(args: Args) -> None:
     final_values = torch.zeros((args.num_steps, args.num_envs), device=device)
     writer.add_text("memory", f"rollout observation buffer: {obs.numel() * obs.element_size() / 2**20:.1f} MiB (uint8)")
 
-    # Full-game raw scores, counted here per sub-env across lives and autoresets
-    game_scores = GameScores(args.num_envs)
-    recent_returns = deque(maxlen=100)
-
     global_step = 0
     kl_coef = args.kl_coef
     start_time = time.time()
     next_obs_np, info = envs.reset(seed=args.seed)
-    game_scores.lives = np.array(info["lives"])
+    # Full-game raw scores, counted here per sub-env across lives and autoresets
+    game_scores = GameScores(info["lives"])
+    recent_returns = deque(maxlen=100)
     next_obs = torch.as_tensor(next_obs_np, device=device)
     interactive = sys.stdout.isatty()
     print_every = max(1, num_iterations // 20)

@@ -99,8 +99,7 @@ def test_full_stack_observation():
 
 
 def test_game_scores_sum_raw_rewards_across_lives():
-    scores = GameScores(2)
-    scores.lives = np.array([3, 0])  # env 1 has no lives (like Pong)
+    scores = GameScores(np.array([3, 0]))  # env 1 has no lives (like Pong)
     script = [  # raw rewards, terminated, lives after the step
         ([7.0, -1.0], [False, False], [3, 0]),
         ([1.0, 1.0], [True, False], [2, 0]),  # env 0 loses a life: the game goes on
@@ -140,8 +139,7 @@ def play(env_id, backend, steps, seed=0):
     """A fixed random action sequence on one env -> observations and the accounting seen."""
     envs = make_envs(Args(env_id=env_id, env_backend=backend, num_envs=1))
     obs, info = envs.reset(seed=seed)
-    scores = GameScores(1)
-    scores.lives = np.array(info["lives"])
+    scores = GameScores(info["lives"])
     rng = np.random.default_rng(seed)
     observations, terminations, games, rewards = [obs], 0, [], []
     for _ in range(steps):
