@@ -113,10 +113,6 @@ def test_game_scores_sum_raw_rewards_across_lives():
     assert ended == [(1, -1.0, 3), (0, 14.0, 5)]  # raw, unclipped, summed over all lives
 
 
-def test_sign_clipping_is_what_trains():
-    assert np.array_equal(np.sign(np.array([7.0, -2.0, 0.0])), [1.0, -1.0, 0.0])
-
-
 @pytest.mark.parametrize("frame_size", [84, 64])
 def test_cnn_shapes(frame_size):
     agent = Agent(frame_stack=4, frame_size=frame_size, num_actions=6)

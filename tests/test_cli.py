@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, TINY, run_script
@@ -81,7 +82,9 @@ def test_bad_input_is_one_clear_line_and_exit_2(run_fails, script, flags, expect
 
 def test_unbounded_actions_train_without_clipping(train):
     run = train("ppo_continuous.py", *TINY, "--env-id", "tests.envs:UnboundedBox-v0", "--no-clip-action")
-    assert len(run.scalars("charts/episodic_return")) > 0
+    # the env pays -sum(a^2) over 16 steps: std-1 samples of 2 components, unclipped, cost ~2 a step
+    returns = run.scalars("charts/episodic_return")
+    assert returns and np.mean(returns) < -10
 
 
 @pytest.mark.parametrize("script", FLAGS)
