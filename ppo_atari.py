@@ -74,7 +74,7 @@ class Args:
     episodic_life: bool = True
     """detail 16: a lost life ends the training episode; the game resets only when it is over"""
     fire_reset: bool = True
-    """detail 17: press FIRE after a reset (and a lost life) in games that have it"""
+    """detail 17: press FIRE after a reset in games that have it (gymnasium back end: after a lost life too)"""
     frame_size: int = 84
     """detail 18: grayscale frames resized to frame_size x frame_size"""
     clip_reward: bool = True
