@@ -57,7 +57,7 @@ class Args:
     """draw curves.png (needs matplotlib)"""
 
 
-def train(args: Args, env_id: str, seed: int, extra: list[str]) -> tuple[str, str, int, str, float]:
+def train(args: Args, env_id: str, seed: int, extra: list[str]) -> tuple[str, int, str, float]:
     exp_name = os.path.splitext(os.path.basename(args.script))[0]
     command = [sys.executable, os.path.join(REPO, args.script), "--env-id", env_id, "--seed", str(seed),
                "--exp-name", exp_name, "--no-track", *extra]  # fmt: skip
@@ -70,7 +70,7 @@ def train(args: Args, env_id: str, seed: int, extra: list[str]) -> tuple[str, st
         subprocess.run(command, cwd=args.out, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
     pattern = os.path.join(args.out, "runs", f"{env_id.replace(':', '_').replace('/', '_')}__{exp_name}__{seed}__*")
     run_dir = max(glob.glob(pattern), key=os.path.getmtime)
-    return exp_name, env_id, seed, run_dir, time.time() - started
+    return env_id, seed, run_dir, time.time() - started
 
 
 def plot_curves(rows: list[dict], path: str) -> None:
@@ -110,7 +110,7 @@ def main(args: Args, extra: list[str]) -> None:
         results = list(pool.map(lambda job: train(args, *job, extra), jobs))
 
     rows, summary = [], []
-    for exp_name, env_id, seed, run_dir, seconds in results:
+    for env_id, seed, run_dir, seconds in results:
         for step, value in read_scalars(run_dir, "charts/episodic_return"):
             rows.append({"script": args.script, "env_id": env_id, "seed": seed, "step": step, "return": value})
         # with --save-model, ppo_continuous.py evaluates the saved model and logs eval/episodic_return
