@@ -79,8 +79,8 @@ class Args:
     """detail 18: grayscale frames resized to frame_size x frame_size"""
     clip_reward: bool = True
     """detail 19: train on the sign of the reward (logged returns stay raw game scores)"""
-    frame_stack: int = 4
-    """detail 20: stack the last frames into one observation"""
+    frame_stack: Optional[int] = None
+    """detail 20: stack the last frames into one observation (None: 4, or 1 with --recurrent as in CleanRL's LSTM variant)"""
     shared_network: bool = True
     """detail 21: one Nature-CNN trunk for policy and value (off: two trunks)"""
     scale_obs: bool = True
@@ -89,6 +89,10 @@ class Args:
     # Network
     ortho_init: bool = True
     """detail 2: orthogonal weights (gain sqrt 2, policy head 0.01, value head 1), zero biases"""
+    recurrent: bool = False
+    """details 32-36: an LSTM after the CNN, its state carried across steps (off: feed-forward)"""
+    lstm_hidden_size: int = 128
+    """size of the LSTM's hidden and cell state, with --recurrent"""
 
     # Optimisation
     learning_rate: float = 2.5e-4
@@ -132,6 +136,10 @@ class Args:
     kl_target: float = 0.01
     """PPO-Penalty: target KL; beta x2 when KL > 1.5 target, /2 when KL < target / 1.5"""
 
+    def __post_init__(self):
+        if self.frame_stack is None:  # memory comes from the LSTM instead of the stack
+            self.frame_stack = 1 if self.recurrent else 4
+
 
 class UsageError(Exception):
     """Bad input from the user: reported as one line on stderr with exit code 2."""
@@ -147,6 +155,7 @@ def validate_args(args: Args) -> None:
         ("--update-epochs", args.update_epochs),
         ("--frame-skip", args.frame_skip),
         ("--frame-stack", args.frame_stack),
+        ("--lstm-hidden-size", args.lstm_hidden_size),
     ]:
         if value <= 0:
             raise UsageError(f"{flag} must be a positive integer, got {value}")
@@ -180,6 +189,12 @@ def validate_args(args: Args) -> None:
         raise UsageError(
             f"--num-minibatches {args.num_minibatches} does not divide the batch of {batch_size} "
             f"(--num-envs {args.num_envs} x --num-steps {args.num_steps}); use one of {divisors}"
+        )
+    if args.recurrent and args.num_envs % args.num_minibatches != 0:
+        divisors = [d for d in range(1, args.num_envs + 1) if args.num_envs % d == 0]
+        raise UsageError(
+            f"--recurrent: --num-minibatches {args.num_minibatches} does not divide --num-envs {args.num_envs} "
+            f"(a minibatch is whole env sequences); use one of {divisors}"
         )
     if args.total_timesteps < batch_size:
         raise UsageError(
@@ -398,11 +413,44 @@ def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.
     return layer
 
 
+def lstm_init(lstm: nn.LSTM, ortho: bool = True) -> nn.LSTM:
+    # detail 32: orthogonal weights with gain 1 and zero biases (off: PyTorch's default init)
+    if ortho:
+        for name, param in lstm.named_parameters():
+            if name.startswith("weight"):
+                nn.init.orthogonal_(param, 1.0)
+            else:
+                nn.init.constant_(param, 0.0)
+    return lstm
+
+
+def lstm_sequence(lstm: nn.LSTM, features: torch.Tensor, state: tuple, starts: torch.Tensor):
+    """Run `lstm` over N env sequences of T steps, each starting from the zero state at episode starts.
+
+    features [T * N, F] time-major, state (h, c) each [1, N, H] before step 0, starts [T * N]
+    (1.0 where the observation is an episode's first) -> outputs [T * N, H], state (h, c) after step T-1.
+    """
+    num_envs = state[0].shape[1]
+    features = features.reshape(-1, num_envs, features.shape[-1])
+    starts = starts.reshape(-1, num_envs)
+    h, c = state
+    # One LSTM call per stretch of steps in which no episode starts: exact, and far fewer calls than one per step
+    cuts = [0, *(torch.nonzero(starts[1:].any(-1)).flatten() + 1).tolist(), len(starts)]
+    outputs = []
+    for first, end in zip(cuts[:-1], cuts[1:]):
+        keep = (1.0 - starts[first]).view(1, -1, 1)  # detail 34: a new episode starts from zeros
+        output, (h, c) = lstm(features[first:end], (keep * h, keep * c))
+        outputs.append(output)
+    return torch.cat(outputs).reshape(-1, lstm.hidden_size), (h, c)
+
+
 class Agent(nn.Module):
-    def __init__(self, frame_stack: int, frame_size: int, num_actions: int, shared_network=True, scale_obs=True, ortho_init=True):
+    def __init__(self, frame_stack: int, frame_size: int, num_actions: int, shared_network=True, scale_obs=True,
+                 ortho_init=True, lstm_hidden_size: int = 0):  # fmt: skip
         super().__init__()
         self.shared_network = shared_network
         self.scale_obs = scale_obs
+        self.recurrent = lstm_hidden_size > 0
         conv_out = 64 * (((frame_size - 8) // 4 + 1 - 4) // 2 + 1 - 2) ** 2  # after the three convolutions
 
         def trunk():  # detail 21: the Nature-CNN
@@ -420,31 +468,55 @@ class Agent(nn.Module):
 
         self.actor_trunk = trunk()
         self.critic_trunk = self.actor_trunk if shared_network else trunk()
-        self.actor_head = layer_init(nn.Linear(512, num_actions), std=0.01, ortho=ortho_init)
-        self.critic_head = layer_init(nn.Linear(512, 1), std=1.0, ortho=ortho_init)
+        features = 512
+        if self.recurrent:  # details 32-36: an LSTM after each trunk (one LSTM when the trunk is shared)
+            self.actor_lstm = lstm_init(nn.LSTM(512, lstm_hidden_size), ortho_init)
+            self.critic_lstm = self.actor_lstm if shared_network else lstm_init(nn.LSTM(512, lstm_hidden_size), ortho_init)
+            features = lstm_hidden_size
+        self.actor_head = layer_init(nn.Linear(features, num_actions), std=0.01, ortho=ortho_init)
+        self.critic_head = layer_init(nn.Linear(features, 1), std=1.0, ortho=ortho_init)
 
     def pixels(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 frames [B, k, H, W] -> float; detail 22: scaled to [0, 1] here, not in the buffer."""
         return x.float() / 255.0 if self.scale_obs else x.float()
 
-    def get_value(self, x: torch.Tensor) -> torch.Tensor:
-        return self.critic_head(self.critic_trunk(self.pixels(x))).squeeze(-1)
+    def initial_lstm_state(self, num_envs: int, device=None) -> tuple:
+        """detail 33: the zero LSTM state (h, c), each [L, N, H]; L = 1 shared LSTM, or 2: actor's, critic's."""
+        shape = (1 if self.shared_network else 2, num_envs, self.actor_lstm.hidden_size)
+        return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
 
-    def get_action_and_value(self, x, action=None):
-        """x uint8 [B, k, H, W] -> action [B], logprob [B], entropy [B], value [B].
+    def get_value(self, x: torch.Tensor, lstm_state=None, starts=None) -> torch.Tensor:
+        hidden = self.critic_trunk(self.pixels(x))
+        if self.recurrent:  # the critic's state is the last of the L
+            hidden, _ = lstm_sequence(self.critic_lstm, hidden, (lstm_state[0][-1:], lstm_state[1][-1:]), starts)
+        return self.critic_head(hidden).squeeze(-1)
 
-        Samples an action when `action` is None, else scores the given one.
+    def get_action_and_value(self, x, action=None, lstm_state=None, starts=None):
+        """x uint8 [B, k, H, W] -> action [B], logprob [B], entropy [B], value [B], lstm_state.
+
+        Samples an action when `action` is None, else scores the given one. Recurrent: x holds N
+        sequences time-major (B = T * N), lstm_state is the state before them, starts [B] marks
+        episode starts, and the state after them is returned (None when feed-forward).
         """
         x = self.pixels(x)
         hidden = self.actor_trunk(x)
-        value = self.critic_head(hidden if self.shared_network else self.critic_trunk(x)).squeeze(-1)
+        critic_hidden = hidden if self.shared_network else self.critic_trunk(x)
+        if self.recurrent:
+            h, c = lstm_state
+            hidden, (h_actor, c_actor) = lstm_sequence(self.actor_lstm, hidden, (h[:1], c[:1]), starts)
+            if self.shared_network:
+                critic_hidden, lstm_state = hidden, (h_actor, c_actor)
+            else:
+                critic_hidden, (h_critic, c_critic) = lstm_sequence(self.critic_lstm, critic_hidden, (h[1:], c[1:]), starts)
+                lstm_state = torch.cat([h_actor, h_critic]), torch.cat([c_actor, c_critic])
+        value = self.critic_head(critic_hidden).squeeze(-1)
         log_probs = self.actor_head(hidden).log_softmax(-1)
         if action is None:
             # Gumbel-max: argmax(log p + Gumbel noise) is a sample of Categorical(p)
             action = (log_probs - torch.log(-torch.log(torch.rand_like(log_probs)))).argmax(-1)
         logprob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
-        return action, logprob, entropy, value
+        return action, logprob, entropy, value, lstm_state
 
 
 # ---- Pure functions: advantages, losses (tested in tests/) ----
@@ -527,6 +599,16 @@ def value_loss(new_values, old_values, returns, clip_coef: float, clip_vloss: bo
     return 0.5 * torch.max(unclipped, clipped).mean()
 
 
+def minibatches(order: np.ndarray, num_minibatches: int, num_steps: int, num_envs: int, recurrent: bool):
+    """Split `order` (a permutation of the T * N flat indices, or of the N envs when recurrent) into
+    minibatches; yields (envs or None, flat indices). Recurrent: all T steps of each env, time-major."""
+    for part in np.split(order, num_minibatches):
+        if recurrent:
+            yield part, (np.arange(num_steps)[:, None] * num_envs + part).reshape(-1)
+        else:
+            yield None, part
+
+
 def explained_variance(y_pred: np.ndarray, y_true: np.ndarray) -> float:
     """detail 12: 1 - Var[y - y_pred] / Var[y]; nan when y is constant."""
     var_y = np.var(y_true)
@@ -543,7 +625,6 @@ def main(args: Args) -> None:
     validate_args(args)
     atari_game(args.env_id)  # a clear error for an unknown or non-Atari id, before anything is written
     batch_size = args.num_envs * args.num_steps
-    minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
     run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
 
@@ -576,7 +657,9 @@ def main(args: Args) -> None:
     obs_shape = envs.single_observation_space.shape
     num_actions = int(envs.single_action_space.n)
 
-    agent = Agent(args.frame_stack, args.frame_size, num_actions, args.shared_network, args.scale_obs, args.ortho_init).to(device)
+    lstm_hidden_size = args.lstm_hidden_size if args.recurrent else 0
+    agent = Agent(args.frame_stack, args.frame_size, num_actions, args.shared_network, args.scale_obs, args.ortho_init, lstm_hidden_size)
+    agent = agent.to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)  # detail 3
 
     # Rollout storage, [T, N, ...]; frames stay uint8: a quarter of the memory of float32 storage
@@ -588,6 +671,7 @@ def main(args: Args) -> None:
     truncations = torch.zeros((args.num_steps, args.num_envs), device=device)
     values = torch.zeros((args.num_steps, args.num_envs), device=device)
     final_values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    starts = torch.zeros((args.num_steps, args.num_envs), device=device)  # 1.0: obs[t] is an episode's first
     writer.add_text("memory", f"rollout observation buffer: {obs.numel() * obs.element_size() / 2**20:.1f} MiB (uint8)")
 
     global_step = 0
@@ -598,6 +682,8 @@ def main(args: Args) -> None:
     game_scores = GameScores(info["lives"])
     recent_returns = deque(maxlen=100)
     next_obs = torch.as_tensor(next_obs_np, device=device)
+    next_start = torch.ones(args.num_envs, device=device)
+    lstm_state = agent.initial_lstm_state(args.num_envs, device) if args.recurrent else None
     interactive = sys.stdout.isatty()
     print_every = max(1, num_iterations // 20)
     print(f"{run_name}: {num_iterations} iterations of {batch_size} steps on {device} ({args.env_backend} back end), logging to runs/{run_name}")
@@ -610,11 +696,14 @@ def main(args: Args) -> None:
         clip_now = frac * args.clip_coef if args.anneal_clip else args.clip_coef
 
         # ---- Rollout: num_steps of every env with the current policy ----
+        # detail 36: the LSTM state before the rollout, from which the update re-runs the sequences
+        rollout_lstm_state = (lstm_state[0].clone(), lstm_state[1].clone()) if args.recurrent else None
         for step in range(args.num_steps):
             global_step += args.num_envs
             obs[step] = next_obs
+            starts[step] = next_start
             with torch.no_grad():
-                action, logprob, _, value = agent.get_action_and_value(next_obs)
+                action, logprob, _, value, lstm_state = agent.get_action_and_value(next_obs, None, lstm_state, next_start)
             values[step] = value
             actions[step] = action
             logprobs[step] = logprob
@@ -625,6 +714,7 @@ def main(args: Args) -> None:
             rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
             terminations[step] = torch.as_tensor(terminated, dtype=torch.float32, device=device)
             truncations[step] = torch.as_tensor(truncated, dtype=torch.float32, device=device)
+            next_start = torch.maximum(terminations[step], truncations[step])  # a lost life too (detail 16)
             next_obs = torch.as_tensor(next_obs_np, device=device)
             for i, score, length in game_scores.update(raw_reward, terminated, truncated, info["lives"]):
                 writer.add_scalar("charts/episodic_return", score, global_step)
@@ -635,12 +725,14 @@ def main(args: Args) -> None:
             time_limited = truncated & ~terminated
             if args.bootstrap_truncation and time_limited.any():
                 final_obs = torch.as_tensor(np.stack(info["final_obs"][time_limited]), device=device)
+                # recurrent: the final obs continues its episode from the state that just acted
+                final_state = (lstm_state[0][:, time_limited], lstm_state[1][:, time_limited]) if args.recurrent else None
                 with torch.no_grad():
-                    final_values[step, time_limited] = agent.get_value(final_obs)
+                    final_values[step, time_limited] = agent.get_value(final_obs, final_state, torch.zeros(len(final_obs), device=device))
 
         # ---- Bootstrap and advantages (detail 5) ----
         with torch.no_grad():
-            next_value = agent.get_value(next_obs)
+            next_value = agent.get_value(next_obs, lstm_state, next_start)
             advantages, returns = compute_advantages(
                 rewards, values, next_value, terminations, truncations, final_values,
                 args.gamma, args.gae_lambda, args.gae, args.bootstrap_truncation,
@@ -654,17 +746,23 @@ def main(args: Args) -> None:
         b_advantages = advantages.reshape(-1)
         b_returns = returns.reshape(-1)
         b_values = values.reshape(-1)
+        b_starts = starts.reshape(-1)
 
         # ---- Update: K epochs of shuffled minibatches (detail 6) ----
-        b_inds = np.arange(batch_size)
+        # detail 35, recurrent: shuffle envs, not steps, so each minibatch holds whole sequences
+        order = np.arange(args.num_envs if args.recurrent else batch_size)
         clipfracs = []
         minibatch_steps = 0
         stop_early = False
         for epoch in range(args.update_epochs):
-            np.random.shuffle(b_inds)
-            for start in range(0, batch_size, minibatch_size):
-                mb_inds = b_inds[start : start + minibatch_size]
-                _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
+            np.random.shuffle(order)
+            for mb_envs, mb_inds in minibatches(order, args.num_minibatches, args.num_steps, args.num_envs, args.recurrent):
+                mb_lstm_state = None
+                if args.recurrent:  # detail 36: re-run each sequence from the state the rollout started in
+                    mb_lstm_state = (rollout_lstm_state[0][:, mb_envs], rollout_lstm_state[1][:, mb_envs])
+                _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(
+                    b_obs[mb_inds], b_actions[mb_inds], mb_lstm_state, b_starts[mb_inds]
+                )
                 logratio = newlogprob - b_logprobs[mb_inds]
                 ratio = logratio.exp()
 
@@ -701,9 +799,12 @@ def main(args: Args) -> None:
             # PPO-Penalty: measure KL(old || new) on the whole batch after the update, then adapt beta
             with torch.no_grad():
                 kl_after = 0.0
-                for start in range(0, batch_size, minibatch_size):  # in minibatches: pixels are large
-                    _, newlogprob, _, _ = agent.get_action_and_value(b_obs[start : start + minibatch_size], b_actions[start : start + minibatch_size])
-                    logratio = newlogprob - b_logprobs[start : start + minibatch_size]
+                in_order = np.arange(args.num_envs if args.recurrent else batch_size)
+                for mb_envs, mb_inds in minibatches(in_order, args.num_minibatches, args.num_steps, args.num_envs, args.recurrent):
+                    # in minibatches: pixels are large
+                    mb_lstm_state = (rollout_lstm_state[0][:, mb_envs], rollout_lstm_state[1][:, mb_envs]) if args.recurrent else None
+                    _, newlogprob, _, _, _ = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds], mb_lstm_state, b_starts[mb_inds])
+                    logratio = newlogprob - b_logprobs[mb_inds]
                     kl_after += ((logratio.exp() - 1) - logratio).sum().item() / batch_size
             writer.add_scalar("losses/kl_after_update", kl_after, global_step)
             writer.add_scalar("charts/kl_coef", kl_coef, global_step)

@@ -2,6 +2,7 @@
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 from gymnasium.envs.registration import register
 
 COUNTING_LENGTHS = (3, 8, 5)
@@ -133,6 +134,24 @@ class UnboundedBoxEnv(UnclippedBoxEnv):
     action_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
 
 
+class CartPoleNoVelocityEnv(CartPoleEnv):
+    """CartPole that shows only the cart position and the pole angle: the velocities must be
+    inferred from successive observations, so a policy needs memory to balance well."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        low, high = self.observation_space.low[[0, 2]], self.observation_space.high[[0, 2]]
+        self.observation_space = gym.spaces.Box(low, high, dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options=options)
+        return obs[[0, 2]], info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs[[0, 2]], reward, terminated, truncated, info
+
+
 class FakeAle:
     def __init__(self, env):
         self.env = env
@@ -186,3 +205,4 @@ register("MultiDiscreteTarget-v0", entry_point=MultiDiscreteTargetEnv)
 register("MaskedTarget-v0", entry_point=MaskedTargetEnv)
 register("UnclippedBox-v0", entry_point=UnclippedBoxEnv)
 register("UnboundedBox-v0", entry_point=UnboundedBoxEnv)
+register("CartPoleNoVelocity-v0", entry_point=CartPoleNoVelocityEnv, max_episode_steps=500)

@@ -117,7 +117,7 @@ def test_game_scores_sum_raw_rewards_across_lives():
 def test_cnn_shapes(frame_size):
     agent = Agent(frame_stack=4, frame_size=frame_size, num_actions=6)
     x = torch.randint(0, 256, (3, 4, frame_size, frame_size), dtype=torch.uint8)
-    action, logprob, entropy, value = agent.get_action_and_value(x)
+    action, logprob, entropy, value, _ = agent.get_action_and_value(x)
     assert action.shape == logprob.shape == entropy.shape == value.shape == (3,)
     assert agent.get_value(x).shape == (3,)
     separate = Agent(frame_stack=4, frame_size=frame_size, num_actions=6, shared_network=False)

@@ -19,11 +19,12 @@ COMMON_FLAGS = [
     "--loss", "--kl-coef", "--kl-target",
 ]  # fmt: skip
 FLAGS = {
-    "ppo_discrete.py": COMMON_FLAGS + ["--action-masking"],
+    "ppo_discrete.py": COMMON_FLAGS + ["--action-masking", "--recurrent", "--lstm-hidden-size"],
     "ppo_continuous.py": COMMON_FLAGS + ["--clip-action", "--norm-obs", "--clip-obs", "--norm-reward", "--clip-reward",
                                          "--state-dependent-std", "--save-model", "--eval-episodes"],
     "ppo_atari.py": COMMON_FLAGS + ["--env-backend", "--noop-max", "--frame-skip", "--episodic-life", "--fire-reset",
-                                    "--frame-size", "--clip-reward", "--frame-stack", "--scale-obs"],
+                                    "--frame-size", "--clip-reward", "--frame-stack", "--scale-obs", "--recurrent",
+                                    "--lstm-hidden-size"],
 }  # fmt: skip
 
 
@@ -62,6 +63,11 @@ BAD_INPUT = (
         ("ppo_atari.py", ["--frame-size", "20"], r"--frame-size 20 is too small for the Nature CNN; use 36 or more"),
         ("ppo_atari.py", ["--frame-skip", "0"], r"--frame-skip must be a positive integer, got 0"),
         ("ppo_atari.py", ["--noop-max", "-1"], r"--noop-max must be zero or positive, got -1"),
+        ("ppo_atari.py", ["--recurrent", "--num-minibatches", "16"],
+         r"--recurrent: --num-minibatches 16 does not divide --num-envs 8 \(a minibatch is whole env sequences\); use one of \[1, 2, 4, 8\]"),
+        ("ppo_atari.py", ["--recurrent", "--lstm-hidden-size", "0"], r"--lstm-hidden-size must be a positive integer, got 0"),
+        ("ppo_discrete.py", ["--recurrent", "--num-minibatches", "8"],
+         r"--recurrent: --num-minibatches 8 does not divide --num-envs 4 .*use one of \[1, 2, 4\]"),
 
         ("ppo_discrete.py", ["--env-id", "Pendulum-v1"], r"--env-id Pendulum-v1 has a Box action space.*use ppo_continuous\.py"),
         ("ppo_discrete.py", ["--action-masking"], r"--action-masking: CartPole-v1 puts no 'action_mask' in its info"),
