@@ -7,6 +7,12 @@ summary (mean of the last 100 episodic returns, the CleanRL protocol) to <out>/s
 <out>/summary.csv, and the plot to <out>/curves.png. Extra flags for the script go after `--`:
 
     python benchmarks/run.py --script ppo_discrete.py --env-ids CartPole-v1 -- --total-timesteps 100000
+
+To compare variants, give each run a --label and draw earlier runs' curves into the plot with --compare:
+
+    python benchmarks/run.py --env-ids tests.envs:CartPoleNoVelocity-v0 --label feed-forward --out out/ff
+    python benchmarks/run.py --env-ids tests.envs:CartPoleNoVelocity-v0 --label recurrent --out out/lstm \
+        --compare out/ff -- --recurrent
 """
 
 import csv
@@ -17,6 +23,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 import tyro
@@ -55,6 +62,10 @@ class Args:
     """output folder (runs/, curves.csv, summary.md, summary.csv, curves.png)"""
     plot: bool = True
     """draw curves.png (needs matplotlib)"""
+    label: Optional[str] = None
+    """name of these runs in the plot and curves.csv (None: the script's file name)"""
+    compare: list[str] = field(default_factory=list)
+    """output folders of earlier runs whose curves.csv to draw into this plot too"""
 
 
 def train(args: Args, env_id: str, seed: int, extra: list[str]) -> tuple[str, int, str, float]:
@@ -84,16 +95,17 @@ def plot_curves(rows: list[dict], path: str) -> None:
     for ax, env_id in zip(axes[0], env_ids):
         env_rows = [row for row in rows if row["env_id"] == env_id]
         grid = np.linspace(min(row["step"] for row in env_rows), max(row["step"] for row in env_rows), 100)
-        curves = []
-        for seed in sorted({row["seed"] for row in env_rows}):
-            steps = np.array([row["step"] for row in env_rows if row["seed"] == seed])
-            returns = np.array([row["return"] for row in env_rows if row["seed"] == seed])
-            # each grid point shows the mean of the last (up to) 100 episodes ended by then
-            window = [returns[max(0, i - 100) : i] for i in np.searchsorted(steps, grid, side="right")]
-            curves.append([w.mean() if len(w) else np.nan for w in window])
-        curves = np.array(curves)
-        ax.plot(grid, np.nanmean(curves, 0), label=f"{os.path.basename(rows[0]['script'])} (mean of {len(curves)} seeds)")
-        ax.fill_between(grid, np.nanmin(curves, 0), np.nanmax(curves, 0), alpha=0.25, label="min-max over seeds")
+        for label in dict.fromkeys(row["label"] for row in env_rows):  # labels in order of appearance
+            curves = []
+            for seed in sorted({row["seed"] for row in env_rows if row["label"] == label}):
+                steps = np.array([row["step"] for row in env_rows if row["label"] == label and row["seed"] == seed])
+                returns = np.array([row["return"] for row in env_rows if row["label"] == label and row["seed"] == seed])
+                # each grid point shows the mean of the last (up to) 100 episodes ended by then
+                window = [returns[max(0, i - 100) : i] for i in np.searchsorted(steps, grid, side="right")]
+                curves.append([w.mean() if len(w) else np.nan for w in window])
+            curves = np.array(curves)
+            line = ax.plot(grid, np.nanmean(curves, 0), label=f"{label} (mean of {len(curves)} seeds, min-max shaded)")
+            ax.fill_between(grid, np.nanmin(curves, 0), np.nanmax(curves, 0), alpha=0.25, color=line[0].get_color())
         ax.set_title(env_id)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("episodic return (last 100)")
@@ -109,10 +121,11 @@ def main(args: Args, extra: list[str]) -> None:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         results = list(pool.map(lambda job: train(args, *job, extra), jobs))
 
+    label = args.label or os.path.basename(args.script)
     rows, summary = [], []
     for env_id, seed, run_dir, seconds in results:
         for step, value in read_scalars(run_dir, "charts/episodic_return"):
-            rows.append({"script": args.script, "env_id": env_id, "seed": seed, "step": step, "return": value})
+            rows.append({"script": args.script, "label": label, "env_id": env_id, "seed": seed, "step": step, "return": value})
         # with --save-model, ppo_continuous.py evaluates the saved model and logs eval/episodic_return
         evaluation = [value for _, value in read_scalars(run_dir, "eval/episodic_return")]
         summary.append({"env_id": env_id, "seed": seed, "last100": last_episodes_mean(run_dir),
@@ -140,7 +153,12 @@ def main(args: Args, extra: list[str]) -> None:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
     if args.plot:
-        plot_curves(rows, os.path.join(args.out, "curves.png"))
+        compared = []
+        for folder in args.compare:
+            with open(os.path.join(folder, "curves.csv")) as f:
+                compared += [{**row, "seed": int(row["seed"]), "step": int(row["step"]), "return": float(row["return"])}
+                             for row in csv.DictReader(f)]  # fmt: skip
+        plot_curves(compared + rows, os.path.join(args.out, "curves.png"))
         print(f"plot: {os.path.join(args.out, 'curves.png')}")
 
 
