@@ -460,26 +460,30 @@ def load_model(path: str, device: torch.device = torch.device("cpu")):
     return agent, obs_rms, saved
 
 
-def evaluate(model_path: str, eval_episodes: int, seed: int = 1, device: torch.device = torch.device("cpu")) -> list[float]:
-    """Episodic returns (raw env rewards) of the saved model's mean action on a fresh env, with the
-    saved observation statistics frozen."""
-    agent, obs_rms, saved = load_model(model_path, device)
-    env = gym.make(saved["env_id"])
-    low, high = env.action_space.low, env.action_space.high
-    returns = []
-    obs, _ = env.reset(seed=seed)
-    episode_return = 0.0
-    while len(returns) < eval_episodes:
-        x = torch.as_tensor(normalize_obs(obs, obs_rms, saved["clip_obs"]), dtype=torch.float32, device=device)
-        with torch.no_grad():
-            action = agent.get_mean_action(x.reshape(1, -1))[0].cpu().numpy()
-        obs, reward, terminated, truncated, _ = env.step(env_actions(action, low, high, saved["clip_action"]))
-        episode_return += float(reward)
-        if terminated or truncated:
-            returns.append(episode_return)
-            episode_return = 0.0
-            obs, _ = env.reset()
-    env.close()
+def evaluate(model_path: str, eval_episodes: int, seed: int = 1, device: torch.device = torch.device("cpu"),
+             deterministic: bool = True) -> list[float]:  # fmt: skip
+    """Episodic returns (raw env rewards) of the saved model on a fresh env, with the saved observation
+    statistics frozen: its mean action, or (deterministic=False) actions sampled as in training."""
+    with torch.random.fork_rng(devices=[]):  # seeded samples, and the caller's RNG left as it was
+        torch.manual_seed(seed)
+        agent, obs_rms, saved = load_model(model_path, device)
+        env = gym.make(saved["env_id"])
+        low, high = env.action_space.low, env.action_space.high
+        returns = []
+        obs, _ = env.reset(seed=seed)
+        episode_return = 0.0
+        while len(returns) < eval_episodes:
+            x = torch.as_tensor(normalize_obs(obs, obs_rms, saved["clip_obs"]), dtype=torch.float32, device=device)
+            with torch.no_grad():
+                x = x.reshape(1, -1)
+                action = agent.get_mean_action(x) if deterministic else agent.get_action_and_value(x)[0]
+            obs, reward, terminated, truncated, _ = env.step(env_actions(action[0].cpu().numpy(), low, high, saved["clip_action"]))
+            episode_return += float(reward)
+            if terminated or truncated:
+                returns.append(episode_return)
+                episode_return = 0.0
+                obs, _ = env.reset()
+        env.close()
     return returns
 
 

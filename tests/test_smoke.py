@@ -4,6 +4,7 @@ import glob
 
 import numpy as np
 import pytest
+import torch
 
 from ppo_continuous import evaluate
 from ppo_discrete import adapt_kl_coef
@@ -174,6 +175,12 @@ def test_save_model_and_evaluate(train):
     assert len(logged) == 3
     # evaluating the saved file again (same seed as the script's) reproduces the logged returns
     np.testing.assert_allclose(evaluate(model_path, 3, seed=1 + 10_000), logged, rtol=1e-5)
+    # sampled actions, as in training: seeded by `seed`, without touching the caller's torch RNG
+    rng_state = torch.get_rng_state()
+    sampled = evaluate(model_path, 3, seed=5, deterministic=False)
+    assert torch.equal(torch.get_rng_state(), rng_state)
+    assert sampled == evaluate(model_path, 3, seed=5, deterministic=False)
+    assert sampled != evaluate(model_path, 3, seed=5)
 
 
 # Each Atari detail on the game where it matters (Pong has no lives; Breakout's rewards are all 1
