@@ -141,14 +141,17 @@ def main(args: Args, extra: list[str]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(summary[0]))
         writer.writeheader()
         writer.writerows(summary)
+    evaluated = not np.all(np.isnan([s["eval"] for s in summary]))
     lines = [f"`{args.script}` {' '.join(extra)}", "",
-             "| env | seeds | last-100 return (mean +- std over seeds) | per seed | saved-model evaluation per seed |",
-             "|-|-|-|-|-|"]  # fmt: skip
+             "| env | seeds | last-100 return (mean +- std over seeds) | per seed |"
+             + (" saved-model evaluation per seed |" if evaluated else ""),
+             "|-|-|-|-|" + ("-|" if evaluated else "")]  # fmt: skip
     for env_id in args.env_ids:
         per_seed = [s["last100"] for s in summary if s["env_id"] == env_id]
         evaluations = [s["eval"] for s in summary if s["env_id"] == env_id]
         lines.append(f"| {env_id} | {len(per_seed)} | {np.mean(per_seed):.2f} +- {np.std(per_seed):.2f} | "
-                     f"{', '.join(f'{r:.2f}' for r in per_seed)} | {', '.join(f'{r:.2f}' for r in evaluations)} |")  # fmt: skip
+                     f"{', '.join(f'{r:.2f}' for r in per_seed)} |"
+                     + (f" {', '.join(f'{r:.2f}' for r in evaluations)} |" if evaluated else ""))  # fmt: skip
     with open(os.path.join(args.out, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
