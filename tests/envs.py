@@ -152,6 +152,14 @@ class CartPoleNoVelocityEnv(CartPoleEnv):
         return obs[[0, 2]], reward, terminated, truncated, info
 
 
+class NanRewardEnv(CountingEnv):
+    """CountingEnv whose 4th step of every episode pays NaN, as a broken simulator might."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, float("nan") if self.t == 4 else reward, terminated, truncated, info
+
+
 class FakeAle:
     def __init__(self, env):
         self.env = env
@@ -205,4 +213,5 @@ register("MultiDiscreteTarget-v0", entry_point=MultiDiscreteTargetEnv)
 register("MaskedTarget-v0", entry_point=MaskedTargetEnv)
 register("UnclippedBox-v0", entry_point=UnclippedBoxEnv)
 register("UnboundedBox-v0", entry_point=UnboundedBoxEnv)
+register("NanReward-v0", entry_point=NanRewardEnv)
 register("CartPoleNoVelocity-v0", entry_point=CartPoleNoVelocityEnv, max_episode_steps=500)
