@@ -123,7 +123,7 @@ class Args:
     resume: Optional[str] = None
     """continue the run of this checkpoint to --total-timesteps (repeat the run's flags; see README)"""
     eval_episodes: int = 10
-    """episodes of the deterministic (argmax) policy in the evaluation after --save-model or of --eval-checkpoint"""
+    """episodes of the deterministic (argmax) policy in the evaluation after --save-model or of --eval-checkpoint (env seed: the run's seed + 10000)"""
     eval_checkpoint: Optional[str] = None
     """only evaluate this checkpoint (no training), logging to its run directory"""
     capture_video: bool = False
@@ -621,7 +621,7 @@ def main(args: Args) -> None:
         saved = Args(**checkpoint["args"])
         check_env(saved.env_id, saved.action_masking)
         video_folder = f"videos/{checkpoint['run_name']}/eval" if args.capture_video else None
-        returns = evaluate(args.eval_checkpoint, args.eval_episodes, args.seed + 10_000, video_folder=video_folder)
+        returns = evaluate(args.eval_checkpoint, args.eval_episodes, saved.seed + 10_000, video_folder=video_folder)
         writer, wandb_run = init_logging(args, checkpoint["run_name"], checkpoint["wandb_id"])
         report_evaluation(writer, args.eval_checkpoint, returns, checkpoint["global_step"])
         writer.close()
@@ -690,7 +690,6 @@ def main(args: Args) -> None:
             "rng": rng_states(), "wandb_id": wandb_run.id if wandb_run else None,
         })  # fmt: skip
         return path
-
 
     # Rollout storage, [T, N, ...]; the t-th entries describe the transition taken at step t
     obs = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)
