@@ -13,9 +13,12 @@ the rollout buffer included, and scaled only inside the network.
 """
 
 import os
+import pickle
 import random
+import signal
 import sys
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -136,9 +139,30 @@ class Args:
     kl_target: float = 0.01
     """PPO-Penalty: target KL; beta x2 when KL > 1.5 target, /2 when KL < target / 1.5"""
 
+    # Checkpoints, evaluation, video
+    save_model: bool = False
+    """write a checkpoint to runs/<run_name>/<exp_name>.pt at the end, then evaluate it (--eval-episodes)"""
+    checkpoint_every: int = 0
+    """also write a checkpoint every this many iterations to runs/<run_name>/checkpoints/ (0: never)"""
+    keep_checkpoints: int = 3
+    """how many of the latest checkpoints to keep in runs/<run_name>/checkpoints/"""
+    resume: Optional[str] = None
+    """continue the run of this checkpoint to --total-timesteps (repeat the run's flags; see README)"""
+    eval_episodes: int = 10
+    """episodes of the deterministic (argmax) policy (full games) in the evaluation after --save-model or of --eval-checkpoint (env seed: the run's seed + 10000)"""
+    eval_checkpoint: Optional[str] = None
+    """only evaluate this checkpoint (no training), logging to its run directory"""
+    capture_video: bool = False
+    """record games of the first env to videos/<run_name>/ (training: gymnasium back end; evaluation in videos/<run_name>/eval)"""
+
     def __post_init__(self):
         if self.frame_stack is None:  # memory comes from the LSTM instead of the stack
             self.frame_stack = 1 if self.recurrent else 4
+
+
+RUN_CONTROL = {"total_timesteps", "save_model", "checkpoint_every", "keep_checkpoints", "resume", "eval_episodes",
+               "eval_checkpoint", "capture_video", "track", "wandb_project_name", "wandb_entity", "cuda", "vector_mode"}  # fmt: skip
+"""Flags that may differ between a run and its resumption; every other flag must match the checkpoint's."""
 
 
 class UsageError(Exception):
@@ -156,6 +180,8 @@ def validate_args(args: Args) -> None:
         ("--frame-skip", args.frame_skip),
         ("--frame-stack", args.frame_stack),
         ("--lstm-hidden-size", args.lstm_hidden_size),
+        ("--keep-checkpoints", args.keep_checkpoints),
+        ("--eval-episodes", args.eval_episodes),
     ]:
         if value <= 0:
             raise UsageError(f"{flag} must be a positive integer, got {value}")
@@ -174,9 +200,12 @@ def validate_args(args: Args) -> None:
         ("--vf-coef", args.vf_coef),
         ("--kl-coef", args.kl_coef),
         ("--noop-max", args.noop_max),
+        ("--checkpoint-every", args.checkpoint_every),
     ]:
         if not value >= 0:
             raise UsageError(f"{flag} must be zero or positive, got {value}")
+    if args.capture_video and args.env_backend == "ale":
+        raise UsageError("--capture-video records from the gymnasium back end (ale-py's vector env does not render); add --env-backend gymnasium")
     if args.frame_size < 36:
         raise UsageError(f"--frame-size {args.frame_size} is too small for the Nature CNN; use 36 or more (84 is the reference)")
     if not 0 < args.gamma <= 1:
@@ -346,16 +375,19 @@ def wrap_atari(env: gym.Env, args: Args) -> gym.Env:
     return FrameStack(env, args.frame_stack)
 
 
-def make_env(env_id: str, args: Args):
+def make_env(env_id: str, args: Args, video_folder: Optional[str] = None):
     def thunk():
         # the wrappers do the frame skipping; ALE itself skips nothing and has no sticky actions
-        env = gym.make(env_id, frameskip=1, repeat_action_probability=0.0, full_action_space=False)
+        env = gym.make(env_id, frameskip=1, repeat_action_probability=0.0, full_action_space=False,
+                       render_mode=None if video_folder is None else "rgb_array")  # fmt: skip
+        if video_folder is not None:  # whole games (0, 1, 8, 27, ...: gymnasium's cubic schedule), every frame
+            env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
         return wrap_atari(env, args)
 
     return thunk
 
 
-def make_envs(args: Args) -> gym.vector.VectorEnv:
+def make_envs(args: Args, video_folder: Optional[str] = None) -> gym.vector.VectorEnv:
     """N envs with same-step autoreset (the final observation of an ended episode is in
     info["final_obs"]), and "lives" in info, from either back end."""
     if args.env_backend == "ale":
@@ -376,7 +408,8 @@ def make_envs(args: Args) -> gym.vector.VectorEnv:
             autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
         )
     vector_env = gym.vector.SyncVectorEnv if args.vector_mode == "sync" else gym.vector.AsyncVectorEnv
-    return vector_env([make_env(args.env_id, args) for _ in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    thunks = [make_env(args.env_id, args, video_folder if i == 0 else None) for i in range(args.num_envs)]
+    return vector_env(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 class GameScores:
@@ -491,10 +524,11 @@ class Agent(nn.Module):
             hidden, _ = lstm_sequence(self.critic_lstm, hidden, (lstm_state[0][-1:], lstm_state[1][-1:]), starts)
         return self.critic_head(hidden).squeeze(-1)
 
-    def get_action_and_value(self, x, action=None, lstm_state=None, starts=None):
+    def get_action_and_value(self, x, action=None, lstm_state=None, starts=None, deterministic=False):
         """x uint8 [B, k, H, W] -> action [B], logprob [B], entropy [B], value [B], lstm_state.
 
-        Samples an action when `action` is None, else scores the given one. Recurrent: x holds N
+        Samples an action (the most probable one if `deterministic`) when `action` is None, else
+        scores the given one. Recurrent: x holds N
         sequences time-major (B = T * N), lstm_state is the state before them, starts [B] marks
         episode starts, and the state after them is returned (None when feed-forward).
         """
@@ -511,7 +545,9 @@ class Agent(nn.Module):
                 lstm_state = torch.cat([h_actor, h_critic]), torch.cat([c_actor, c_critic])
         value = self.critic_head(critic_hidden).squeeze(-1)
         log_probs = self.actor_head(hidden).log_softmax(-1)
-        if action is None:
+        if action is None and deterministic:
+            action = log_probs.argmax(-1)
+        elif action is None:
             # Gumbel-max: argmax(log p + Gumbel noise) is a sample of Categorical(p)
             action = (log_probs - torch.log(-torch.log(torch.rand_like(log_probs)))).argmax(-1)
         logprob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
@@ -621,25 +657,156 @@ def format_seconds(seconds: float) -> str:
 
 
 
-def main(args: Args) -> None:
-    validate_args(args)
-    atari_game(args.env_id)  # a clear error for an unknown or non-Atari id, before anything is written
-    batch_size = args.num_envs * args.num_steps
-    num_iterations = args.total_timesteps // batch_size
-    run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+# ---- Checkpoints: everything needed to continue a run, written atomically, loaded without code ----
 
+CHECKPOINT_FORMAT = "ppo37 ppo_atari.py checkpoint v1"
+
+
+class NonFiniteError(Exception):
+    """A loss, gradient or parameter became NaN or infinite: the run stops (exit code 1)."""
+
+
+def save_checkpoint(path: str, checkpoint: dict) -> None:
+    """Write to a temporary file, then rename: a crash mid-write leaves the file at `path` as it was."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:
+        torch.save(checkpoint, f"{path}.tmp")
+        os.replace(f"{path}.tmp", path)
+    finally:
+        if os.path.exists(f"{path}.tmp"):
+            os.remove(f"{path}.tmp")
+
+
+def load_checkpoint(path: str, flag: str) -> dict:
+    """A checkpoint written by this script, loaded with weights_only=True (a pickle cannot run code),
+    or a UsageError naming `flag`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error below says it all
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UsageError(f"{flag} {path}: no such file") from None
+    except pickle.UnpicklingError:
+        raise UsageError(f"{flag} {path} is not a readable checkpoint (it pickles objects other than tensors and "
+                         f"plain data, which could run code); pass a .pt file this script wrote") from None  # fmt: skip
+    except Exception as e:  # truncated, or not a torch file at all
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"{flag} {path} is not a readable checkpoint ({reason[:120]}); pass a .pt file this script wrote") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        found = checkpoint.get("format", "no format field") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise UsageError(f"{flag} {path} is not a checkpoint of ppo_atari.py ({found}); use the script that wrote it")
+    return checkpoint
+
+
+def check_resume_args(args: Args, saved: dict) -> None:
+    """A resumed run repeats the flags it was started with; only RUN_CONTROL flags may change."""
+    for name, value in vars(args).items():
+        if name not in RUN_CONTROL and saved.get(name) != value:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"--resume: the checkpoint was trained with {flag} {saved.get(name)}, this command has {flag} {value}; "
+                f"repeat the run's flags (only --total-timesteps and the checkpoint, evaluation and logging flags may change)"
+            )
+
+
+def rng_states() -> dict:
+    np_state = np.random.get_state()
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}  # fmt: skip
+
+
+def set_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    torch.set_rng_state(states["torch"])
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+
+
+def evaluate(checkpoint_path: str, eval_episodes: int, seed: int = 1, device: torch.device = torch.device("cpu"),
+             video_folder: Optional[str] = None) -> list[float]:  # fmt: skip
+    """Raw scores of whole games of a checkpoint's deterministic (argmax) policy on a fresh env of the
+    gymnasium back end, with the run's Atari settings."""
+    checkpoint = load_checkpoint(checkpoint_path, "--eval-checkpoint")
+    saved = Args(**{**checkpoint["args"], "num_envs": 1, "env_backend": "gymnasium", "vector_mode": "sync"})
+    envs = make_envs(saved, video_folder)
+    agent = Agent(saved.frame_stack, saved.frame_size, int(envs.single_action_space.n), saved.shared_network,
+                  saved.scale_obs, saved.ortho_init, saved.lstm_hidden_size if saved.recurrent else 0)  # fmt: skip
+    agent.load_state_dict(checkpoint["model"])
+    agent.to(device)
+    next_obs, info = envs.reset(seed=seed)
+    game_scores, returns = GameScores(info["lives"]), []
+    next_start = torch.ones(1, device=device)
+    lstm_state = agent.initial_lstm_state(1, device) if saved.recurrent else None
+    while len(returns) < eval_episodes:
+        with torch.no_grad():
+            x = torch.as_tensor(next_obs, device=device)
+            action, _, _, _, lstm_state = agent.get_action_and_value(x, None, lstm_state, next_start, deterministic=True)
+        next_obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
+        next_start = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)  # a lost life too
+        returns += [score for _, score, _ in game_scores.update(reward, terminated, truncated, info["lives"])]
+    envs.close()
+    return returns[:eval_episodes]
+
+
+def init_logging(args: Args, run_name: str, wandb_id: Optional[str], purge_step: Optional[int] = None):
+    """-> TensorBoard writer of runs/<run_name>, and the W&B run (resumed when `wandb_id` is given) or None."""
+    wandb_run = None
     if args.track:
         import wandb
 
-        wandb_run = wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_name,
-            save_code=True,
-        )
-    writer = SummaryWriter(f"runs/{run_name}")
+        wandb_run = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                               config=vars(args), name=run_name, save_code=True, id=wandb_id, resume="allow")  # fmt: skip
+    # on resume, scalars logged after the checkpoint by the interrupted process are dropped
+    return SummaryWriter(f"runs/{run_name}", purge_step=purge_step), wandb_run
+
+
+def report_evaluation(writer, checkpoint_path: str, returns: list[float], global_step: int) -> None:
+    for episode, episode_return in enumerate(returns):
+        writer.add_scalar("eval/episodic_return", episode_return, episode)
+    writer.add_scalar("eval/mean_return", np.mean(returns), global_step)
+    writer.add_scalar("eval/std_return", np.std(returns), global_step)
+    print(f"evaluation of {checkpoint_path}: {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} episodes")
+
+
+def main(args: Args) -> None:
+    validate_args(args)
+    if args.eval_checkpoint is not None:  # evaluation only
+        checkpoint = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
+        saved = Args(**checkpoint["args"])
+        atari_game(saved.env_id)
+        video_folder = f"videos/{checkpoint['run_name']}/eval" if args.capture_video else None
+        returns = evaluate(args.eval_checkpoint, args.eval_episodes, saved.seed + 10_000, video_folder=video_folder)
+        writer, wandb_run = init_logging(args, checkpoint["run_name"], checkpoint["wandb_id"])
+        report_evaluation(writer, args.eval_checkpoint, returns, checkpoint["global_step"])
+        writer.close()
+        if wandb_run:
+            wandb_run.finish()
+        return
+    checkpoint = None
+    if args.resume is not None:
+        checkpoint = load_checkpoint(args.resume, "--resume")
+        check_resume_args(args, checkpoint["args"])
+    atari_game(args.env_id)  # a clear error for an unknown or non-Atari id, before anything is written
+    batch_size = args.num_envs * args.num_steps
+    num_iterations = args.total_timesteps // batch_size
+    if checkpoint is None:
+        run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    else:  # nothing left to train when the checkpoint is at --total-timesteps already: save and evaluate
+        run_name = checkpoint["run_name"]
+
+    # SIGINT / SIGTERM: finish the iteration, write a checkpoint, exit 130 / 143; a second signal exits at once
+    stop_signal = []
+
+    def request_stop(signum, frame):
+        if stop_signal:
+            raise SystemExit(128 + signum)
+        stop_signal.append(signum)
+        print(f"\n{signal.Signals(signum).name}: stopping after this iteration with a checkpoint (again: stop now)", file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    writer, wandb_run = init_logging(args, run_name, checkpoint and checkpoint["wandb_id"], checkpoint and checkpoint["global_step"] + 1)
     writer.add_text(
         "hyperparameters",
         "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
@@ -652,8 +819,11 @@ def main(args: Args) -> None:
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    # Env setup (detail 1), either back end; observations are uint8 [N, k, H, W]
-    envs = make_envs(args)
+    # Env setup (detail 1), either back end; observations are uint8 [N, k, H, W]. Sub-env processes
+    # inherit a blocked SIGINT: a Ctrl-C reaches them too, and the run, not they, decides when to stop
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    envs = make_envs(args, f"videos/{run_name}" if args.capture_video else None)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     obs_shape = envs.single_observation_space.shape
     num_actions = int(envs.single_action_space.n)
 
@@ -661,6 +831,21 @@ def main(args: Args) -> None:
     agent = Agent(args.frame_stack, args.frame_size, num_actions, args.shared_network, args.scale_obs, args.ortho_init, lstm_hidden_size)
     agent = agent.to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)  # detail 3
+    global_step, start_iteration, kl_coef, last_checkpoint = 0, 1, args.kl_coef, None
+    if checkpoint is not None:  # continue where the checkpoint left off: weights, Adam moments, schedules, beta, RNGs
+        agent.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        global_step, start_iteration, kl_coef = checkpoint["global_step"], checkpoint["iteration"] + 1, checkpoint["kl_coef"]
+        set_rng_states(checkpoint["rng"])
+        last_checkpoint = args.resume
+
+    def write_checkpoint(path: str, iteration: int) -> str:
+        save_checkpoint(path, {
+            "format": CHECKPOINT_FORMAT, "args": vars(args), "run_name": run_name, "iteration": iteration,
+            "global_step": global_step, "kl_coef": kl_coef, "model": agent.state_dict(), "optimizer": optimizer.state_dict(),
+            "rng": rng_states(), "wandb_id": wandb_run.id if wandb_run else None,
+        })  # fmt: skip
+        return path
 
     # Rollout storage, [T, N, ...]; frames stay uint8: a quarter of the memory of float32 storage
     obs = torch.zeros((args.num_steps, args.num_envs, *obs_shape), dtype=torch.uint8, device=device)
@@ -674,10 +859,9 @@ def main(args: Args) -> None:
     starts = torch.zeros((args.num_steps, args.num_envs), device=device)  # 1.0: obs[t] is an episode's first
     writer.add_text("memory", f"rollout observation buffer: {obs.numel() * obs.element_size() / 2**20:.1f} MiB (uint8)")
 
-    global_step = 0
-    kl_coef = args.kl_coef
-    start_time = time.time()
-    next_obs_np, info = envs.reset(seed=args.seed)
+    start_time, start_step = time.time(), global_step
+    # a resumed run starts new games, seeded apart from the first start's
+    next_obs_np, info = envs.reset(seed=args.seed + (start_iteration - 1) * args.num_envs)
     # Full-game raw scores, counted here per sub-env across lives and autoresets
     game_scores = GameScores(info["lives"])
     recent_returns = deque(maxlen=100)
@@ -688,7 +872,7 @@ def main(args: Args) -> None:
     print_every = max(1, num_iterations // 20)
     print(f"{run_name}: {num_iterations} iterations of {batch_size} steps on {device} ({args.env_backend} back end), logging to runs/{run_name}")
 
-    for iteration in range(1, num_iterations + 1):
+    for iteration in range(start_iteration, num_iterations + 1):
         # detail 4 (and the auxiliary clip annealing): linear decay to 0 over the run
         frac = 1.0 - (iteration - 1.0) / num_iterations
         lr_now = frac * args.learning_rate if args.anneal_lr else args.learning_rate
@@ -788,8 +972,13 @@ def main(args: Args) -> None:
 
                 optimizer.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)  # detail 11
+                grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)  # detail 11
+                if not torch.isfinite(loss + grad_norm):  # guard: one NaN would spread to every weight
+                    quantity = "loss" if not torch.isfinite(loss) else "gradient norm"
+                    raise NonFiniteError(f"iteration {iteration}: the {quantity} is {(loss if quantity == 'loss' else grad_norm).item()}; "
+                                         f"stopped without saving (last good checkpoint: {last_checkpoint or 'none'})")  # fmt: skip
                 optimizer.step()
+
                 minibatch_steps += 1
 
             if stop_early or (args.target_kl is not None and args.kl_stop == "epoch" and approx_kl > args.target_kl):
@@ -812,7 +1001,7 @@ def main(args: Args) -> None:
 
         # ---- Log (detail 12) ----
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
-        sps = int(global_step / (time.time() - start_time))
+        sps = int((global_step - start_step) / (time.time() - start_time))
         writer.add_scalar("charts/learning_rate", lr_now, global_step)
         writer.add_scalar("charts/clip_coef", clip_now, global_step)
         writer.add_scalar("charts/minibatch_steps", minibatch_steps, global_step)
@@ -836,10 +1025,33 @@ def main(args: Args) -> None:
         elif iteration % print_every == 0 or iteration == num_iterations:
             print(status, flush=True)
 
+        # ---- Checkpoint: every --checkpoint-every iterations, and when asked to stop ----
+        if stop_signal or (args.checkpoint_every and iteration % args.checkpoint_every == 0):
+            if not all(torch.isfinite(p).all() for p in agent.parameters()):
+                raise NonFiniteError(f"iteration {iteration}: a parameter is not finite; stopped without saving "
+                                     f"(last good checkpoint: {last_checkpoint or 'none'})")  # fmt: skip
+            last_checkpoint = write_checkpoint(f"runs/{run_name}/checkpoints/iteration_{iteration:07d}.pt", iteration)
+            kept = sorted(os.listdir(f"runs/{run_name}/checkpoints"))
+            for old in kept[: -args.keep_checkpoints]:
+                os.remove(f"runs/{run_name}/checkpoints/{old}")
+        if stop_signal:
+            break
+
     envs.close()
+    if stop_signal:
+        command = " ".join(arg for i, arg in enumerate(sys.argv) if "--resume" not in (arg.split("=")[0], sys.argv[i - 1]))
+        print(f"stopped at step {global_step}; continue with: python {command} --resume {last_checkpoint}", file=sys.stderr)
+    elif args.save_model:
+        model_path = write_checkpoint(f"runs/{run_name}/{args.exp_name}.pt", max(num_iterations, start_iteration - 1))
+        print(f"model saved to {model_path}")
+        video_folder = f"videos/{run_name}/eval" if args.capture_video else None
+        returns = evaluate(model_path, args.eval_episodes, args.seed + 10_000, device, video_folder)
+        report_evaluation(writer, model_path, returns, global_step)
     writer.close()
-    if args.track:
+    if wandb_run:
         wandb_run.finish()
+    if stop_signal:
+        sys.exit(128 + stop_signal[0])
 
 
 if __name__ == "__main__":
@@ -849,3 +1061,6 @@ if __name__ == "__main__":
     except UsageError as e:
         print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteError as e:
+        print(f"{os.path.basename(__file__)}: stopped: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -11,9 +11,12 @@ with the model, so an evaluated model sees exactly the inputs it was trained on.
 """
 
 import os
+import pickle
 import random
+import signal
 import sys
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -43,10 +46,6 @@ class Args:
     """Weights & Biases project"""
     wandb_entity: Optional[str] = None
     """Weights & Biases entity (team); None uses your default"""
-    save_model: bool = False
-    """save weights and normalisation statistics to runs/<run_name>/<exp_name>.pt, then evaluate them"""
-    eval_episodes: int = 10
-    """episodes of the mean-action policy run on the saved model (with --save-model)"""
 
     # Environment
     env_id: str = "HalfCheetah-v5"
@@ -124,6 +123,27 @@ class Args:
     kl_target: float = 0.01
     """PPO-Penalty: target KL; beta x2 when KL > 1.5 target, /2 when KL < target / 1.5"""
 
+    # Checkpoints, evaluation, video
+    save_model: bool = False
+    """write a checkpoint (weights and normalisation statistics included) to runs/<run_name>/<exp_name>.pt at the end, then evaluate it (--eval-episodes)"""
+    checkpoint_every: int = 0
+    """also write a checkpoint every this many iterations to runs/<run_name>/checkpoints/ (0: never)"""
+    keep_checkpoints: int = 3
+    """how many of the latest checkpoints to keep in runs/<run_name>/checkpoints/"""
+    resume: Optional[str] = None
+    """continue the run of this checkpoint to --total-timesteps (repeat the run's flags; see README)"""
+    eval_episodes: int = 10
+    """episodes of the mean action, with the saved normalisation statistics frozen, in the evaluation after --save-model or of --eval-checkpoint (env seed: the run's seed + 10000)"""
+    eval_checkpoint: Optional[str] = None
+    """only evaluate this checkpoint (no training), logging to its run directory"""
+    capture_video: bool = False
+    """record episodes of the first env to videos/<run_name>/ (training; evaluation in videos/<run_name>/eval)"""
+
+
+RUN_CONTROL = {"total_timesteps", "save_model", "checkpoint_every", "keep_checkpoints", "resume", "eval_episodes",
+               "eval_checkpoint", "capture_video", "track", "wandb_project_name", "wandb_entity", "cuda", "vector_mode"}  # fmt: skip
+"""Flags that may differ between a run and its resumption; every other flag must match the checkpoint's."""
+
 
 class UsageError(Exception):
     """Bad input from the user: reported as one line on stderr with exit code 2."""
@@ -138,6 +158,7 @@ def validate_args(args: Args) -> None:
         ("--num-minibatches", args.num_minibatches),
         ("--update-epochs", args.update_epochs),
         ("--eval-episodes", args.eval_episodes),
+        ("--keep-checkpoints", args.keep_checkpoints),
     ]:
         if value <= 0:
             raise UsageError(f"{flag} must be a positive integer, got {value}")
@@ -157,6 +178,7 @@ def validate_args(args: Args) -> None:
         ("--kl-coef", args.kl_coef),
         ("--clip-obs", args.clip_obs),
         ("--clip-reward", args.clip_reward),
+        ("--checkpoint-every", args.checkpoint_every),
     ]:
         if not value >= 0:
             raise UsageError(f"{flag} must be zero or positive, got {value}")
@@ -208,11 +230,23 @@ def check_env(env_id: str, clip_action: bool) -> None:
         env.close()
 
 
-def make_env(env_id: str):
+def make_env(env_id: str, video_folder: Optional[str] = None):
     def thunk():
-        return gym.make(env_id)
+        if video_folder is None:
+            return gym.make(env_id)
+        os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo renders without a display through EGL
+        # episodes 0, 1, 8, 27, ... (gymnasium's cubic schedule) as mp4 files
+        return gym.wrappers.RecordVideo(gym.make(env_id, render_mode="rgb_array"), video_folder, disable_logger=True)
 
     return thunk
+
+
+def make_envs(args: Args, video_folder: Optional[str] = None) -> gym.vector.VectorEnv:
+    """detail 1: N envs stepped together; gymnasium 1.x same-step autoreset puts the final observation
+    of an ended episode in info["final_obs"] and the next episode's first obs in obs."""
+    vector_env = gym.vector.SyncVectorEnv if args.vector_mode == "sync" else gym.vector.AsyncVectorEnv
+    thunks = [make_env(args.env_id, video_folder if i == 0 else None) for i in range(args.num_envs)]
+    return vector_env(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 # ---- Normalisation at the vector level (details 28-31), saved with the model ----
@@ -239,7 +273,7 @@ class RunningMeanStd:
         self.count = total
 
     def state_dict(self) -> dict:
-        return {"mean": torch.from_numpy(self.mean), "var": torch.from_numpy(self.var), "count": float(self.count)}
+        return {"mean": torch.from_numpy(np.asarray(self.mean)), "var": torch.from_numpy(np.asarray(self.var)), "count": float(self.count)}
 
     def load_state_dict(self, state: dict) -> None:
         self.mean, self.var, self.count = state["mean"].numpy(), state["var"].numpy(), state["count"]
@@ -440,34 +474,94 @@ def format_seconds(seconds: float) -> str:
 # ---- Saving and evaluation: the model travels with its normalisation statistics ----
 
 
-def save_model(path: str, agent: Agent, obs_rms: Optional[RunningMeanStd], args: Args) -> None:
-    state = {"model": agent.state_dict(), "obs_rms": obs_rms.state_dict() if obs_rms else None, "args": vars(args)}
-    torch.save(state, path)
+# ---- Checkpoints: everything needed to continue a run, written atomically, loaded without code ----
+
+CHECKPOINT_FORMAT = "ppo37 ppo_continuous.py checkpoint v1"
+
+
+class NonFiniteError(Exception):
+    """A loss, gradient or parameter became NaN or infinite: the run stops (exit code 1)."""
+
+
+def save_checkpoint(path: str, checkpoint: dict) -> None:
+    """Write to a temporary file, then rename: a crash mid-write leaves the file at `path` as it was."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:
+        torch.save(checkpoint, f"{path}.tmp")
+        os.replace(f"{path}.tmp", path)
+    finally:
+        if os.path.exists(f"{path}.tmp"):
+            os.remove(f"{path}.tmp")
+
+
+def load_checkpoint(path: str, flag: str) -> dict:
+    """A checkpoint written by this script, loaded with weights_only=True (a pickle cannot run code),
+    or a UsageError naming `flag`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error below says it all
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UsageError(f"{flag} {path}: no such file") from None
+    except pickle.UnpicklingError:
+        raise UsageError(f"{flag} {path} is not a readable checkpoint (it pickles objects other than tensors and "
+                         f"plain data, which could run code); pass a .pt file this script wrote") from None  # fmt: skip
+    except Exception as e:  # truncated, or not a torch file at all
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"{flag} {path} is not a readable checkpoint ({reason[:120]}); pass a .pt file this script wrote") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        found = checkpoint.get("format", "no format field") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise UsageError(f"{flag} {path} is not a checkpoint of ppo_continuous.py ({found}); use the script that wrote it")
+    return checkpoint
+
+
+def check_resume_args(args: Args, saved: dict) -> None:
+    """A resumed run repeats the flags it was started with; only RUN_CONTROL flags may change."""
+    for name, value in vars(args).items():
+        if name not in RUN_CONTROL and saved.get(name) != value:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"--resume: the checkpoint was trained with {flag} {saved.get(name)}, this command has {flag} {value}; "
+                f"repeat the run's flags (only --total-timesteps and the checkpoint, evaluation and logging flags may change)"
+            )
+
+
+def rng_states() -> dict:
+    np_state = np.random.get_state()
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}  # fmt: skip
+
+
+def set_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    torch.set_rng_state(states["torch"])
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
 
 
 def load_model(path: str, device: torch.device = torch.device("cpu")):
-    """-> (agent, obs_rms or None, the saved Args as a dict); loads tensors only (no pickled code)."""
-    state = torch.load(path, map_location=device, weights_only=True)
-    saved = state["args"]
-    obs_dim = state["model"]["actor_trunk.0.weight"].shape[1]
-    action_dim = state["model"]["actor_mean.weight"].shape[0]
+    """-> (agent, obs_rms or None, the saved Args as a dict) of a checkpoint."""
+    checkpoint = load_checkpoint(path, "--eval-checkpoint")
+    saved = checkpoint["args"]
+    obs_dim = checkpoint["model"]["actor_trunk.0.weight"].shape[1]
+    action_dim = checkpoint["model"]["actor_mean.weight"].shape[0]
     agent = Agent(obs_dim, action_dim, saved["shared_network"], saved["state_dependent_std"]).to(device)
-    agent.load_state_dict(state["model"])
+    agent.load_state_dict(checkpoint["model"])
     obs_rms = None
-    if state["obs_rms"] is not None:
+    if checkpoint["obs_rms"] is not None:
         obs_rms = RunningMeanStd()
-        obs_rms.load_state_dict(state["obs_rms"])
+        obs_rms.load_state_dict(checkpoint["obs_rms"])
     return agent, obs_rms, saved
 
 
 def evaluate(model_path: str, eval_episodes: int, seed: int = 1, device: torch.device = torch.device("cpu"),
-             deterministic: bool = True) -> list[float]:  # fmt: skip
+             deterministic: bool = True, video_folder: Optional[str] = None) -> list[float]:  # fmt: skip
     """Episodic returns (raw env rewards) of the saved model on a fresh env, with the saved observation
     statistics frozen: its mean action, or (deterministic=False) actions sampled as in training."""
     with torch.random.fork_rng(devices=[]):  # seeded samples, and the caller's RNG left as it was
         torch.manual_seed(seed)
         agent, obs_rms, saved = load_model(model_path, device)
-        env = gym.make(saved["env_id"])
+        env = make_env(saved["env_id"], video_folder)()
         low, high = env.action_space.low, env.action_space.high
         returns = []
         obs, _ = env.reset(seed=seed)
@@ -487,26 +581,66 @@ def evaluate(model_path: str, eval_episodes: int, seed: int = 1, device: torch.d
     return returns
 
 
+def init_logging(args: Args, run_name: str, wandb_id: Optional[str], purge_step: Optional[int] = None):
+    """-> TensorBoard writer of runs/<run_name>, and the W&B run (resumed when `wandb_id` is given) or None."""
+    wandb_run = None
+    if args.track:
+        import wandb
+
+        wandb_run = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                               config=vars(args), name=run_name, save_code=True, id=wandb_id, resume="allow")  # fmt: skip
+    # on resume, scalars logged after the checkpoint by the interrupted process are dropped
+    return SummaryWriter(f"runs/{run_name}", purge_step=purge_step), wandb_run
+
+
+def report_evaluation(writer, checkpoint_path: str, returns: list[float], global_step: int) -> None:
+    for episode, episode_return in enumerate(returns):
+        writer.add_scalar("eval/episodic_return", episode_return, episode)
+    writer.add_scalar("eval/mean_return", np.mean(returns), global_step)
+    writer.add_scalar("eval/std_return", np.std(returns), global_step)
+    print(f"evaluation of {checkpoint_path}: {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} episodes")
+
+
 def main(args: Args) -> None:
     validate_args(args)
+    if args.eval_checkpoint is not None:  # evaluation only
+        checkpoint = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
+        saved = Args(**checkpoint["args"])
+        check_env(saved.env_id, saved.clip_action)
+        video_folder = f"videos/{checkpoint['run_name']}/eval" if args.capture_video else None
+        returns = evaluate(args.eval_checkpoint, args.eval_episodes, saved.seed + 10_000, video_folder=video_folder)
+        writer, wandb_run = init_logging(args, checkpoint["run_name"], checkpoint["wandb_id"])
+        report_evaluation(writer, args.eval_checkpoint, returns, checkpoint["global_step"])
+        writer.close()
+        if wandb_run:
+            wandb_run.finish()
+        return
+    checkpoint = None
+    if args.resume is not None:
+        checkpoint = load_checkpoint(args.resume, "--resume")
+        check_resume_args(args, checkpoint["args"])
     check_env(args.env_id, args.clip_action)
     batch_size = args.num_envs * args.num_steps
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
-    run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    if checkpoint is None:
+        run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    else:  # nothing left to train when the checkpoint is at --total-timesteps already: save and evaluate
+        run_name = checkpoint["run_name"]
 
-    if args.track:
-        import wandb
+    # SIGINT / SIGTERM: finish the iteration, write a checkpoint, exit 130 / 143; a second signal exits at once
+    stop_signal = []
 
-        wandb_run = wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_name,
-            save_code=True,
-        )
-    writer = SummaryWriter(f"runs/{run_name}")
+    def request_stop(signum, frame):
+        if stop_signal:
+            raise SystemExit(128 + signum)
+        stop_signal.append(signum)
+        print(f"\n{signal.Signals(signum).name}: stopping after this iteration with a checkpoint (again: stop now)", file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    writer, wandb_run = init_logging(args, run_name, checkpoint and checkpoint["wandb_id"], checkpoint and checkpoint["global_step"] + 1)
     writer.add_text(
         "hyperparameters",
         "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
@@ -519,13 +653,11 @@ def main(args: Args) -> None:
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    # Env setup. detail 1: N envs stepped together; gymnasium 1.x same-step autoreset puts the
-    # final observation of an ended episode in info["final_obs"] and the next episode's first obs in obs.
-    vector_env = gym.vector.SyncVectorEnv if args.vector_mode == "sync" else gym.vector.AsyncVectorEnv
-    envs = vector_env(
-        [make_env(args.env_id) for _ in range(args.num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+    # Env setup (detail 1). Sub-env processes inherit a blocked SIGINT: a Ctrl-C reaches them too,
+    # and the run, not they, decides when to stop
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    envs = make_envs(args, f"videos/{run_name}" if args.capture_video else None)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     action_space = envs.single_action_space
     action_dim = int(np.prod(action_space.shape))
@@ -536,6 +668,27 @@ def main(args: Args) -> None:
 
     agent = Agent(obs_dim, action_dim, args.shared_network, args.state_dependent_std, args.ortho_init).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)  # detail 3
+    global_step, start_iteration, kl_coef, last_checkpoint = 0, 1, args.kl_coef, None
+    if checkpoint is not None:  # continue where the checkpoint left off: weights, Adam moments, schedules, beta, RNGs
+        agent.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        global_step, start_iteration, kl_coef = checkpoint["global_step"], checkpoint["iteration"] + 1, checkpoint["kl_coef"]
+        set_rng_states(checkpoint["rng"])
+        if obs_rms is not None:
+            obs_rms.load_state_dict(checkpoint["obs_rms"])
+        if reward_scaler is not None:  # the discounted returns restart with the new episodes
+            reward_scaler.return_rms.load_state_dict(checkpoint["reward_rms"])
+        last_checkpoint = args.resume
+
+    def write_checkpoint(path: str, iteration: int) -> str:
+        save_checkpoint(path, {
+            "format": CHECKPOINT_FORMAT, "args": vars(args), "run_name": run_name, "iteration": iteration,
+            "global_step": global_step, "kl_coef": kl_coef, "model": agent.state_dict(), "optimizer": optimizer.state_dict(),
+            "rng": rng_states(), "wandb_id": wandb_run.id if wandb_run else None,
+            "obs_rms": obs_rms.state_dict() if obs_rms else None,
+            "reward_rms": reward_scaler.return_rms.state_dict() if reward_scaler else None,
+        })  # fmt: skip
+        return path
 
     def observe(raw_obs: np.ndarray, update: bool) -> torch.Tensor:
         """Flatten, update the running statistics (rollout only), normalise, move to the device."""
@@ -559,16 +712,15 @@ def main(args: Args) -> None:
     episode_lengths = np.zeros(args.num_envs, dtype=np.int64)
     recent_returns = deque(maxlen=100)
 
-    global_step = 0
-    kl_coef = args.kl_coef
-    start_time = time.time()
-    next_obs_np, _ = envs.reset(seed=args.seed)
+    start_time, start_step = time.time(), global_step
+    # a resumed run starts new episodes, seeded apart from the first start's
+    next_obs_np, _ = envs.reset(seed=args.seed + (start_iteration - 1) * args.num_envs)
     next_obs = observe(next_obs_np, update=True)
     interactive = sys.stdout.isatty()
     print_every = max(1, num_iterations // 20)
     print(f"{run_name}: {num_iterations} iterations of {batch_size} steps on {device}, logging to runs/{run_name}")
 
-    for iteration in range(1, num_iterations + 1):
+    for iteration in range(start_iteration, num_iterations + 1):
         # detail 4 (and the auxiliary clip annealing): linear decay to 0 over the run
         frac = 1.0 - (iteration - 1.0) / num_iterations
         lr_now = frac * args.learning_rate if args.anneal_lr else args.learning_rate
@@ -662,8 +814,13 @@ def main(args: Args) -> None:
 
                 optimizer.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)  # detail 11
+                grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)  # detail 11
+                if not torch.isfinite(loss + grad_norm):  # guard: one NaN would spread to every weight
+                    quantity = "loss" if not torch.isfinite(loss) else "gradient norm"
+                    raise NonFiniteError(f"iteration {iteration}: the {quantity} is {(loss if quantity == 'loss' else grad_norm).item()}; "
+                                         f"stopped without saving (last good checkpoint: {last_checkpoint or 'none'})")  # fmt: skip
                 optimizer.step()
+
                 minibatch_steps += 1
 
             if stop_early or (args.target_kl is not None and args.kl_stop == "epoch" and approx_kl > args.target_kl):
@@ -681,7 +838,7 @@ def main(args: Args) -> None:
 
         # ---- Log (detail 12) ----
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
-        sps = int(global_step / (time.time() - start_time))
+        sps = int((global_step - start_step) / (time.time() - start_time))
         writer.add_scalar("charts/learning_rate", lr_now, global_step)
         writer.add_scalar("charts/clip_coef", clip_now, global_step)
         writer.add_scalar("charts/minibatch_steps", minibatch_steps, global_step)
@@ -705,18 +862,33 @@ def main(args: Args) -> None:
         elif iteration % print_every == 0 or iteration == num_iterations:
             print(status, flush=True)
 
+        # ---- Checkpoint: every --checkpoint-every iterations, and when asked to stop ----
+        if stop_signal or (args.checkpoint_every and iteration % args.checkpoint_every == 0):
+            if not all(torch.isfinite(p).all() for p in agent.parameters()):
+                raise NonFiniteError(f"iteration {iteration}: a parameter is not finite; stopped without saving "
+                                     f"(last good checkpoint: {last_checkpoint or 'none'})")  # fmt: skip
+            last_checkpoint = write_checkpoint(f"runs/{run_name}/checkpoints/iteration_{iteration:07d}.pt", iteration)
+            kept = sorted(os.listdir(f"runs/{run_name}/checkpoints"))
+            for old in kept[: -args.keep_checkpoints]:
+                os.remove(f"runs/{run_name}/checkpoints/{old}")
+        if stop_signal:
+            break
+
     envs.close()
-    if args.save_model:
-        model_path = f"runs/{run_name}/{args.exp_name}.pt"
-        save_model(model_path, agent, obs_rms, args)
+    if stop_signal:
+        command = " ".join(arg for i, arg in enumerate(sys.argv) if "--resume" not in (arg.split("=")[0], sys.argv[i - 1]))
+        print(f"stopped at step {global_step}; continue with: python {command} --resume {last_checkpoint}", file=sys.stderr)
+    elif args.save_model:
+        model_path = write_checkpoint(f"runs/{run_name}/{args.exp_name}.pt", max(num_iterations, start_iteration - 1))
         print(f"model saved to {model_path}")
-        eval_returns = evaluate(model_path, args.eval_episodes, seed=args.seed + 10_000, device=device)
-        for episode, eval_return in enumerate(eval_returns):
-            writer.add_scalar("eval/episodic_return", eval_return, episode)
-        print(f"evaluation of {model_path}: {np.mean(eval_returns):.2f} +- {np.std(eval_returns):.2f} over {len(eval_returns)} episodes")
+        video_folder = f"videos/{run_name}/eval" if args.capture_video else None
+        returns = evaluate(model_path, args.eval_episodes, args.seed + 10_000, device, video_folder=video_folder)
+        report_evaluation(writer, model_path, returns, global_step)
     writer.close()
-    if args.track:
+    if wandb_run:
         wandb_run.finish()
+    if stop_signal:
+        sys.exit(128 + stop_signal[0])
 
 
 if __name__ == "__main__":
@@ -726,3 +898,6 @@ if __name__ == "__main__":
     except UsageError as e:
         print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteError as e:
+        print(f"{os.path.basename(__file__)}: stopped: {e}", file=sys.stderr)
+        sys.exit(1)

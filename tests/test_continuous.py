@@ -13,9 +13,10 @@ from ppo_continuous import (
     RunningMeanStd,
     env_actions,
     gaussian_logprob_and_entropy,
+    CHECKPOINT_FORMAT,
     load_model,
     normalize_obs,
-    save_model,
+    save_checkpoint,
 )
 
 
@@ -123,7 +124,8 @@ def test_save_load_round_trip_gives_identical_actions(tmp_path, shared_network, 
     rms = RunningMeanStd((4,))
     rms.update(np.random.default_rng(0).normal(5, 3, size=(100, 4)))
     args = Args(env_id="Pendulum-v1", shared_network=shared_network, state_dependent_std=state_dependent_std)
-    save_model(str(tmp_path / "model.pt"), agent, rms, args)
+    checkpoint = {"format": CHECKPOINT_FORMAT, "model": agent.state_dict(), "obs_rms": rms.state_dict(), "args": vars(args)}
+    save_checkpoint(str(tmp_path / "model.pt"), checkpoint)
 
     loaded, loaded_rms, saved_args = load_model(str(tmp_path / "model.pt"))
     assert saved_args["env_id"] == "Pendulum-v1"

@@ -1,7 +1,8 @@
 """Runs that survive: checkpoints, resume, signals, the non-finite guard, evaluation, video,
-determinism and safe loading (ppo_discrete.py)."""
+determinism and safe loading, in each script."""
 
 import glob
+import importlib
 import os
 import pickle
 import re
@@ -14,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from ppo_discrete import CHECKPOINT_FORMAT, evaluate, load_checkpoint, save_checkpoint
+from ppo_discrete import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from tests.conftest import REPO, TINY, Run, train_in
 
-SCRIPT = "ppo_discrete.py"
+# each script on an env whose episodes end within the tiny budgets (Pong: a game lost 0-21 in ~800 steps)
+SCRIPTS = {"ppo_discrete.py": [], "ppo_continuous.py": ["--env-id", "Pendulum-v1"], "ppo_atari.py": ["--env-id", "PongNoFrameskip-v4"]}
 TWICE = ["--num-envs", "2", "--num-steps", "64", "--total-timesteps", "2048"]  # 16 iterations
 SCHEDULES = ["--anneal-clip", "--loss", "kl-penalty", "--kl-target", "0.001"]  # every schedule moves
 
@@ -26,23 +28,44 @@ def checkpoints(run: Run) -> list[str]:
     return sorted(glob.glob(f"{run.run_dir}/checkpoints/*.pt"))
 
 
+def module(script: str):
+    return importlib.import_module(script[:-3])
+
+
+@pytest.fixture(params=SCRIPTS)
+def script(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    """16 iterations in one go, a checkpoint every 4 (the last 2 kept), and the final model."""
-    return train_in(tmp_path_factory.mktemp("full"), SCRIPT, *TWICE, *SCHEDULES, "--checkpoint-every", "4",
-                    "--keep-checkpoints", "2", "--save-model", "--eval-episodes", "3")  # fmt: skip
+def full_runs(tmp_path_factory):
+    """full_runs(script) -> 16 iterations in one go, a checkpoint every 4 (the last 2 kept), the final model."""
+    cache = {}
+
+    def get(script):
+        if script not in cache:
+            cache[script] = train_in(tmp_path_factory.mktemp("full"), script, *SCRIPTS[script], *TWICE, *SCHEDULES,
+                                     "--checkpoint-every", "4", "--keep-checkpoints", "2", "--save-model", "--eval-episodes", "3")  # fmt: skip
+        return cache[script]
+
+    return get
 
 
-def test_checkpoints_are_kept_and_hold_the_run(full_run):
+@pytest.fixture
+def full_run(full_runs, script):
+    return full_runs(script)
+
+
+def test_checkpoints_are_kept_and_hold_the_run(full_run, script):
     assert [os.path.basename(path) for path in checkpoints(full_run)] == ["iteration_0000012.pt", "iteration_0000016.pt"]
-    checkpoint = load_checkpoint(checkpoints(full_run)[0], "--resume")
+    checkpoint = module(script).load_checkpoint(checkpoints(full_run)[0], "--resume")
     assert (checkpoint["iteration"], checkpoint["global_step"]) == (12, 12 * 128)
     assert checkpoint["kl_coef"] == full_run.scalars("charts/kl_coef")[12]  # the beta iteration 13 used
     assert set(checkpoint["rng"]) == {"python", "torch", "numpy"} and checkpoint["optimizer"]["state"]
 
 
-def test_resume_continues_the_schedules(full_run, train):
-    resumed = train(SCRIPT, *TWICE, *SCHEDULES, "--resume", checkpoints(full_run)[0])
+def test_resume_continues_the_schedules(full_run, train, script):
+    resumed = train(script, *SCRIPTS[script], *TWICE, *SCHEDULES, "--resume", checkpoints(full_run)[0])
     assert resumed.run_dir.endswith(os.path.basename(full_run.run_dir)), "a resumed run keeps its run name"
     for tag in ["charts/learning_rate", "charts/clip_coef", "charts/minibatch_steps"]:
         assert resumed.steps(tag) == full_run.steps(tag)[12:], tag  # the global step continues
@@ -51,11 +74,11 @@ def test_resume_continues_the_schedules(full_run, train):
     assert resumed.scalars("charts/kl_coef")[0] == full_run.scalars("charts/kl_coef")[12]
 
 
-def test_resume_restores_the_state_bit_for_bit(full_run, train):
+def test_resume_restores_the_state_bit_for_bit(full_run, train, script):
     # resuming at the run's end trains nothing, so the model it saves is the loaded state itself
-    resumed = train(SCRIPT, *TWICE, *SCHEDULES, "--resume", checkpoints(full_run)[-1], "--save-model", "--eval-episodes", "3")
-    before = load_checkpoint(checkpoints(full_run)[-1], "--resume")
-    after = load_checkpoint(f"{resumed.run_dir}/{SCRIPT[:-3]}.pt", "--resume")
+    resumed = train(script, *SCRIPTS[script], *TWICE, *SCHEDULES, "--resume", checkpoints(full_run)[-1], "--save-model", "--eval-episodes", "3")
+    before = module(script).load_checkpoint(checkpoints(full_run)[-1], "--resume")
+    after = module(script).load_checkpoint(f"{resumed.run_dir}/{script[:-3]}.pt", "--resume")
     for key in ["model", "optimizer", "rng", "kl_coef", "global_step", "iteration"]:
         assert_identical(before[key], after[key], key)
     assert resumed.scalars("eval/episodic_return") == full_run.scalars("eval/episodic_return")
@@ -76,21 +99,22 @@ def assert_identical(a, b, where):
         assert a == b, where
 
 
-def test_evaluation_reproduces_the_saved_model(full_run, tmp_path):
-    (model_path,) = glob.glob(f"{full_run.run_dir}/{SCRIPT[:-3]}.pt")
+def test_evaluation_reproduces_the_saved_model(full_run, script, tmp_path):
+    (model_path,) = glob.glob(f"{full_run.run_dir}/{script[:-3]}.pt")
     logged = full_run.scalars("eval/episodic_return")
     assert len(logged) == 3
-    assert evaluate(model_path, 3, seed=1 + 10_000) == logged
-    proc = subprocess.run([sys.executable, str(REPO / SCRIPT), "--eval-checkpoint", model_path, "--eval-episodes", "3"],
+    returns = module(script).evaluate(model_path, 3, seed=1 + 10_000)
+    np.testing.assert_allclose(returns, logged, rtol=1e-6)  # logged as float32
+    proc = subprocess.run([sys.executable, str(REPO / script), "--eval-checkpoint", model_path, "--eval-episodes", "3"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert f"{np.mean(logged):.2f} +- {np.std(logged):.2f} over 3 episodes" in proc.stdout
+    assert f"{np.mean(returns):.2f} +- {np.std(returns):.2f} over 3 episodes" in proc.stdout
     assert glob.glob(str(tmp_path / "runs" / "*" / "events.out.tfevents.*"))
 
 
-def start(cwd, *flags) -> subprocess.Popen:
+def start(cwd, script, *flags) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(REPO / SCRIPT), *flags], cwd=cwd, env=env, text=True,
+    return subprocess.Popen([sys.executable, str(REPO / script), *SCRIPTS[script], *flags], cwd=cwd, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
 
@@ -104,10 +128,14 @@ def wait_for_training(proc: subprocess.Popen, cwd) -> None:
     time.sleep(2)
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-@pytest.mark.parametrize("vector_mode", ["sync", "async"])
-def test_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, signum, code, vector_mode):
-    proc = start(tmp_path, "--total-timesteps", "10000000", "--vector-mode", vector_mode)
+@pytest.mark.parametrize("script, signum, code, vector_mode", [
+    ("ppo_discrete.py", signal.SIGINT, 130, "sync"), ("ppo_discrete.py", signal.SIGTERM, 143, "sync"),
+    ("ppo_discrete.py", signal.SIGINT, 130, "async"), ("ppo_discrete.py", signal.SIGTERM, 143, "async"),
+    ("ppo_continuous.py", signal.SIGINT, 130, "async"), ("ppo_atari.py", signal.SIGINT, 130, "async"),
+    ("ppo_atari.py", signal.SIGTERM, 143, "sync"),
+], ids=str)  # fmt: skip
+def test_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, script, signum, code, vector_mode):
+    proc = start(tmp_path, script, "--total-timesteps", "10000000", "--num-envs", "2", "--num-steps", "32", "--vector-mode", vector_mode)
     wait_for_training(proc, tmp_path)
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=120)
@@ -116,11 +144,15 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, signum, code
     (path,) = glob.glob(str(tmp_path / "runs" / "*" / "checkpoints" / "*.pt"))
     rel = os.path.relpath(path, tmp_path)
     assert f"--vector-mode {vector_mode} --resume {rel}" in stderr.strip().splitlines()[-1]
-    assert load_checkpoint(path, "--resume")["global_step"] > 0
+    assert module(script).load_checkpoint(path, "--resume")["global_step"] > 0
 
 
-def test_second_sigint_stops_at_once(tmp_path):
-    proc = start(tmp_path, "--total-timesteps", "10000000", "--num-steps", "100000")  # one long rollout
+LONG_ROLLOUT = {"ppo_discrete.py": ["--num-steps", "100000"], "ppo_continuous.py": ["--num-steps", "100000"],
+                "ppo_atari.py": ["--num-envs", "1", "--num-steps", "5000"]}
+
+
+def test_second_sigint_stops_at_once(tmp_path, script):
+    proc = start(tmp_path, script, "--total-timesteps", "10000000", *LONG_ROLLOUT[script])
     wait_for_training(proc, tmp_path)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
@@ -130,12 +162,21 @@ def test_second_sigint_stops_at_once(tmp_path):
     assert not glob.glob(str(tmp_path / "runs" / "*" / "checkpoints" / "*.pt"))
 
 
-def test_nan_guard_stops_without_overwriting_a_checkpoint(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / SCRIPT), "--env-id", "tests.envs:NanReward-v0", *TINY,
-                           "--checkpoint-every", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+@pytest.mark.parametrize("script, flags, expected", [
+    # an env that pays NaN: the first loss is NaN
+    ("ppo_discrete.py", ["--env-id", "tests.envs:NanReward-v0"], "iteration 1: the loss is nan"),
+    # a step far too large: the weights blow up within the first iteration
+    ("ppo_discrete.py", ["--learning-rate", "1e30", "--no-anneal-lr"], "iteration 1: the "),
+    ("ppo_continuous.py", ["--learning-rate", "1e30", "--no-anneal-lr"], "iteration 1: the "),
+    ("ppo_atari.py", ["--learning-rate", "1e30", "--no-anneal-lr"], "iteration 1: the "),
+], ids=str)  # fmt: skip
+def test_non_finite_guard_stops_without_saving(tmp_path, script, flags, expected):
+    proc = subprocess.run([sys.executable, str(REPO / script), *SCRIPTS[script], *TINY, *flags, "--checkpoint-every", "1"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 1, proc.stderr
-    (line,) = proc.stderr.strip().splitlines()
-    assert "stopped: iteration 1: the loss is nan; stopped without saving (last good checkpoint: none)" in line
+    assert "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]  # after ale-py's banner
+    assert f"{script}: stopped: {expected}" in line and "stopped without saving (last good checkpoint: none)" in line, line
     assert not glob.glob(str(tmp_path / "runs" / "*" / "checkpoints" / "*.pt"))
 
 
@@ -148,7 +189,7 @@ def test_interrupted_write_leaves_the_previous_checkpoint(tmp_path):
     save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "weights": torch.ones(1000)})
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "weights": torch.zeros(1000), "later": FailsMidWrite()})
-    assert torch.equal(load_checkpoint(path, "--resume")["weights"], torch.ones(1000))
+    assert torch.equal(module(script).load_checkpoint(path, "--resume")["weights"], torch.ones(1000))
     assert os.listdir(tmp_path) == ["checkpoint.pt"]
 
 
@@ -157,7 +198,7 @@ class RunsCode:
         return (os.system, ("touch pwned",))
 
 
-def malformed(tmp_path, full_run, kind: str) -> str:
+def malformed(tmp_path, full_run, script, kind: str) -> str:
     path = str(tmp_path / f"{kind}.pt")
     if kind == "pickle-with-code":
         with open(path, "wb") as f:
@@ -166,33 +207,34 @@ def malformed(tmp_path, full_run, kind: str) -> str:
         data = open(checkpoints(full_run)[0], "rb").read()
         open(path, "wb").write(data[: len(data) // 2])
     elif kind == "other-script":
-        torch.save({"format": "ppo37 ppo_continuous.py checkpoint v1", "model": {}}, path)
+        other = next(name for name in SCRIPTS if name != script)
+        torch.save({"format": module(other).CHECKPOINT_FORMAT, "model": {}}, path)
     return path
 
 
 @pytest.mark.parametrize("kind, flags, expected", [
     ("pickle-with-code", [], r"is not a readable checkpoint"),
     ("truncated", [], r"is not a readable checkpoint"),
-    ("other-script", [], r"is not a checkpoint of ppo_discrete\.py \(ppo37 ppo_continuous\.py checkpoint v1\)"),
-    ("mismatched-env", ["--env-id", "Acrobot-v1"], r"trained with --env-id CartPole-v1, this command has --env-id Acrobot-v1"),
+    ("other-script", [], r"is not a checkpoint of {script} \(ppo37 ppo_\w+\.py checkpoint v1\)"),
+    ("mismatched-env", ["--env-id", "BreakoutNoFrameskip-v4"], r"trained with --env-id \S+, this command has --env-id BreakoutNoFrameskip-v4"),
 ])  # fmt: skip
-def test_malformed_checkpoints_are_refused(run_fails, tmp_path, full_run, kind, flags, expected):
-    path = checkpoints(full_run)[0] if kind == "mismatched-env" else malformed(tmp_path, full_run, kind)
+def test_malformed_checkpoints_are_refused(run_fails, tmp_path, full_run, script, kind, flags, expected):
+    path = checkpoints(full_run)[0] if kind == "mismatched-env" else malformed(tmp_path, full_run, script, kind)
     for flag in ["--resume", "--eval-checkpoint"] if kind != "mismatched-env" else ["--resume"]:
-        line = run_fails(SCRIPT, *TWICE, *SCHEDULES, *flags, flag, path)
-        assert line.startswith(f"{SCRIPT}: error: {flag}") and re.search(expected, line), line
+        line = run_fails(script, *SCRIPTS[script], *TWICE, *SCHEDULES, *flags, flag, path)
+        assert line.startswith(f"{script}: error: {flag}") and re.search(expected.format(script=re.escape(script)), line), line
     assert not (tmp_path / "pwned").exists(), "loading ran the pickle's code"
 
 
 @pytest.mark.parametrize("vector_mode", ["sync", "async"])
-def test_same_seed_same_metrics(train, vector_mode):
-    runs = [train(SCRIPT, *TINY, "--vector-mode", vector_mode) for _ in range(2)]
+def test_same_seed_same_metrics(train, script, vector_mode):
+    runs = [train(script, *SCRIPTS[script], *TINY, "--vector-mode", vector_mode) for _ in range(2)]
     for tag in ["losses/value_loss", "losses/policy_loss", "losses/approx_kl", "charts/episodic_return"]:
         assert runs[0].scalars(tag) == runs[1].scalars(tag), tag
 
 
-def test_capture_video_writes_training_and_evaluation_videos(train):
-    run = train(SCRIPT, *TINY, "--capture-video", "--save-model", "--eval-episodes", "1")
+def test_capture_video_writes_training_and_evaluation_videos(train, script):
+    run = train(script, *SCRIPTS[script], *TINY, "--capture-video", "--save-model", "--eval-episodes", "1")
     name = os.path.basename(run.run_dir)
     assert glob.glob(str(run.cwd / "videos" / name / "*.mp4"))
     assert glob.glob(str(run.cwd / "videos" / name / "eval" / "*.mp4"))
