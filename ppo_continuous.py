@@ -715,7 +715,7 @@ def main(args: Args) -> None:
     start_time, start_step = time.time(), global_step
     # a resumed run starts new episodes, seeded apart from the first start's
     next_obs_np, _ = envs.reset(seed=args.seed + (start_iteration - 1) * args.num_envs)
-    next_obs = observe(next_obs_np, update=True)
+    next_obs = observe(next_obs_np, update=checkpoint is None)  # resumed: statistics exactly as saved until it trains
     interactive = sys.stdout.isatty()
     print_every = max(1, num_iterations // 20)
     print(f"{run_name}: {num_iterations} iterations of {batch_size} steps on {device}, logging to runs/{run_name}")

@@ -16,12 +16,13 @@ COMMON_FLAGS = [
     "--learning-rate", "--anneal-lr", "--adam-eps", "--gae", "--gamma", "--gae-lambda",
     "--num-minibatches", "--update-epochs", "--norm-adv", "--clip-coef", "--anneal-clip",
     "--clip-vloss", "--ent-coef", "--vf-coef", "--max-grad-norm", "--target-kl", "--kl-stop",
-    "--loss", "--kl-coef", "--kl-target",
+    "--loss", "--kl-coef", "--kl-target", "--save-model", "--checkpoint-every", "--keep-checkpoints", "--resume",
+    "--eval-episodes", "--eval-checkpoint", "--capture-video",
 ]  # fmt: skip
 FLAGS = {
     "ppo_discrete.py": COMMON_FLAGS + ["--action-masking", "--recurrent", "--lstm-hidden-size"],
     "ppo_continuous.py": COMMON_FLAGS + ["--clip-action", "--norm-obs", "--clip-obs", "--norm-reward", "--clip-reward",
-                                         "--state-dependent-std", "--save-model", "--eval-episodes"],
+                                         "--state-dependent-std"],
     "ppo_atari.py": COMMON_FLAGS + ["--env-backend", "--noop-max", "--frame-skip", "--episodic-life", "--fire-reset",
                                     "--frame-size", "--clip-reward", "--frame-stack", "--scale-obs", "--recurrent",
                                     "--lstm-hidden-size"],
@@ -52,6 +53,11 @@ COMMON_BAD = [
     (["--gamma", "1.5"], r"--gamma must be in \(0, 1\], got 1.5"),
     (["--gae-lambda", "-1"], r"--gae-lambda must be in \[0, 1\], got -1"),
     (["--ent-coef", "-1"], r"--ent-coef must be zero or positive, got -1"),
+    (["--checkpoint-every", "-1"], r"--checkpoint-every must be zero or positive, got -1"),
+    (["--keep-checkpoints", "0"], r"--keep-checkpoints must be a positive integer, got 0"),
+    (["--eval-episodes", "0"], r"--eval-episodes must be a positive integer, got 0"),
+    (["--resume", "no/such.pt"], r"--resume no/such\.pt: no such file"),
+    (["--eval-checkpoint", "no/such.pt"], r"--eval-checkpoint no/such\.pt: no such file"),
 ]
 BAD_INPUT = (
     [(script, *case) for script in FLAGS for case in COMMON_BAD]
@@ -74,7 +80,7 @@ BAD_INPUT = (
         ("ppo_continuous.py", ["--env-id", "CartPole-v1"], r"--env-id CartPole-v1 has a Discrete action space.*use ppo_discrete\.py"),
         ("ppo_continuous.py", ["--env-id", "tests.envs:UnboundedBox-v0"], r"--clip-action: the action space .* is unbounded.*--no-clip-action"),
         ("ppo_continuous.py", ["--clip-obs", "-1"], r"--clip-obs must be zero or positive, got -1"),
-        ("ppo_continuous.py", ["--eval-episodes", "0"], r"--eval-episodes must be a positive integer, got 0"),
+        ("ppo_atari.py", ["--env-backend", "ale", "--capture-video"], r"--capture-video records from the gymnasium back end.*--env-backend gymnasium"),
     ]
 )  # fmt: skip
 

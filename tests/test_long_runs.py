@@ -79,8 +79,9 @@ def test_resume_restores_the_state_bit_for_bit(full_run, train, script):
     resumed = train(script, *SCRIPTS[script], *TWICE, *SCHEDULES, "--resume", checkpoints(full_run)[-1], "--save-model", "--eval-episodes", "3")
     before = module(script).load_checkpoint(checkpoints(full_run)[-1], "--resume")
     after = module(script).load_checkpoint(f"{resumed.run_dir}/{script[:-3]}.pt", "--resume")
-    for key in ["model", "optimizer", "rng", "kl_coef", "global_step", "iteration"]:
-        assert_identical(before[key], after[key], key)
+    for key in ["model", "optimizer", "rng", "kl_coef", "global_step", "iteration", "obs_rms", "reward_rms"]:
+        if key in before or key in after:  # normalisation statistics: ppo_continuous.py
+            assert_identical(before[key], after[key], key)
     assert resumed.scalars("eval/episodic_return") == full_run.scalars("eval/episodic_return")
 
 
