@@ -73,7 +73,7 @@ def train(args: Args, env_id: str, seed: int, extra: list[str]) -> tuple[str, in
     command = [sys.executable, os.path.join(REPO, args.script), "--env-id", env_id, "--seed", str(seed),
                "--exp-name", exp_name, "--no-track", *extra]  # fmt: skip
     started = time.time()
-    log_path = os.path.join(args.out, f"{env_id}__{seed}.log")
+    log_path = os.path.join(args.out, f"{env_id.replace(':', '_').replace('/', '_')}__{seed}.log")
     # parallel torch processes each spinning one thread per core slow each other down several times
     threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
