@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from ppo_discrete import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from tests.conftest import REPO, TINY, Run, train_in
 
 # each script on an env whose episodes end within the tiny budgets (Pong: a game lost 0-21 in ~800 steps)
@@ -181,16 +180,17 @@ def test_non_finite_guard_stops_without_saving(tmp_path, script, flags, expected
     assert not glob.glob(str(tmp_path / "runs" / "*" / "checkpoints" / "*.pt"))
 
 
-def test_interrupted_write_leaves_the_previous_checkpoint(tmp_path):
+def test_interrupted_write_leaves_the_previous_checkpoint(tmp_path, script):
     class FailsMidWrite:
         def __reduce__(self):
             raise OSError("disk full")
 
+    m = module(script)
     path = str(tmp_path / "checkpoint.pt")
-    save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "weights": torch.ones(1000)})
+    m.save_checkpoint(path, {"format": m.CHECKPOINT_FORMAT, "weights": torch.ones(1000)})
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "weights": torch.zeros(1000), "later": FailsMidWrite()})
-    assert torch.equal(module(script).load_checkpoint(path, "--resume")["weights"], torch.ones(1000))
+        m.save_checkpoint(path, {"format": m.CHECKPOINT_FORMAT, "weights": torch.zeros(1000), "later": FailsMidWrite()})
+    assert torch.equal(m.load_checkpoint(path, "--resume")["weights"], torch.ones(1000))
     assert os.listdir(tmp_path) == ["checkpoint.pt"]
 
 
@@ -203,7 +203,7 @@ def malformed(tmp_path, full_run, script, kind: str) -> str:
     path = str(tmp_path / f"{kind}.pt")
     if kind == "pickle-with-code":
         with open(path, "wb") as f:
-            pickle.dump({"format": CHECKPOINT_FORMAT, "model": RunsCode()}, f)
+            pickle.dump({"format": module(script).CHECKPOINT_FORMAT, "model": RunsCode()}, f)
     elif kind == "truncated":
         data = open(checkpoints(full_run)[0], "rb").read()
         open(path, "wb").write(data[: len(data) // 2])
@@ -234,8 +234,12 @@ def test_same_seed_same_metrics(train, script, vector_mode):
         assert runs[0].scalars(tag) == runs[1].scalars(tag), tag
 
 
-def test_capture_video_writes_training_and_evaluation_videos(train, script):
-    run = train(script, *SCRIPTS[script], *TINY, "--capture-video", "--save-model", "--eval-episodes", "1")
+VIDEO_ENVS = [(script, SCRIPTS[script]) for script in SCRIPTS] + [("ppo_continuous.py", ["--env-id", "Hopper-v5"])]  # MuJoCo: EGL
+
+
+@pytest.mark.parametrize("script, env", VIDEO_ENVS, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_capture_video_writes_training_and_evaluation_videos(train, script, env):
+    run = train(script, *env, *TINY, "--capture-video", "--save-model", "--eval-episodes", "1")
     name = os.path.basename(run.run_dir)
     assert glob.glob(str(run.cwd / "videos" / name / "*.mp4"))
     assert glob.glob(str(run.cwd / "videos" / name / "eval" / "*.mp4"))
