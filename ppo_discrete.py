@@ -884,7 +884,7 @@ def main(args: Args) -> None:
                 raise NonFiniteError(f"iteration {iteration}: a parameter is not finite; stopped without saving "
                                      f"(last good checkpoint: {last_checkpoint or 'none'})")  # fmt: skip
             last_checkpoint = write_checkpoint(f"runs/{run_name}/checkpoints/iteration_{iteration:07d}.pt", iteration)
-            kept = sorted(os.listdir(f"runs/{run_name}/checkpoints"))
+            kept = sorted(name for name in os.listdir(f"runs/{run_name}/checkpoints") if name.endswith(".pt"))
             for old in kept[: -args.keep_checkpoints]:
                 os.remove(f"runs/{run_name}/checkpoints/{old}")
         if stop_signal:
