@@ -3,6 +3,7 @@
     python ppo_atari.py --env-id BreakoutNoFrameskip-v4
     python ppo_atari.py --env-id PongNoFrameskip-v4 --env-backend ale   # ale-py's C++ vector env
     python ppo_atari.py --help          # every flag, one line each
+    torchrun --standalone --nproc_per_node 2 ppo_atari.py --env-id BreakoutNoFrameskip-v4   # 2 data-parallel workers
 
 Defaults reproduce CleanRL's ppo_atari.py (itself openai/baselines' ppo2 with the DeepMind
 wrappers). Comments cite the numbered details of "The 37 Implementation Details of PPO" (Huang et
@@ -28,6 +29,7 @@ import cv2
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import tyro
 from torch.utils.tensorboard import SummaryWriter
@@ -52,6 +54,8 @@ class Args:
     """Weights & Biases project"""
     wandb_entity: Optional[str] = None
     """Weights & Biases entity (team); None uses your default"""
+    dist_backend: Optional[Literal["gloo", "nccl"]] = None
+    """under torchrun: torch.distributed backend (None: nccl with CUDA, gloo on CPU)"""
 
     # Environment
     env_id: str = "BreakoutNoFrameskip-v4"
@@ -59,11 +63,11 @@ class Args:
     env_backend: Literal["gymnasium", "ale"] = "gymnasium"
     """gymnasium: vector env of the wrappers in this file; ale: ale-py's C++ AtariVectorEnv"""
     total_timesteps: int = 10000000
-    """environment steps (agent decisions) of the whole run, summed over all envs"""
+    """environment steps (agent decisions) of the whole run, summed over all envs (and all workers under torchrun)"""
     num_envs: int = 8
-    """detail 1: parallel environments (N)"""
+    """detail 1: parallel environments (N), per worker under torchrun"""
     num_steps: int = 128
-    """detail 1: steps per env per rollout (M); the batch is N x M"""
+    """detail 1: steps per env per rollout (M); the batch is N x M (x workers under torchrun)"""
     vector_mode: Literal["sync", "async"] = "sync"
     """detail 1: gymnasium back end: step the envs in this process (sync) or one subprocess each (async)"""
     bootstrap_truncation: bool = True
@@ -161,7 +165,8 @@ class Args:
 
 
 RUN_CONTROL = {"total_timesteps", "save_model", "checkpoint_every", "keep_checkpoints", "resume", "eval_episodes",
-               "eval_checkpoint", "capture_video", "track", "wandb_project_name", "wandb_entity", "cuda", "vector_mode"}  # fmt: skip
+               "eval_checkpoint", "capture_video", "track", "wandb_project_name", "wandb_entity", "cuda", "vector_mode",
+               "dist_backend"}  # fmt: skip
 """Flags that may differ between a run and its resumption; every other flag must match the checkpoint's."""
 
 
@@ -169,7 +174,7 @@ class UsageError(Exception):
     """Bad input from the user: reported as one line on stderr with exit code 2."""
 
 
-def validate_args(args: Args) -> None:
+def validate_args(args: Args, world_size: int = 1) -> None:
     """Reject settings that cannot work, naming the flag and what would."""
     for flag, value in [
         ("--total-timesteps", args.total_timesteps),
@@ -225,11 +230,16 @@ def validate_args(args: Args) -> None:
             f"--recurrent: --num-minibatches {args.num_minibatches} does not divide --num-envs {args.num_envs} "
             f"(a minibatch is whole env sequences); use one of {divisors}"
         )
-    if args.total_timesteps < batch_size:
+    if args.total_timesteps < batch_size * world_size:
+        workers = f" x {world_size} workers" if world_size > 1 else ""
         raise UsageError(
-            f"--total-timesteps {args.total_timesteps} is smaller than one batch of {batch_size} "
-            f"(--num-envs x --num-steps); use at least {batch_size}"
+            f"--total-timesteps {args.total_timesteps} is smaller than one batch of {batch_size * world_size} "
+            f"(--num-envs x --num-steps{workers}); use at least {batch_size * world_size}"
         )
+    if args.eval_checkpoint is not None and world_size > 1:
+        raise UsageError("--eval-checkpoint evaluates in one process; run it with python, not torchrun")
+    if args.dist_backend == "nccl" and not (args.cuda and torch.cuda.is_available()):
+        raise UsageError("--dist-backend nccl needs CUDA, which this machine or --no-cuda rules out; use --dist-backend gloo")
 
 
 LIST_GAMES = "list them with `python -c \"import ale_py; print(sorted(ale_py.roms.get_all_rom_ids()))\"` (ids look like PongNoFrameskip-v4)"
@@ -657,9 +667,69 @@ def format_seconds(seconds: float) -> str:
 
 
 
+# ---- Data parallel (torchrun): W workers, each with its own envs, step with the mean gradient ----
+# A plain `python` run is one worker and makes no collective call: every helper is the identity there.
+
+
+def setup_workers(args: Args) -> tuple[int, int, torch.device]:
+    """-> (rank, world size, device); under torchrun (WORLD_SIZE > 1) join the process group first."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = torch.cuda.is_available() and args.cuda
+    if world_size == 1:
+        return 0, 1, torch.device("cuda" if use_cuda else "cpu")
+    device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    dist.init_process_group(args.dist_backend or ("nccl" if use_cuda else "gloo"))
+    return dist.get_rank(), world_size, device
+
+
+def all_mean_(x: torch.Tensor) -> torch.Tensor:
+    """x, overwritten with its mean over all workers."""
+    if dist.is_initialized():
+        dist.all_reduce(x)
+        x /= dist.get_world_size()
+    return x
+
+
+def average_gradients_(parameters: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+    """Parallelized gradient update: one all-reduce of every gradient and the loss, flattened together,
+    replaces each by its mean over workers; -> the mean loss. Runs before the gradient clip, so every
+    worker clips and steps identically."""
+    flat = all_mean_(torch.cat([p.grad.reshape(-1) for p in parameters] + [loss.detach().reshape(1)]))
+    offset = 0
+    for p in parameters:
+        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+        offset += p.numel()
+    return flat[-1]
+
+
+def broadcast_(tensors: list[torch.Tensor]) -> None:
+    """Overwrite the tensors with rank 0's (the initial weights, so all workers start equal)."""
+    if dist.is_initialized():
+        for tensor in tensors:
+            dist.broadcast(tensor.data, src=0)
+
+
+def gather_objects(obj) -> list:
+    """obj of every worker, in rank order, on every worker ([obj] in a single process)."""
+    if not dist.is_initialized():
+        return [obj]
+    objects = [None] * dist.get_world_size()
+    dist.all_gather_object(objects, obj)
+    return objects
+
+
+class NullWriter:
+    """The TensorBoard writer of workers other than rank 0: they log nothing (rank 0 logs everyone's episodes)."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
 # ---- Checkpoints: everything needed to continue a run, written atomically, loaded without code ----
 
-CHECKPOINT_FORMAT = "ppo37 ppo_atari.py checkpoint v1"
+CHECKPOINT_FORMAT = "ppo37 ppo_atari.py checkpoint v2"
 
 
 class NonFiniteError(Exception):
@@ -698,8 +768,13 @@ def load_checkpoint(path: str, flag: str) -> dict:
     return checkpoint
 
 
-def check_resume_args(args: Args, saved: dict) -> None:
-    """A resumed run repeats the flags it was started with; only RUN_CONTROL flags may change."""
+def check_resume_args(args: Args, checkpoint: dict, world_size: int = 1) -> None:
+    """A resumed run repeats the flags it was started with, with as many workers; only RUN_CONTROL flags may change."""
+    if len(checkpoint["rng"]) != world_size:  # one set of RNG states per worker
+        launch = "python" if len(checkpoint["rng"]) == 1 else f"torchrun with {len(checkpoint['rng'])} workers in all"
+        raise UsageError(f"--resume: the checkpoint was written by {len(checkpoint['rng'])} worker(s), this run has "
+                         f"{world_size}; launch it with {launch}")  # fmt: skip
+    saved = checkpoint["args"]
     for name, value in vars(args).items():
         if name not in RUN_CONTROL and saved.get(name) != value:
             flag = "--" + name.replace("_", "-")
@@ -768,8 +843,11 @@ def report_evaluation(writer, checkpoint_path: str, returns: list[float], global
     print(f"evaluation of {checkpoint_path}: {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} episodes")
 
 
-def main(args: Args) -> None:
-    validate_args(args)
+def main(args: Args) -> Optional[dict]:
+    """Train (or only evaluate, with --eval-checkpoint); -> this worker's final state: weights, Adam
+    state, global step and the last update's minibatch steps."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's workers; 1 under plain python
+    validate_args(args, world_size)
     if args.eval_checkpoint is not None:  # evaluation only
         checkpoint = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
         saved = Args(**checkpoint["args"])
@@ -785,12 +863,13 @@ def main(args: Args) -> None:
     checkpoint = None
     if args.resume is not None:
         checkpoint = load_checkpoint(args.resume, "--resume")
-        check_resume_args(args, checkpoint["args"])
+        check_resume_args(args, checkpoint, world_size)
     atari_game(args.env_id)  # a clear error for an unknown or non-Atari id, before anything is written
-    batch_size = args.num_envs * args.num_steps
-    num_iterations = args.total_timesteps // batch_size
-    if checkpoint is None:
-        run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    batch_size = args.num_envs * args.num_steps  # per worker; the global batch is world_size times this
+    num_iterations = args.total_timesteps // (batch_size * world_size)
+    rank, world_size, device = setup_workers(args)
+    if checkpoint is None:  # rank 0 names the run for everyone
+        run_name = gather_objects(f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}")[0]
     else:  # nothing left to train when the checkpoint is at --total-timesteps already: save and evaluate
         run_name = checkpoint["run_name"]
 
@@ -801,23 +880,25 @@ def main(args: Args) -> None:
         if stop_signal:
             raise SystemExit(128 + signum)
         stop_signal.append(signum)
-        print(f"\n{signal.Signals(signum).name}: stopping after this iteration with a checkpoint (again: stop now)", file=sys.stderr, flush=True)
+        if rank == 0:
+            print(f"\n{signal.Signals(signum).name}: stopping after this iteration with a checkpoint (again: stop now)", file=sys.stderr, flush=True)
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
-    writer, wandb_run = init_logging(args, run_name, checkpoint and checkpoint["wandb_id"], checkpoint and checkpoint["global_step"] + 1)
+    writer, wandb_run = NullWriter(), None
+    if rank == 0:
+        writer, wandb_run = init_logging(args, run_name, checkpoint and checkpoint["wandb_id"], checkpoint and checkpoint["global_step"] + 1)
     writer.add_text(
         "hyperparameters",
         "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
     )
 
-    # Seeding
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    # Seeding: each worker samples its own actions and minibatches
+    random.seed(args.seed + rank)
+    np.random.seed(args.seed + rank)
+    torch.manual_seed(args.seed + rank)
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # Env setup (detail 1), either back end; observations are uint8 [N, k, H, W]. Sub-env processes
     # inherit a blocked SIGINT: a Ctrl-C reaches them too, and the run, not they, decides when to stop
@@ -830,20 +911,24 @@ def main(args: Args) -> None:
     lstm_hidden_size = args.lstm_hidden_size if args.recurrent else 0
     agent = Agent(args.frame_stack, args.frame_size, num_actions, args.shared_network, args.scale_obs, args.ortho_init, lstm_hidden_size)
     agent = agent.to(device)
+    broadcast_(list(agent.parameters()))  # every worker starts from rank 0's weights
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)  # detail 3
     global_step, start_iteration, kl_coef, last_checkpoint = 0, 1, args.kl_coef, None
     if checkpoint is not None:  # continue where the checkpoint left off: weights, Adam moments, schedules, beta, RNGs
         agent.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         global_step, start_iteration, kl_coef = checkpoint["global_step"], checkpoint["iteration"] + 1, checkpoint["kl_coef"]
-        set_rng_states(checkpoint["rng"])
+        set_rng_states(checkpoint["rng"][rank])
         last_checkpoint = args.resume
 
     def write_checkpoint(path: str, iteration: int) -> str:
-        save_checkpoint(path, {
+        """Called by every worker (each adds its RNG states); rank 0 writes. Weights, Adam state and statistics are equal everywhere."""
+        rngs = gather_objects(rng_states())
+        if rank == 0:
+            save_checkpoint(path, {
             "format": CHECKPOINT_FORMAT, "args": vars(args), "run_name": run_name, "iteration": iteration,
             "global_step": global_step, "kl_coef": kl_coef, "model": agent.state_dict(), "optimizer": optimizer.state_dict(),
-            "rng": rng_states(), "wandb_id": wandb_run.id if wandb_run else None,
+            "rng": rngs, "wandb_id": wandb_run.id if wandb_run else None,
         })  # fmt: skip
         return path
 
@@ -860,18 +945,23 @@ def main(args: Args) -> None:
     writer.add_text("memory", f"rollout observation buffer: {obs.numel() * obs.element_size() / 2**20:.1f} MiB (uint8)")
 
     start_time, start_step = time.time(), global_step
-    # a resumed run starts new games, seeded apart from the first start's
-    next_obs_np, info = envs.reset(seed=args.seed + (start_iteration - 1) * args.num_envs)
+    # env seeds differ per worker, and a resumed run starts new games, seeded apart from the first start's
+    next_obs_np, info = envs.reset(seed=args.seed + (rank + world_size * (start_iteration - 1)) * args.num_envs)
     # Full-game raw scores, counted here per sub-env across lives and autoresets
     game_scores = GameScores(info["lives"])
+    finished_episodes = []  # (global step, return, length) of this worker's episodes since the last log
     recent_returns = deque(maxlen=100)
     next_obs = torch.as_tensor(next_obs_np, device=device)
     next_start = torch.ones(args.num_envs, device=device)
     lstm_state = agent.initial_lstm_state(args.num_envs, device) if args.recurrent else None
     interactive = sys.stdout.isatty()
     print_every = max(1, num_iterations // 20)
-    print(f"{run_name}: {num_iterations} iterations of {batch_size} steps on {device} ({args.env_backend} back end), logging to runs/{run_name}")
+    if rank == 0:
+        workers = f" x {world_size} workers" if world_size > 1 else ""
+        print(f"{run_name}: {num_iterations} iterations of {batch_size} steps{workers} on {device} ({args.env_backend} back end), "
+              f"logging to runs/{run_name}")  # fmt: skip
 
+    stop_requested, minibatch_steps = False, 0
     for iteration in range(start_iteration, num_iterations + 1):
         # detail 4 (and the auxiliary clip annealing): linear decay to 0 over the run
         frac = 1.0 - (iteration - 1.0) / num_iterations
@@ -880,10 +970,11 @@ def main(args: Args) -> None:
         clip_now = frac * args.clip_coef if args.anneal_clip else args.clip_coef
 
         # ---- Rollout: num_steps of every env with the current policy ----
+        rollout_start = time.time()
         # detail 36: the LSTM state before the rollout, from which the update re-runs the sequences
         rollout_lstm_state = (lstm_state[0].clone(), lstm_state[1].clone()) if args.recurrent else None
         for step in range(args.num_steps):
-            global_step += args.num_envs
+            global_step += args.num_envs * world_size
             obs[step] = next_obs
             starts[step] = next_start
             with torch.no_grad():
@@ -901,9 +992,7 @@ def main(args: Args) -> None:
             next_start = torch.maximum(terminations[step], truncations[step])  # a lost life too (detail 16)
             next_obs = torch.as_tensor(next_obs_np, device=device)
             for i, score, length in game_scores.update(raw_reward, terminated, truncated, info["lives"]):
-                writer.add_scalar("charts/episodic_return", score, global_step)
-                writer.add_scalar("charts/episodic_length", length, global_step)
-                recent_returns.append(score)
+                finished_episodes.append((global_step, float(score), int(length)))
 
             # A time limit is not a failure: value the final observation to bootstrap from it (ours)
             time_limited = truncated & ~terminated
@@ -933,6 +1022,7 @@ def main(args: Args) -> None:
         b_starts = starts.reshape(-1)
 
         # ---- Update: K epochs of shuffled minibatches (detail 6) ----
+        update_start = time.time()
         # detail 35, recurrent: shuffle envs, not steps, so each minibatch holds whole sequences
         order = np.arange(args.num_envs if args.recurrent else batch_size)
         clipfracs = []
@@ -953,7 +1043,7 @@ def main(args: Args) -> None:
                 with torch.no_grad():
                     # detail 12: KL estimators from http://joschu.net/blog/kl-approx.html
                     old_approx_kl = (-logratio).mean()
-                    approx_kl = ((ratio - 1) - logratio).mean()
+                    approx_kl = all_mean_(((ratio - 1) - logratio).mean())  # over all workers: they stop together
                     clipfracs.append(((ratio - 1.0).abs() > clip_now).float().mean().item())
                 if args.target_kl is not None and args.kl_stop == "minibatch" and approx_kl > 1.5 * args.target_kl:
                     stop_early = True  # SB3: skip this step and end the update
@@ -972,6 +1062,8 @@ def main(args: Args) -> None:
 
                 optimizer.zero_grad()
                 loss.backward()
+                if world_size > 1:  # parallelized gradient update: every worker steps with the mean gradient
+                    loss = average_gradients_(list(agent.parameters()), loss)
                 grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)  # detail 11
                 if not torch.isfinite(loss + grad_norm):  # guard: one NaN would spread to every weight
                     quantity = "loss" if not torch.isfinite(loss) else "gradient norm"
@@ -995,11 +1087,21 @@ def main(args: Args) -> None:
                     _, newlogprob, _, _, _ = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds], mb_lstm_state, b_starts[mb_inds])
                     logratio = newlogprob - b_logprobs[mb_inds]
                     kl_after += ((logratio.exp() - 1) - logratio).sum().item() / batch_size
+                kl_after = all_mean_(torch.tensor(kl_after)).item()  # beta stays equal on all workers
             writer.add_scalar("losses/kl_after_update", kl_after, global_step)
             writer.add_scalar("charts/kl_coef", kl_coef, global_step)
             kl_coef = adapt_kl_coef(kl_coef, kl_after, args.kl_target)
 
-        # ---- Log (detail 12) ----
+        # ---- Log (detail 12): rank 0 writes every worker's episodes; losses are rank 0's ----
+        update_end = time.time()
+        reports = gather_objects((finished_episodes, bool(stop_signal)))
+        for episodes, _ in reports:
+            for step_of_end, episode_return, episode_length in episodes:
+                writer.add_scalar("charts/episodic_return", episode_return, step_of_end)
+                writer.add_scalar("charts/episodic_length", episode_length, step_of_end)
+                recent_returns.append(episode_return)
+        finished_episodes = []
+        stop_requested = any(stopping for _, stopping in reports)  # a signal to any worker stops them all here
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         sps = int((global_step - start_step) / (time.time() - start_time))
         writer.add_scalar("charts/learning_rate", lr_now, global_step)
@@ -1013,54 +1115,73 @@ def main(args: Args) -> None:
         writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
         writer.add_scalar("losses/explained_variance", explained_variance(y_pred, y_true), global_step)
         writer.add_scalar("charts/SPS", sps, global_step)
+        # where the iteration's time went (rank 0): env steps and inference (with GAE), then the update
+        writer.add_scalar("time/rollout_seconds", update_start - rollout_start, global_step)
+        writer.add_scalar("time/update_seconds", update_end - update_start, global_step)
 
         mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "n/a"
         eta = format_seconds((args.total_timesteps - global_step) / max(sps, 1))
         status = (
-            f"step {global_step}/{num_iterations * batch_size} ({100 * iteration / num_iterations:.0f}%) | "
+            f"step {global_step}/{num_iterations * batch_size * world_size} ({100 * iteration / num_iterations:.0f}%) | "
             f"SPS {sps} | return {mean_return} (last {len(recent_returns)} games) | ETA {eta}"
         )
-        if interactive:  # a live line on a terminal, plain periodic lines in logs
+        if rank == 0 and interactive:  # a live line on a terminal, plain periodic lines in logs
             print("\r" + status + "\033[K", end="\n" if iteration == num_iterations else "", flush=True)
-        elif iteration % print_every == 0 or iteration == num_iterations:
+        elif rank == 0 and (iteration % print_every == 0 or iteration == num_iterations):
             print(status, flush=True)
 
         # ---- Checkpoint: every --checkpoint-every iterations, and when asked to stop ----
-        if stop_signal or (args.checkpoint_every and iteration % args.checkpoint_every == 0):
+        if stop_requested or (args.checkpoint_every and iteration % args.checkpoint_every == 0):
             if not all(torch.isfinite(p).all() for p in agent.parameters()):
                 raise NonFiniteError(f"iteration {iteration}: a parameter is not finite; stopped without saving "
                                      f"(last good checkpoint: {last_checkpoint or 'none'})")  # fmt: skip
             last_checkpoint = write_checkpoint(f"runs/{run_name}/checkpoints/iteration_{iteration:07d}.pt", iteration)
-            kept = sorted(name for name in os.listdir(f"runs/{run_name}/checkpoints") if name.endswith(".pt"))
-            for old in kept[: -args.keep_checkpoints]:
-                os.remove(f"runs/{run_name}/checkpoints/{old}")
-        if stop_signal:
+            if rank == 0:
+                kept = sorted(name for name in os.listdir(f"runs/{run_name}/checkpoints") if name.endswith(".pt"))
+                for old in kept[: -args.keep_checkpoints]:
+                    os.remove(f"runs/{run_name}/checkpoints/{old}")
+        if stop_requested:
             break
 
     envs.close()
-    if stop_signal:
-        command = " ".join(arg for i, arg in enumerate(sys.argv) if "--resume" not in (arg.split("=")[0], sys.argv[i - 1]))
-        print(f"stopped at step {global_step}; continue with: python {command} --resume {last_checkpoint}", file=sys.stderr)
+    if stop_requested:
+        if rank == 0:
+            launcher = "python" if world_size == 1 else "torchrun <the same launch flags>"
+            command = " ".join(arg for i, arg in enumerate(sys.argv) if "--resume" not in (arg.split("=")[0], sys.argv[i - 1]))
+            print(f"stopped at step {global_step}; continue with: {launcher} {command} --resume {last_checkpoint}", file=sys.stderr)
     elif args.save_model:
         model_path = write_checkpoint(f"runs/{run_name}/{args.exp_name}.pt", max(num_iterations, start_iteration - 1))
-        print(f"model saved to {model_path}")
-        video_folder = f"videos/{run_name}/eval" if args.capture_video else None
-        returns = evaluate(model_path, args.eval_episodes, args.seed + 10_000, device, video_folder)
-        report_evaluation(writer, model_path, returns, global_step)
+        if rank == 0:
+            print(f"model saved to {model_path}")
+            video_folder = f"videos/{run_name}/eval" if args.capture_video else None
+            returns = evaluate(model_path, args.eval_episodes, args.seed + 10_000, device, video_folder)
+            report_evaluation(writer, model_path, returns, global_step)
     writer.close()
     if wandb_run:
         wandb_run.finish()
-    if stop_signal:
-        sys.exit(128 + stop_signal[0])
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    if stop_requested:
+        sys.exit(128 + (stop_signal[0] if stop_signal else signal.SIGTERM))
+    return {"model": agent.state_dict(), "optimizer": optimizer.state_dict(), "global_step": global_step,
+            "minibatch_steps": minibatch_steps, "kl_coef": kl_coef}  # fmt: skip
 
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
     try:
         main(args)
-    except UsageError as e:
-        print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
+    except UsageError as e:  # under torchrun every worker finds the same error: rank 0 reports it
+        if os.environ.get("RANK", "0") == "0":
+            print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except (dist.DistError, RuntimeError) as e:  # a collective failed: another worker died, torchrun stops the rest
+        if not (dist.is_initialized() and (isinstance(e, dist.DistError) or "gloo" in str(e))):
+            raise
+        reason = str(e).strip().splitlines()[0].split("] ")[-1].split(". ")[0] if str(e).strip() else type(e).__name__
+        print(f"{os.path.basename(__file__)}: worker {dist.get_rank()} stopped: another worker is gone ({reason[:100]}); "
+              f"its error is above", file=sys.stderr)  # fmt: skip
+        sys.exit(1)
     except NonFiniteError as e:
         print(f"{os.path.basename(__file__)}: stopped: {e}", file=sys.stderr)
         sys.exit(1)

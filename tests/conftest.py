@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks.run import read_scalars
 
@@ -88,3 +89,19 @@ def run_fails(tmp_path):
         return lines[0]
 
     return _run_fails
+
+
+def assert_identical(a, b, where: str = "") -> None:
+    """Bit-identical nested state: tensors, numbers, strings, lists and dicts of them."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_identical(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_identical(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, where

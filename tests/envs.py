@@ -1,5 +1,7 @@
 """Small deterministic environments for the tests; `--env-id tests.envs:<Id>` registers them."""
 
+import os
+
 import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
@@ -215,3 +217,16 @@ register("UnclippedBox-v0", entry_point=UnclippedBoxEnv)
 register("UnboundedBox-v0", entry_point=UnboundedBoxEnv)
 register("NanReward-v0", entry_point=NanRewardEnv)
 register("CartPoleNoVelocity-v0", entry_point=CartPoleNoVelocityEnv, max_episode_steps=500)
+
+
+class CrashOnRank1Env(CountingEnv):
+    """CountingEnv that raises after 100 steps in torchrun's worker 1: a worker that dies mid-run."""
+
+    def step(self, action):
+        self.steps = getattr(self, "steps", 0) + 1
+        if self.steps > 100 and os.environ.get("RANK") == "1":
+            raise RuntimeError("CrashOnRank1Env: worker 1 crashes on purpose")
+        return super().step(action)
+
+
+register("CrashOnRank1-v0", entry_point=CrashOnRank1Env, max_episode_steps=COUNTING_TIME_LIMIT)

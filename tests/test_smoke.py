@@ -55,6 +55,11 @@ def test_defaults_anneal_the_learning_rate_and_keep_the_clip(baseline, script):
     for tag in LOSSES + ["losses/old_approx_kl", "losses/clipfrac", "losses/explained_variance", "charts/SPS"]:
         values = run.scalars(tag)
         assert len(values) == ITERATIONS and np.all(np.isfinite(values)), tag
+    # where the time went: each part takes time, and together they take about what the run took
+    rollout, update, sps = (np.array(run.scalars(tag)) for tag in ["time/rollout_seconds", "time/update_seconds", "charts/SPS"])
+    assert np.all(rollout > 0) and np.all(update > 0)
+    steps = np.array(run.steps("charts/SPS"))
+    assert 0.5 < (rollout + update).sum() / (steps[-1] / sps[-1]) <= 1.0 + 1e-6
     assert len(run.scalars("charts/episodic_return")) >= (1 if script == ATARI else 4)  # Atari: whole games
 
 

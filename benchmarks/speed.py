@@ -1,0 +1,174 @@
+"""Steps per second of each script, with where the time goes, side by side in one invocation.
+
+    python benchmarks/speed.py                                   # every script: its defaults and a --num-envs sweep
+    python benchmarks/speed.py --scripts ppo_discrete.py --num-envs 4 --workers 1 2   # 1 vs 2 torchrun workers
+
+Each configuration trains for a warm-up iteration plus enough iterations to measure (tracking and
+video off) in a fresh process. From the TensorBoard events it takes the SPS after the warm-up
+(global steps / wall time between the first and the last logged iteration), the share of that
+time spent in the rollout (env steps, inference, GAE) and in the update, and from the process
+the peak resident memory. When stable-baselines3 is installed, the same invocation runs SB3's
+PPO with the same hyperparameters at each script's default --num-envs and reports our SPS as a
+multiple of it. Writes <out>/speed.md and <out>/speed.csv.
+"""
+
+import csv
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import tyro
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.run import REPO  # noqa: E402
+
+# per script: the benchmark env, its default --num-envs and --num-steps, the sweep, and env steps to measure
+SETTINGS = {
+    "ppo_discrete.py": {"env_id": "CartPole-v1", "num_envs": 4, "num_steps": 128, "sweep": [1, 4, 16, 64], "measure": 50_000},
+    "ppo_continuous.py": {"env_id": "HalfCheetah-v5", "num_envs": 1, "num_steps": 2048, "sweep": [1, 4, 16], "measure": 10_000},
+    "ppo_atari.py": {"env_id": "BreakoutNoFrameskip-v4", "num_envs": 8, "num_steps": 128, "sweep": [1, 8, 32], "measure": 6_000},
+}
+
+# SB3 PPO with each script's default hyperparameters (Atari is not compared: SB3 needs its own wrappers)
+SB3_PROGRAM = """
+import sys, time, torch, gymnasium as gym
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+script, env_id, num_envs, total = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+marks = []
+class Marks(BaseCallback):
+    def _on_rollout_start(self):
+        marks.append((self.num_timesteps, time.time()))
+    def _on_step(self):
+        return True
+if script == "ppo_discrete.py":
+    kwargs = dict(n_steps=128, batch_size=128, n_epochs=4, learning_rate=lambda f: 2.5e-4 * f, ent_coef=0.01,
+                  policy_kwargs=dict(net_arch=[64, 64], activation_fn=torch.nn.Tanh))
+else:
+    kwargs = dict(n_steps=2048, batch_size=64, n_epochs=10, learning_rate=lambda f: 3e-4 * f, ent_coef=0.0,
+                  policy_kwargs=dict(net_arch=[64, 64], activation_fn=torch.nn.Tanh, log_std_init=0.0))
+model = PPO("MlpPolicy", make_vec_env(env_id, n_envs=num_envs, seed=1), gamma=0.99, gae_lambda=0.95, clip_range=0.2,
+            vf_coef=0.5, max_grad_norm=0.5, seed=1, device="cpu", verbose=0, **kwargs)
+model.learn(total, callback=Marks())
+marks.append((model.num_timesteps, time.time()))
+(s0, t0), (s1, t1) = marks[1], marks[-1]
+print((s1 - s0) / (t1 - t0))
+"""
+
+
+@dataclass
+class Args:
+    scripts: list[str] = field(default_factory=lambda: list(SETTINGS))
+    """scripts to measure"""
+    num_envs: Optional[list[int]] = None
+    """--num-envs values to measure (None: each script's sweep: 1 4 16 64 / 1 4 16 / 1 8 32)"""
+    workers: list[int] = field(default_factory=lambda: [1])
+    """data-parallel workers (more than 1: launched with torchrun, one torch thread each)"""
+    sb3: bool = True
+    """also run stable-baselines3 when it is installed"""
+    out: str = "benchmarks/results/speed"
+    """output folder (speed.md, speed.csv)"""
+
+
+def read_events(run_dir: str, tag: str) -> list[tuple[float, int, float]]:
+    """(wall time, step, value) of every event logged under `tag`."""
+    import glob
+
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+    events = []
+    for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
+        for event in LegacyEventFileLoader(path).Load():
+            events.extend((event.wall_time, event.step, value.simple_value) for value in event.summary.value if value.tag == tag)
+    return events
+
+
+def measure(script: str, num_envs: int, workers: int) -> dict:
+    """Train `script` for a warm-up iteration plus the measured ones; -> SPS, time shares, peak memory."""
+    settings = SETTINGS[script]
+    batch = num_envs * settings["num_steps"] * workers
+    iterations = 1 + max(2, math.ceil(settings["measure"] / batch))
+    flags = ["--env-id", settings["env_id"], "--num-envs", str(num_envs), "--total-timesteps", str(iterations * batch), "--no-track"]
+    if script == "ppo_atari.py":
+        flags += ["--env-backend", "ale"]  # the fast back end (its C++ threads step the games)
+    if workers == 1:
+        command, env = [sys.executable, str(REPO / script), *flags], dict(os.environ)
+    else:
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(workers)]
+        command, env = [*launch, str(REPO / script), *flags], {**os.environ, "OMP_NUM_THREADS": "1"}
+    with tempfile.TemporaryDirectory() as cwd:
+        started = time.time()
+        with open(os.path.join(cwd, "stderr.log"), "w+") as stderr:
+            proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+            _, status, usage = os.wait4(proc.pid, 0)  # the peak memory of this process (or its largest worker)
+            if status != 0:
+                stderr.seek(0)
+                raise SystemExit(f"speed.py: {' '.join(command)} failed:\n{stderr.read()[-2000:]}")
+        seconds = time.time() - started
+        (run_dir,) = [os.path.join(cwd, "runs", name) for name in os.listdir(os.path.join(cwd, "runs"))]
+        sps_events = read_events(run_dir, "charts/SPS")
+        rollout = np.array([value for _, _, value in read_events(run_dir, "time/rollout_seconds")])
+        update = np.array([value for _, _, value in read_events(run_dir, "time/update_seconds")])
+    (t0, s0, _), (t1, s1, _) = sps_events[0], sps_events[-1]  # the first iteration is the warm-up
+    return {
+        "script": script, "env_id": settings["env_id"], "num_envs": num_envs, "workers": workers,
+        "sps": (s1 - s0) / (t1 - t0), "rollout_share": rollout[1:].sum() / (t1 - t0), "update_share": update[1:].sum() / (t1 - t0),
+        "peak_rss_mib": usage.ru_maxrss / 1024, "process_seconds": seconds,
+    }  # fmt: skip
+
+
+def measure_sb3(script: str) -> Optional[float]:
+    settings = SETTINGS[script]
+    batch = settings["num_envs"] * settings["num_steps"]
+    total = (1 + max(2, math.ceil(settings["measure"] / batch))) * batch
+    proc = subprocess.run([sys.executable, "-c", SB3_PROGRAM, script, settings["env_id"], str(settings["num_envs"]), str(total)],
+                          capture_output=True, text=True, cwd=tempfile.gettempdir())  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"speed.py: stable-baselines3 on {settings['env_id']} failed:\n{proc.stderr[-2000:]}")
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def main(args: Args) -> None:
+    os.makedirs(args.out, exist_ok=True)
+    try:
+        import stable_baselines3  # noqa: F401
+
+        with_sb3 = args.sb3
+    except ImportError:
+        with_sb3 = False
+    rows = []
+    for script in args.scripts:
+        sb3_sps = measure_sb3(script) if with_sb3 and script != "ppo_atari.py" else None
+        for num_envs in args.num_envs or SETTINGS[script]["sweep"]:
+            for workers in args.workers:
+                row = measure(script, num_envs, workers)
+                default = num_envs == SETTINGS[script]["num_envs"] and workers == 1
+                row["sb3_sps"] = sb3_sps if default else None
+                rows.append(row)
+                print(f"{script} --num-envs {num_envs} x {workers} worker(s): {row['sps']:.0f} SPS "
+                      f"(rollout {row['rollout_share']:.0%}, update {row['update_share']:.0%}), {row['peak_rss_mib']:.0f} MiB"
+                      + (f"; SB3 {sb3_sps:.0f} SPS, ratio {row['sps'] / sb3_sps:.2f}" if row["sb3_sps"] else ""), flush=True)  # fmt: skip
+
+    with open(os.path.join(args.out, "speed.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| script | env | --num-envs | workers | SPS | rollout | update | peak RSS | SB3 SPS | ours / SB3 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        sb3 = f"{row['sb3_sps']:.0f} | {row['sps'] / row['sb3_sps']:.2f}x" if row["sb3_sps"] else " | "
+        lines.append(f"| `{row['script']}` | {row['env_id']} | {row['num_envs']} | {row['workers']} | {row['sps']:.0f} | "
+                     f"{row['rollout_share']:.0%} | {row['update_share']:.0%} | {row['peak_rss_mib']:.0f} MiB | {sb3} |")  # fmt: skip
+    with open(os.path.join(args.out, "speed.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,142 @@
+"""Data-parallel runs under torchrun: 2 CPU workers with gloo, on tiny budgets, in each script."""
+
+import os
+import socket
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO, Run, assert_identical
+from tests.envs import counting_episodes
+
+# each script on an env of its own, 2 envs x 32 steps per worker: a global batch of 128, 4 iterations
+SCRIPTS = {
+    "ppo_discrete.py": ["--total-timesteps", "512"],
+    "ppo_continuous.py": ["--env-id", "Pendulum-v1", "--total-timesteps", "512"],
+    "ppo_atari.py": ["--env-id", "PongNoFrameskip-v4", "--total-timesteps", "256", "--env-backend", "ale"],
+}
+SMALL = ["--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2", "--update-epochs", "2"]
+TIMEOUT = 300  # a hang fails the test instead of blocking the suite
+
+
+def torchrun(cwd: Path, *command: str, launch: tuple = ("--standalone", "--nproc_per_node", "2")) -> Run:
+    """`torchrun <launch> <command>` from `cwd`, one torch thread per worker."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", *launch, *command], cwd=cwd,
+                          capture_output=True, text=True, timeout=TIMEOUT, env=env)  # fmt: skip
+    return Run(proc.returncode, proc.stdout, proc.stderr, cwd)
+
+
+def worker_command(cwd: Path, script: str, *flags: str) -> list[str]:
+    """Run the script's main() in each worker and keep what it returns in <cwd>/rank<R>.pt."""
+    return [str(REPO / "tests" / "dist_worker.py"), script[: -len(".py")], str(cwd), "--", *flags]
+
+
+def train_workers(cwd: Path, script: str, *flags: str, **kwargs) -> tuple[Run, list[dict]]:
+    run = torchrun(cwd, *worker_command(cwd, script, *flags), **kwargs)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return run, [torch.load(cwd / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
+
+
+@pytest.fixture(params=SCRIPTS)
+def script(request):
+    return request.param
+
+
+def test_workers_end_bit_identical(tmp_path, script):
+    # the schedules and the KL-penalty beta must move the same way on both workers too
+    run, (rank0, rank1) = train_workers(tmp_path, script, *SCRIPTS[script], *SMALL, "--anneal-clip", "--loss", "kl-penalty",
+                                        "--save-model", "--eval-episodes", "1")  # fmt: skip
+    assert_identical(rank0, rank1)
+    # the global step counts both workers: workers x envs x steps x iterations
+    total = int(SCRIPTS[script][SCRIPTS[script].index("--total-timesteps") + 1])
+    iterations = total // (2 * 2 * 32)
+    assert rank0["global_step"] == 2 * 2 * 32 * iterations == total
+    assert run.steps("charts/SPS")[-1] == total
+    assert torch.load(f"{run.run_dir}/{script[:-3]}.pt", weights_only=True)["global_step"] == total
+    # only rank 0 reports: one header line, one evaluation line
+    assert run.stdout.count("iterations of 64 steps x 2 workers") == 1 and run.stdout.count("evaluation of") == 1
+
+
+def test_both_workers_episodes_are_logged_exactly(tmp_path):
+    run, _ = train_workers(tmp_path, "ppo_discrete.py", "--env-id", "tests.envs:CountingEnv-v0", "--total-timesteps", "512", *SMALL)
+    logged = Counter(zip(run.steps("charts/episodic_return"), run.scalars("charts/episodic_return")))
+    # worker r's envs are seeded 1 + 2r, 2 + 2r; a vector step of one worker is 2 envs x 2 workers global steps
+    expected = Counter(
+        (vector_step * 4, episode_return)
+        for rank in range(2)
+        for vector_step, _, episode_return, _ in counting_episodes(1 + 2 * rank, 2, 128)
+    )
+    assert logged == expected
+
+
+@pytest.mark.parametrize("script", ["ppo_discrete.py", "ppo_continuous.py"])
+def test_kl_early_stop_is_taken_by_all_workers(tmp_path, script):
+    # each worker's own KL differs; the stop follows their mean, so both stop after the same minibatch
+    _, (rank0, rank1) = train_workers(tmp_path, script, *SCRIPTS[script], *SMALL, "--target-kl", "1e-6", "--kl-stop", "minibatch",
+                                      "--learning-rate", "0.01", "--no-anneal-lr")  # fmt: skip
+    assert rank0["minibatch_steps"] == rank1["minibatch_steps"] < 2 * 2
+    assert_identical(rank0, rank1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_rendezvous_on_loopback(tmp_path):
+    port = free_port()
+    nodes = []
+    for node_rank in range(2):
+        cwd = tmp_path / f"node{node_rank}"
+        cwd.mkdir()
+        launch = ["--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(node_rank), "--rdzv_backend", "c10d",
+                  "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "ppo37-test"]  # fmt: skip
+        command = worker_command(tmp_path, "ppo_discrete.py", *SCRIPTS["ppo_discrete.py"], *SMALL)
+        nodes.append(subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *launch, *command], cwd=cwd,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env={**os.environ, "OMP_NUM_THREADS": "1"}))  # fmt: skip
+    for node in nodes:
+        _, stderr = node.communicate(timeout=TIMEOUT)
+        assert node.returncode == 0, stderr[-4000:]
+    rank0, rank1 = (torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2))
+    assert_identical(rank0, rank1)
+    assert rank0["global_step"] == 512
+    assert (tmp_path / "node0" / "runs").exists() and not (tmp_path / "node1" / "runs").exists()  # rank 0 logs
+
+
+def test_a_dead_worker_ends_all_workers(tmp_path):
+    run = torchrun(tmp_path, str(REPO / "ppo_discrete.py"), "--env-id", "tests.envs:CrashOnRank1-v0", "--total-timesteps", "100000")
+    assert run.returncode != 0
+    assert "worker 1 crashes on purpose" in run.stderr
+    assert "step 100000" not in run.stdout  # it stopped instead of training on with one worker
+
+
+def test_a_bad_launch_is_reported_once(tmp_path):
+    run = torchrun(tmp_path, str(REPO / "ppo_discrete.py"), "--total-timesteps", "600")
+    assert run.returncode != 0
+    ours = [line for line in run.stderr.splitlines() if line.startswith("ppo_discrete.py: error:")]
+    assert ours == ["ppo_discrete.py: error: --total-timesteps 600 is smaller than one batch of 1024 "
+                    "(--num-envs x --num-steps x 2 workers); use at least 1024"]  # fmt: skip
+    assert "Traceback (most recent call last):\n  File \"" + str(REPO) not in run.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_distributed_run_resumes_with_as_many_workers(tmp_path):
+    first, _ = train_workers(tmp_path, "ppo_discrete.py", *SMALL, "--total-timesteps", "256", "--checkpoint-every", "1")
+    checkpoint = f"{first.run_dir}/checkpoints/iteration_0000002.pt"
+    assert len(torch.load(checkpoint, weights_only=True)["rng"]) == 2  # each worker's RNG states
+    resumed, (rank0, rank1) = train_workers(tmp_path, "ppo_discrete.py", *SMALL, "--total-timesteps", "512", "--resume", checkpoint)
+    assert_identical(rank0, rank1)
+    assert rank0["global_step"] == 512
+    assert resumed.steps("charts/SPS") == [128, 256, 384, 512]  # the same run, continued
+    single = subprocess.run([sys.executable, str(REPO / "ppo_discrete.py"), *SMALL, "--total-timesteps", "512", "--resume", checkpoint],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
+    assert single.returncode == 2
+    assert single.stderr.strip() == ("ppo_discrete.py: error: --resume: the checkpoint was written by 2 worker(s), this run "
+                                     "has 1; launch it with torchrun with 2 workers in all")  # fmt: skip
