@@ -40,6 +40,8 @@ class Args:
     """make torch deterministic (torch.backends.cudnn.deterministic)"""
     cuda: bool = True
     """use CUDA when it is available"""
+    torch_threads: int = 1
+    """torch's CPU threads (1 suits these small networks: more threads only add synchronisation; 0: torch's default)"""
     track: bool = False
     """also log to Weights & Biases (WANDB_MODE=offline logs without a network)"""
     wandb_project_name: str = "ppo37"
@@ -135,7 +137,7 @@ class Args:
 
 
 RUN_CONTROL = {"total_timesteps", "save_model", "checkpoint_every", "keep_checkpoints", "resume", "eval_episodes",
-               "eval_checkpoint", "capture_video", "track", "wandb_project_name", "wandb_entity", "cuda", "vector_mode",
+               "eval_checkpoint", "capture_video", "track", "wandb_project_name", "wandb_entity", "cuda", "torch_threads", "vector_mode",
                "dist_backend"}  # fmt: skip
 """Flags that may differ between a run and its resumption; every other flag must match the checkpoint's."""
 
@@ -169,7 +171,7 @@ def validate_args(args: Args, world_size: int = 1) -> None:
         if not value > 0:
             raise UsageError(f"{flag} must be a positive number, got {value}")
     for flag, value in [("--ent-coef", args.ent_coef), ("--vf-coef", args.vf_coef), ("--kl-coef", args.kl_coef),
-                        ("--checkpoint-every", args.checkpoint_every)]:  # fmt: skip
+                        ("--checkpoint-every", args.checkpoint_every), ("--torch-threads", args.torch_threads)]:  # fmt: skip
         if not value >= 0:
             raise UsageError(f"{flag} must be zero or positive, got {value}")
     if not 0 < args.gamma <= 1:
@@ -380,9 +382,12 @@ def sample_actions(logits: torch.Tensor, nvec: list[int], deterministic: bool = 
     """logits [B, sum(nvec)] -> actions [B, len(nvec)], one Categorical sample per component
     (deterministic: the most probable choice of each).
 
-    Gumbel-max: argmax(logits + Gumbel noise) is distributed as Categorical(softmax(logits)).
+    Gumbel-max, straight from the logits: argmax(logits + G) with G = -log(E), E ~ Exponential(1), is
+    distributed as Categorical(softmax(logits)); four small ops, no distribution objects.
     """
-    noisy = logits if deterministic else logits - torch.log(-torch.log(torch.rand_like(logits)))
+    noisy = logits if deterministic else logits - torch.empty_like(logits).exponential_().log()
+    if len(nvec) == 1:
+        return noisy.argmax(-1, keepdim=True)
     return torch.stack([part.argmax(-1) for part in noisy.split(nvec, dim=-1)], dim=-1)
 
 
@@ -391,11 +396,10 @@ def logprob_and_entropy(logits: torch.Tensor, actions: torch.Tensor, nvec: list[
 
     detail 37: one Categorical per component; log-probs and entropies are summed.
     """
-    logprob = torch.zeros(logits.shape[0], device=logits.device)
-    entropy = torch.zeros(logits.shape[0], device=logits.device)
-    for part, action in zip(logits.split(nvec, dim=-1), actions.unbind(-1)):
+    logprob, entropy = 0.0, 0.0
+    for part, action in zip(logits.split(nvec, dim=-1) if len(nvec) > 1 else [logits], actions.unbind(-1)):
         log_p = part.log_softmax(-1)
-        logprob = logprob + log_p.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        logprob = log_p.gather(-1, action.unsqueeze(-1)).squeeze(-1) + logprob
         entropy = entropy - (log_p.exp() * log_p).sum(-1)
     return logprob, entropy
 
@@ -745,6 +749,8 @@ def main(args: Args) -> Optional[dict]:
     np.random.seed(args.seed + rank)
     torch.manual_seed(args.seed + rank)
     torch.backends.cudnn.deterministic = args.torch_deterministic
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
 
     # Env setup (detail 1). Sub-env processes inherit a blocked SIGINT: a Ctrl-C reaches them too,
     # and the run, not they, decides when to stop
@@ -756,7 +762,8 @@ def main(args: Args) -> Optional[dict]:
 
     agent = Agent(obs_dim, nvec, args.shared_network, args.ortho_init, args.lstm_hidden_size if args.recurrent else 0).to(device)
     broadcast_(list(agent.parameters()))  # every worker starts from rank 0's weights
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)  # detail 3
+    # detail 3; fused: one kernel updates every parameter (the same Adam, fewer tiny ops)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
     global_step, start_iteration, kl_coef, last_checkpoint = 0, 1, args.kl_coef, None
     if checkpoint is not None:  # continue where the checkpoint left off: weights, Adam moments, schedules, beta, RNGs
         agent.load_state_dict(checkpoint["model"])
@@ -780,9 +787,10 @@ def main(args: Args) -> Optional[dict]:
     obs = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)
     actions = torch.zeros((args.num_steps, args.num_envs, len(nvec)), dtype=torch.long, device=device)
     logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
-    rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-    terminations = torch.zeros((args.num_steps, args.num_envs), device=device)
-    truncations = torch.zeros((args.num_steps, args.num_envs), device=device)
+    # what the envs return stays in NumPy until the rollout ends: one conversion per rollout, not per step
+    rewards = np.zeros((args.num_steps, args.num_envs), np.float32)
+    terminations = np.zeros((args.num_steps, args.num_envs), np.float32)
+    truncations = np.zeros((args.num_steps, args.num_envs), np.float32)
     values = torch.zeros((args.num_steps, args.num_envs), device=device)
     final_values = torch.zeros((args.num_steps, args.num_envs), device=device)
     starts = torch.zeros((args.num_steps, args.num_envs), device=device)  # 1.0: obs[t] is an episode's first
@@ -828,17 +836,15 @@ def main(args: Args) -> Optional[dict]:
             starts[step] = next_start
             if args.action_masking:
                 action_masks[step] = next_mask
-            with torch.no_grad():
+            with torch.inference_mode():
                 action, logprob, _, value, lstm_state = agent.get_action_and_value(next_obs, None, next_mask, lstm_state, next_start)
             values[step] = value
             actions[step] = action
             logprobs[step] = logprob
 
             next_obs_np, reward, terminated, truncated, info = envs.step(to_env_actions(action.cpu().numpy()))
-            rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
-            terminations[step] = torch.as_tensor(terminated, dtype=torch.float32, device=device)
-            truncations[step] = torch.as_tensor(truncated, dtype=torch.float32, device=device)
-            next_start = torch.maximum(terminations[step], truncations[step])
+            rewards[step], terminations[step], truncations[step] = reward, terminated, truncated  # NumPy: no per-step tensors
+            next_start = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
             next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device).reshape(args.num_envs, -1)
             if args.action_masking:
                 next_mask = torch.as_tensor(read_action_mask(info, args.num_envs, sum(nvec)), device=device)
@@ -850,7 +856,7 @@ def main(args: Args) -> Optional[dict]:
                 final_obs = torch.as_tensor(final_obs, dtype=torch.float32, device=device).reshape(len(final_obs), -1)
                 # recurrent: the final obs continues its episode from the state that just acted
                 final_state = (lstm_state[0][:, time_limited], lstm_state[1][:, time_limited]) if args.recurrent else None
-                with torch.no_grad():
+                with torch.inference_mode():
                     final_values[step, time_limited] = agent.get_value(final_obs, final_state, torch.zeros(len(final_obs), device=device))
 
             episode_returns += reward
@@ -862,8 +868,9 @@ def main(args: Args) -> Optional[dict]:
         # ---- Bootstrap and advantages (detail 5) ----
         with torch.no_grad():
             next_value = agent.get_value(next_obs, lstm_state, next_start)
+            rewards_t, terminations_t, truncations_t = (torch.from_numpy(b).to(device) for b in (rewards, terminations, truncations))
             advantages, returns = compute_advantages(
-                rewards, values, next_value, terminations, truncations, final_values,
+                rewards_t, values, next_value, terminations_t, truncations_t, final_values,
                 args.gamma, args.gae_lambda, args.gae, args.bootstrap_truncation,
             )  # fmt: skip
         final_values.zero_()

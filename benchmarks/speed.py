@@ -1,7 +1,7 @@
 """Steps per second of each script, with where the time goes, side by side in one invocation.
 
     python benchmarks/speed.py                                   # every script: its defaults and a --num-envs sweep
-    python benchmarks/speed.py --scripts ppo_discrete.py --num-envs 4 --workers 1 2   # 1 vs 2 torchrun workers
+    python benchmarks/speed.py --no-sweep --workers 1 2          # each script's defaults, 1 vs 2 torchrun workers
 
 Each configuration trains for a warm-up iteration plus enough iterations to measure (tracking and
 video off) in a fresh process. From the TensorBoard events it takes the SPS after the warm-up
@@ -26,7 +26,7 @@ import numpy as np
 import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.run import REPO  # noqa: E402
+from tests.conftest import REPO  # noqa: E402  (a Path)
 
 # per script: the benchmark env, its default --num-envs and --num-steps, the sweep, and env steps to measure
 SETTINGS = {
@@ -67,8 +67,8 @@ print((s1 - s0) / (t1 - t0))
 class Args:
     scripts: list[str] = field(default_factory=lambda: list(SETTINGS))
     """scripts to measure"""
-    num_envs: Optional[list[int]] = None
-    """--num-envs values to measure (None: each script's sweep: 1 4 16 64 / 1 4 16 / 1 8 32)"""
+    sweep: bool = True
+    """measure each script's --num-envs sweep (1 4 16 64 / 1 4 16 / 1 8 32); off: only its default"""
     workers: list[int] = field(default_factory=lambda: [1])
     """data-parallel workers (more than 1: launched with torchrun, one torch thread each)"""
     sb3: bool = True
@@ -146,7 +146,7 @@ def main(args: Args) -> None:
     rows = []
     for script in args.scripts:
         sb3_sps = measure_sb3(script) if with_sb3 and script != "ppo_atari.py" else None
-        for num_envs in args.num_envs or SETTINGS[script]["sweep"]:
+        for num_envs in SETTINGS[script]["sweep"] if args.sweep else [SETTINGS[script]["num_envs"]]:
             for workers in args.workers:
                 row = measure(script, num_envs, workers)
                 default = num_envs == SETTINGS[script]["num_envs"] and workers == 1
