@@ -42,6 +42,8 @@ class Args:
     """make torch deterministic (torch.backends.cudnn.deterministic)"""
     cuda: bool = True
     """use CUDA when it is available"""
+    torch_threads: int = 1
+    """torch's CPU threads (1 suits these small networks: more threads only add synchronisation; 0: torch's default)"""
     track: bool = False
     """also log to Weights & Biases (WANDB_MODE=offline logs without a network)"""
     wandb_project_name: str = "ppo37"
@@ -145,7 +147,7 @@ class Args:
 
 
 RUN_CONTROL = {"total_timesteps", "save_model", "checkpoint_every", "keep_checkpoints", "resume", "eval_episodes",
-               "eval_checkpoint", "capture_video", "track", "wandb_project_name", "wandb_entity", "cuda", "vector_mode",
+               "eval_checkpoint", "capture_video", "track", "wandb_project_name", "wandb_entity", "cuda", "torch_threads", "vector_mode",
                "dist_backend"}  # fmt: skip
 """Flags that may differ between a run and its resumption; every other flag must match the checkpoint's."""
 
@@ -184,6 +186,7 @@ def validate_args(args: Args, world_size: int = 1) -> None:
         ("--clip-obs", args.clip_obs),
         ("--clip-reward", args.clip_reward),
         ("--checkpoint-every", args.checkpoint_every),
+        ("--torch-threads", args.torch_threads),
     ]:
         if not value >= 0:
             raise UsageError(f"{flag} must be zero or positive, got {value}")
@@ -745,6 +748,8 @@ def main(args: Args) -> Optional[dict]:
     np.random.seed(args.seed + rank)
     torch.manual_seed(args.seed + rank)
     torch.backends.cudnn.deterministic = args.torch_deterministic
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
 
     # Env setup (detail 1). Sub-env processes inherit a blocked SIGINT: a Ctrl-C reaches them too,
     # and the run, not they, decides when to stop
@@ -761,7 +766,8 @@ def main(args: Args) -> Optional[dict]:
 
     agent = Agent(obs_dim, action_dim, args.shared_network, args.state_dependent_std, args.ortho_init).to(device)
     broadcast_(list(agent.parameters()))  # every worker starts from rank 0's weights
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)  # detail 3
+    # detail 3; fused: one kernel updates every parameter (the same Adam, fewer tiny ops)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
     global_step, start_iteration, kl_coef, last_checkpoint = 0, 1, args.kl_coef, None
     if checkpoint is not None:  # continue where the checkpoint left off: weights, Adam moments, schedules, beta, RNGs
         agent.load_state_dict(checkpoint["model"])
@@ -798,9 +804,10 @@ def main(args: Args) -> Optional[dict]:
     obs = torch.zeros((args.num_steps, args.num_envs, obs_dim), device=device)
     actions = torch.zeros((args.num_steps, args.num_envs, action_dim), device=device)
     logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
-    rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-    terminations = torch.zeros((args.num_steps, args.num_envs), device=device)
-    truncations = torch.zeros((args.num_steps, args.num_envs), device=device)
+    # what the envs return stays in NumPy until the rollout ends: one conversion per rollout, not per step
+    rewards = np.zeros((args.num_steps, args.num_envs), np.float32)
+    terminations = np.zeros((args.num_steps, args.num_envs), np.float32)
+    truncations = np.zeros((args.num_steps, args.num_envs), np.float32)
     values = torch.zeros((args.num_steps, args.num_envs), device=device)
     final_values = torch.zeros((args.num_steps, args.num_envs), device=device)
 
@@ -833,7 +840,7 @@ def main(args: Args) -> Optional[dict]:
         for step in range(args.num_steps):
             global_step += args.num_envs * world_size
             obs[step] = next_obs
-            with torch.no_grad():
+            with torch.inference_mode():
                 action, logprob, _, value = agent.get_action_and_value(next_obs)
             values[step] = value
             actions[step] = action  # detail 27: the unclipped sample is what the update scores
@@ -850,23 +857,22 @@ def main(args: Args) -> Optional[dict]:
 
             if reward_scaler is not None:
                 reward = reward_scaler(reward, done)
-            rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
-            terminations[step] = torch.as_tensor(terminated, dtype=torch.float32, device=device)
-            truncations[step] = torch.as_tensor(truncated, dtype=torch.float32, device=device)
+            rewards[step], terminations[step], truncations[step] = reward, terminated, truncated  # NumPy: no per-step tensors
             next_obs = observe(next_obs_np, update=True)
 
             # A time limit is not a failure: value the (normalised) final observation to bootstrap from it (ours)
             time_limited = truncated & ~terminated
             if args.bootstrap_truncation and time_limited.any():
                 final_obs = observe(np.stack(info["final_obs"][time_limited]), update=False)
-                with torch.no_grad():
+                with torch.inference_mode():
                     final_values[step, time_limited] = agent.get_value(final_obs)
 
         # ---- Bootstrap and advantages (detail 5) ----
         with torch.no_grad():
             next_value = agent.get_value(next_obs)
+            rewards_t, terminations_t, truncations_t = (torch.from_numpy(b).to(device) for b in (rewards, terminations, truncations))
             advantages, returns = compute_advantages(
-                rewards, values, next_value, terminations, truncations, final_values,
+                rewards_t, values, next_value, terminations_t, truncations_t, final_values,
                 args.gamma, args.gae_lambda, args.gae, args.bootstrap_truncation,
             )  # fmt: skip
         final_values.zero_()
