@@ -9,7 +9,7 @@ video off) in a fresh process. From the TensorBoard events it takes the SPS afte
 time spent in the rollout (env steps, inference, GAE) and in the update, and from the process
 the peak resident memory. When stable-baselines3 is installed, the same invocation runs SB3's
 PPO with the same hyperparameters at each script's default --num-envs and reports our SPS as a
-multiple of it. Writes <out>/speed.md and <out>/speed.csv.
+multiple of it. Writes <out>/speed.md, <out>/speed.csv and <out>/speed.png (SPS against --num-envs).
 """
 
 import csv
@@ -168,6 +168,32 @@ def main(args: Args) -> None:
     with open(os.path.join(args.out, "speed.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
+    plot(rows, os.path.join(args.out, "speed.png"))
+
+
+def plot(rows: list[dict], path: str) -> None:
+    """SPS and the update's share of the time against --num-envs, one panel per script."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scripts = list(dict.fromkeys(row["script"] for row in rows))
+    fig, axes = plt.subplots(1, len(scripts), figsize=(4.5 * len(scripts), 3.4), squeeze=False)
+    for ax, script in zip(axes[0], scripts):
+        for workers in sorted({row["workers"] for row in rows if row["script"] == script}):
+            points = [row for row in rows if row["script"] == script and row["workers"] == workers]
+            ax.plot([row["num_envs"] for row in points], [row["sps"] for row in points], "o-", label=f"{workers} worker(s): SPS")
+            for row in points:
+                ax.annotate(f"update {row['update_share']:.0%}", (row["num_envs"], row["sps"]), fontsize=7,
+                            textcoords="offset points", xytext=(3, -10))  # fmt: skip
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{script} ({points[0]['env_id']})", fontsize=9)
+        ax.set_xlabel("--num-envs (per worker)")
+        ax.set_ylabel("env steps per second")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
