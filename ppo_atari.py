@@ -1087,7 +1087,7 @@ def main(args: Args) -> Optional[dict]:
                     _, newlogprob, _, _, _ = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds], mb_lstm_state, b_starts[mb_inds])
                     logratio = newlogprob - b_logprobs[mb_inds]
                     kl_after += ((logratio.exp() - 1) - logratio).sum().item() / batch_size
-                kl_after = all_mean_(torch.tensor(kl_after)).item()  # beta stays equal on all workers
+                kl_after = all_mean_(torch.tensor(kl_after, device=device)).item()  # beta stays equal on all workers
             writer.add_scalar("losses/kl_after_update", kl_after, global_step)
             writer.add_scalar("charts/kl_coef", kl_coef, global_step)
             kl_coef = adapt_kl_coef(kl_coef, kl_after, args.kl_target)

@@ -23,6 +23,10 @@ SMALL = ["--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2", "--up
 TIMEOUT = 300  # a hang fails the test instead of blocking the suite
 
 
+def total_steps(script: str) -> int:
+    return int(SCRIPTS[script][SCRIPTS[script].index("--total-timesteps") + 1])
+
+
 def torchrun(cwd: Path, *command: str, launch: tuple = ("--standalone", "--nproc_per_node", "2")) -> Run:
     """`torchrun <launch> <command>` from `cwd`, one torch thread per worker."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -53,7 +57,7 @@ def test_workers_end_bit_identical(tmp_path, script):
                                         "--save-model", "--eval-episodes", "1")  # fmt: skip
     assert_identical(rank0, rank1)
     # the global step counts both workers: workers x envs x steps x iterations
-    total = int(SCRIPTS[script][SCRIPTS[script].index("--total-timesteps") + 1])
+    total = total_steps(script)
     iterations = total // (2 * 2 * 32)
     assert rank0["global_step"] == 2 * 2 * 32 * iterations == total
     assert run.steps("charts/SPS")[-1] == total
@@ -74,7 +78,6 @@ def test_both_workers_episodes_are_logged_exactly(tmp_path):
     assert logged == expected
 
 
-@pytest.mark.parametrize("script", ["ppo_discrete.py", "ppo_continuous.py"])
 def test_kl_early_stop_is_taken_by_all_workers(tmp_path, script):
     # each worker's own KL differs; the stop follows their mean, so both stop after the same minibatch
     _, (rank0, rank1) = train_workers(tmp_path, script, *SCRIPTS[script], *SMALL, "--target-kl", "1e-6", "--kl-stop", "minibatch",
@@ -89,7 +92,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_nodes_rendezvous_on_loopback(tmp_path):
+def test_two_nodes_rendezvous_on_loopback(tmp_path, script):
     port = free_port()
     nodes = []
     for node_rank in range(2):
@@ -97,7 +100,7 @@ def test_two_nodes_rendezvous_on_loopback(tmp_path):
         cwd.mkdir()
         launch = ["--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(node_rank), "--rdzv_backend", "c10d",
                   "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "ppo37-test"]  # fmt: skip
-        command = worker_command(tmp_path, "ppo_discrete.py", *SCRIPTS["ppo_discrete.py"], *SMALL)
+        command = worker_command(tmp_path, script, *SCRIPTS[script], *SMALL)
         nodes.append(subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *launch, *command], cwd=cwd,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                       env={**os.environ, "OMP_NUM_THREADS": "1"}))  # fmt: skip
@@ -106,7 +109,7 @@ def test_two_nodes_rendezvous_on_loopback(tmp_path):
         assert node.returncode == 0, stderr[-4000:]
     rank0, rank1 = (torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2))
     assert_identical(rank0, rank1)
-    assert rank0["global_step"] == 512
+    assert rank0["global_step"] == total_steps(script)
     assert (tmp_path / "node0" / "runs").exists() and not (tmp_path / "node1" / "runs").exists()  # rank 0 logs
 
 
