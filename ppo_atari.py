@@ -671,17 +671,16 @@ def format_seconds(seconds: float) -> str:
 # A plain `python` run is one worker and makes no collective call: every helper is the identity there.
 
 
-def setup_workers(args: Args) -> tuple[int, int, torch.device]:
-    """-> (rank, world size, device); under torchrun (WORLD_SIZE > 1) join the process group first."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+def setup_workers(args: Args, world_size: int) -> tuple[int, torch.device]:
+    """-> (rank, device); under torchrun (world_size > 1) join the process group first."""
     use_cuda = torch.cuda.is_available() and args.cuda
     if world_size == 1:
-        return 0, 1, torch.device("cuda" if use_cuda else "cpu")
+        return 0, torch.device("cuda" if use_cuda else "cpu")
     device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
     dist.init_process_group(args.dist_backend or ("nccl" if use_cuda else "gloo"))
-    return dist.get_rank(), world_size, device
+    return dist.get_rank(), device
 
 
 def all_mean_(x: torch.Tensor) -> torch.Tensor:
@@ -867,7 +866,7 @@ def main(args: Args) -> Optional[dict]:
     atari_game(args.env_id)  # a clear error for an unknown or non-Atari id, before anything is written
     batch_size = args.num_envs * args.num_steps  # per worker; the global batch is world_size times this
     num_iterations = args.total_timesteps // (batch_size * world_size)
-    rank, world_size, device = setup_workers(args)
+    rank, device = setup_workers(args, world_size)
     if checkpoint is None:  # rank 0 names the run for everyone
         run_name = gather_objects(f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}")[0]
     else:  # nothing left to train when the checkpoint is at --total-timesteps already: save and evaluate

@@ -399,7 +399,7 @@ def logprob_and_entropy(logits: torch.Tensor, actions: torch.Tensor, nvec: list[
     logprob, entropy = 0.0, 0.0
     for part, action in zip(logits.split(nvec, dim=-1) if len(nvec) > 1 else [logits], actions.unbind(-1)):
         log_p = part.log_softmax(-1)
-        logprob = log_p.gather(-1, action.unsqueeze(-1)).squeeze(-1) + logprob
+        logprob = logprob + log_p.gather(-1, action.unsqueeze(-1)).squeeze(-1)
         entropy = entropy - (log_p.exp() * log_p).sum(-1)
     return logprob, entropy
 
@@ -516,17 +516,16 @@ def read_action_mask(info: dict, num_envs: int, num_logits: int) -> np.ndarray:
 # A plain `python` run is one worker and makes no collective call: every helper is the identity there.
 
 
-def setup_workers(args: Args) -> tuple[int, int, torch.device]:
-    """-> (rank, world size, device); under torchrun (WORLD_SIZE > 1) join the process group first."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+def setup_workers(args: Args, world_size: int) -> tuple[int, torch.device]:
+    """-> (rank, device); under torchrun (world_size > 1) join the process group first."""
     use_cuda = torch.cuda.is_available() and args.cuda
     if world_size == 1:
-        return 0, 1, torch.device("cuda" if use_cuda else "cpu")
+        return 0, torch.device("cuda" if use_cuda else "cpu")
     device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
     dist.init_process_group(args.dist_backend or ("nccl" if use_cuda else "gloo"))
-    return dist.get_rank(), world_size, device
+    return dist.get_rank(), device
 
 
 def all_mean_(x: torch.Tensor) -> torch.Tensor:
@@ -717,7 +716,7 @@ def main(args: Args) -> Optional[dict]:
     check_env(args.env_id, args.action_masking)
     batch_size = args.num_envs * args.num_steps  # per worker; the global batch is world_size times this
     num_iterations = args.total_timesteps // (batch_size * world_size)
-    rank, world_size, device = setup_workers(args)
+    rank, device = setup_workers(args, world_size)
     if checkpoint is None:  # rank 0 names the run for everyone
         run_name = gather_objects(f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}")[0]
     else:  # nothing left to train when the checkpoint is at --total-timesteps already: save and evaluate

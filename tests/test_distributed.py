@@ -126,7 +126,7 @@ def test_a_bad_launch_is_reported_once(tmp_path):
     ours = [line for line in run.stderr.splitlines() if line.startswith("ppo_discrete.py: error:")]
     assert ours == ["ppo_discrete.py: error: --total-timesteps 600 is smaller than one batch of 1024 "
                     "(--num-envs x --num-steps x 2 workers); use at least 1024"]  # fmt: skip
-    assert "Traceback (most recent call last):\n  File \"" + str(REPO) not in run.stderr
+    assert f'File "{REPO / "ppo_discrete.py"}"' not in run.stderr  # no traceback through the script (workers' lines may be prefixed)
     assert not (tmp_path / "runs").exists()
 
 
