@@ -1158,7 +1158,8 @@ def main(args: Args) -> Optional[dict]:
     writer.close()
     if wandb_run:
         wandb_run.finish()
-    if dist.is_initialized():
+    if dist.is_initialized():  # leave together: no worker tears the group down while another still uses it
+        dist.barrier()
         dist.destroy_process_group()
     if stop_requested:
         sys.exit(128 + (stop_signal[0] if stop_signal else signal.SIGTERM))
