@@ -44,6 +44,8 @@ class Args:
     """use CUDA when it is available"""
     torch_threads: int = 1
     """torch's CPU threads (1 suits these small networks: more threads only add synchronisation; 0: torch's default)"""
+    compile: bool = False
+    """torch.compile the policy step and the minibatch loss (CPU: ~10 s of compiling first; see README Speed)"""
     track: bool = False
     """also log to Weights & Biases (WANDB_MODE=offline logs without a network)"""
     wandb_project_name: str = "ppo37"
@@ -147,7 +149,7 @@ class Args:
 
 
 RUN_CONTROL = {"total_timesteps", "save_model", "checkpoint_every", "keep_checkpoints", "resume", "eval_episodes",
-               "eval_checkpoint", "capture_video", "track", "wandb_project_name", "wandb_entity", "cuda", "torch_threads", "vector_mode",
+               "eval_checkpoint", "capture_video", "track", "wandb_project_name", "wandb_entity", "cuda", "torch_threads", "compile", "vector_mode",
                "dist_backend"}  # fmt: skip
 """Flags that may differ between a run and its resumption; every other flag must match the checkpoint's."""
 
@@ -473,6 +475,26 @@ def value_loss(new_values, old_values, returns, clip_coef: float, clip_vloss: bo
     return 0.5 * torch.max(unclipped, clipped).mean()
 
 
+def ppo_loss(agent: Agent, args: Args, obs, actions, old_logprobs, advantages, old_values, returns, clip_coef: float, kl_coef: float):
+    """The loss of one minibatch of B samples (inputs [B, ...] from the rollout buffers).
+
+    -> loss, pg_loss, v_loss, entropy_loss (scalars) and logratio, ratio [B] of new to old policy.
+    """
+    _, newlogprob, entropy, newvalue = agent.get_action_and_value(obs, actions)
+    logratio = newlogprob - old_logprobs
+    ratio = logratio.exp()
+    if args.norm_adv:  # detail 7
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    if args.loss == "clip":
+        pg_loss = clipped_policy_loss(ratio, advantages, clip_coef)
+    else:
+        pg_loss = kl_penalty_policy_loss(ratio, logratio, advantages, kl_coef)
+    v_loss = value_loss(newvalue, old_values, returns, clip_coef, args.clip_vloss)
+    entropy_loss = entropy.mean()
+    loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss  # detail 10
+    return loss, pg_loss, v_loss, entropy_loss, logratio, ratio
+
+
 def explained_variance(y_pred: np.ndarray, y_true: np.ndarray) -> float:
     """detail 12: 1 - Var[y - y_pred] / Var[y]; nan when y is constant."""
     var_y = np.var(y_true)
@@ -767,6 +789,9 @@ def main(args: Args) -> Optional[dict]:
     broadcast_(list(agent.parameters()))  # every worker starts from rank 0's weights
     # detail 3; fused: one kernel updates every parameter (the same Adam, fewer tiny ops)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
+    # --compile: the same functions, compiled (the rollout's policy step, and the loss whose backward it also compiles)
+    policy_step = torch.compile(agent.get_action_and_value) if args.compile else agent.get_action_and_value
+    minibatch_loss = torch.compile(ppo_loss) if args.compile else ppo_loss
     global_step, start_iteration, kl_coef, last_checkpoint = 0, 1, args.kl_coef, None
     if checkpoint is not None:  # continue where the checkpoint left off: weights, Adam moments, schedules, beta, RNGs
         agent.load_state_dict(checkpoint["model"])
@@ -840,7 +865,7 @@ def main(args: Args) -> Optional[dict]:
             global_step += args.num_envs * world_size
             obs[step] = next_obs
             with torch.inference_mode():
-                action, logprob, _, value = agent.get_action_and_value(next_obs)
+                action, logprob, _, value = policy_step(next_obs)
             values[step] = value
             actions[step] = action  # detail 27: the unclipped sample is what the update scores
             logprobs[step] = logprob
@@ -894,9 +919,10 @@ def main(args: Args) -> Optional[dict]:
             np.random.shuffle(b_inds)
             for start in range(0, batch_size, minibatch_size):
                 mb_inds = b_inds[start : start + minibatch_size]
-                _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
-                logratio = newlogprob - b_logprobs[mb_inds]
-                ratio = logratio.exp()
+                loss, pg_loss, v_loss, entropy_loss, logratio, ratio = minibatch_loss(
+                    agent, args, b_obs[mb_inds], b_actions[mb_inds], b_logprobs[mb_inds], b_advantages[mb_inds],
+                    b_values[mb_inds], b_returns[mb_inds], clip_now, kl_coef,
+                )  # fmt: skip
 
                 with torch.no_grad():
                     # detail 12: KL estimators from http://joschu.net/blog/kl-approx.html
@@ -906,17 +932,6 @@ def main(args: Args) -> Optional[dict]:
                 if args.target_kl is not None and args.kl_stop == "minibatch" and approx_kl > 1.5 * args.target_kl:
                     stop_early = True  # SB3: skip this step and end the update
                     break
-
-                mb_advantages = b_advantages[mb_inds]
-                if args.norm_adv:  # detail 7
-                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
-                if args.loss == "clip":
-                    pg_loss = clipped_policy_loss(ratio, mb_advantages, clip_now)
-                else:
-                    pg_loss = kl_penalty_policy_loss(ratio, logratio, mb_advantages, kl_coef)
-                v_loss = value_loss(newvalue, b_values[mb_inds], b_returns[mb_inds], clip_now, args.clip_vloss)
-                entropy_loss = entropy.mean()
-                loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss  # detail 10
 
                 optimizer.zero_grad()
                 loss.backward()

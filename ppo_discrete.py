@@ -42,6 +42,8 @@ class Args:
     """use CUDA when it is available"""
     torch_threads: int = 1
     """torch's CPU threads (1 suits these small networks: more threads only add synchronisation; 0: torch's default)"""
+    compile: bool = False
+    """torch.compile the policy step and the minibatch loss (CPU: ~10 s of compiling first; see README Speed)"""
     track: bool = False
     """also log to Weights & Biases (WANDB_MODE=offline logs without a network)"""
     wandb_project_name: str = "ppo37"
@@ -137,7 +139,7 @@ class Args:
 
 
 RUN_CONTROL = {"total_timesteps", "save_model", "checkpoint_every", "keep_checkpoints", "resume", "eval_episodes",
-               "eval_checkpoint", "capture_video", "track", "wandb_project_name", "wandb_entity", "cuda", "torch_threads", "vector_mode",
+               "eval_checkpoint", "capture_video", "track", "wandb_project_name", "wandb_entity", "cuda", "torch_threads", "compile", "vector_mode",
                "dist_backend"}  # fmt: skip
 """Flags that may differ between a run and its resumption; every other flag must match the checkpoint's."""
 
@@ -197,6 +199,8 @@ def validate_args(args: Args, world_size: int = 1) -> None:
             f"--total-timesteps {args.total_timesteps} is smaller than one batch of {batch_size * world_size} "
             f"(--num-envs x --num-steps{workers}); use at least {batch_size * world_size}"
         )
+    if args.compile and args.recurrent:
+        raise UsageError("--compile does not take --recurrent (the LSTM's step loop would unroll into one huge graph); drop --compile")
     if args.eval_checkpoint is not None and world_size > 1:
         raise UsageError("--eval-checkpoint evaluates in one process; run it with python, not torchrun")
     if args.dist_backend == "nccl" and not (args.cuda and torch.cuda.is_available()):
@@ -481,6 +485,27 @@ def value_loss(new_values, old_values, returns, clip_coef: float, clip_vloss: bo
     return 0.5 * torch.max(unclipped, clipped).mean()
 
 
+def ppo_loss(agent: Agent, args: Args, obs, actions, masks, lstm_state, starts, old_logprobs, advantages, old_values,
+             returns, clip_coef: float, kl_coef: float):
+    """The loss of one minibatch of B samples (inputs [B, ...] from the rollout buffers).
+
+    -> loss, pg_loss, v_loss, entropy_loss (scalars) and logratio, ratio [B] of new to old policy.
+    """
+    _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(obs, actions, masks, lstm_state, starts)
+    logratio = newlogprob - old_logprobs
+    ratio = logratio.exp()
+    if args.norm_adv:  # detail 7
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    if args.loss == "clip":
+        pg_loss = clipped_policy_loss(ratio, advantages, clip_coef)
+    else:
+        pg_loss = kl_penalty_policy_loss(ratio, logratio, advantages, kl_coef)
+    v_loss = value_loss(newvalue, old_values, returns, clip_coef, args.clip_vloss)
+    entropy_loss = entropy.mean()
+    loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss  # detail 10
+    return loss, pg_loss, v_loss, entropy_loss, logratio, ratio
+
+
 def minibatches(order: np.ndarray, num_minibatches: int, num_steps: int, num_envs: int, recurrent: bool):
     """Split `order` (a permutation of the T * N flat indices, or of the N envs when recurrent) into
     minibatches; yields (envs or None, flat indices). Recurrent: all T steps of each env, time-major."""
@@ -763,6 +788,9 @@ def main(args: Args) -> Optional[dict]:
     broadcast_(list(agent.parameters()))  # every worker starts from rank 0's weights
     # detail 3; fused: one kernel updates every parameter (the same Adam, fewer tiny ops)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
+    # --compile: the same functions, compiled (the rollout's policy step, and the loss whose backward it also compiles)
+    policy_step = torch.compile(agent.get_action_and_value) if args.compile else agent.get_action_and_value
+    minibatch_loss = torch.compile(ppo_loss) if args.compile else ppo_loss
     global_step, start_iteration, kl_coef, last_checkpoint = 0, 1, args.kl_coef, None
     if checkpoint is not None:  # continue where the checkpoint left off: weights, Adam moments, schedules, beta, RNGs
         agent.load_state_dict(checkpoint["model"])
@@ -836,7 +864,7 @@ def main(args: Args) -> Optional[dict]:
             if args.action_masking:
                 action_masks[step] = next_mask
             with torch.inference_mode():
-                action, logprob, _, value, lstm_state = agent.get_action_and_value(next_obs, None, next_mask, lstm_state, next_start)
+                action, logprob, _, value, lstm_state = policy_step(next_obs, None, next_mask, lstm_state, next_start)
             values[step] = value
             actions[step] = action
             logprobs[step] = logprob
@@ -898,11 +926,10 @@ def main(args: Args) -> Optional[dict]:
                 if args.recurrent:  # detail 36: re-run each sequence from the state the rollout started in
                     mb_lstm_state = (rollout_lstm_state[0][:, mb_envs], rollout_lstm_state[1][:, mb_envs])
                 mb_masks = b_masks[mb_inds] if b_masks is not None else None
-                _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(
-                    b_obs[mb_inds], b_actions[mb_inds], mb_masks, mb_lstm_state, b_starts[mb_inds]
-                )
-                logratio = newlogprob - b_logprobs[mb_inds]
-                ratio = logratio.exp()
+                loss, pg_loss, v_loss, entropy_loss, logratio, ratio = minibatch_loss(
+                    agent, args, b_obs[mb_inds], b_actions[mb_inds], mb_masks, mb_lstm_state, b_starts[mb_inds],
+                    b_logprobs[mb_inds], b_advantages[mb_inds], b_values[mb_inds], b_returns[mb_inds], clip_now, kl_coef,
+                )  # fmt: skip
 
                 with torch.no_grad():
                     # detail 12: KL estimators from http://joschu.net/blog/kl-approx.html
@@ -912,17 +939,6 @@ def main(args: Args) -> Optional[dict]:
                 if args.target_kl is not None and args.kl_stop == "minibatch" and approx_kl > 1.5 * args.target_kl:
                     stop_early = True  # SB3: skip this step and end the update
                     break
-
-                mb_advantages = b_advantages[mb_inds]
-                if args.norm_adv:  # detail 7
-                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
-                if args.loss == "clip":
-                    pg_loss = clipped_policy_loss(ratio, mb_advantages, clip_now)
-                else:
-                    pg_loss = kl_penalty_policy_loss(ratio, logratio, mb_advantages, kl_coef)
-                v_loss = value_loss(newvalue, b_values[mb_inds], b_returns[mb_inds], clip_now, args.clip_vloss)
-                entropy_loss = entropy.mean()
-                loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss  # detail 10
 
                 optimizer.zero_grad()
                 loss.backward()

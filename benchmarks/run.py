@@ -58,6 +58,8 @@ class Args:
     """seeds to train with"""
     jobs: int = 2
     """runs at a time (one per core suits the small MLP scripts)"""
+    threads: Optional[int] = None
+    """torch threads per run (None: cores / jobs); set it when several run.py invocations share the cores"""
     out: str = "benchmarks/results/latest"
     """output folder (runs/, curves.csv, summary.md, summary.csv, curves.png)"""
     plot: bool = True
@@ -75,7 +77,7 @@ def train(args: Args, env_id: str, seed: int, extra: list[str]) -> tuple[str, in
     started = time.time()
     log_path = os.path.join(args.out, f"{env_id.replace(':', '_').replace('/', '_')}__{seed}.log")
     # parallel torch processes each spinning one thread per core slow each other down several times
-    threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
+    threads = str(args.threads or max(1, (os.cpu_count() or 1) // args.jobs))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     with open(log_path, "w") as log:
         subprocess.run(command, cwd=args.out, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)

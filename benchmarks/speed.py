@@ -71,6 +71,8 @@ class Args:
     """measure each script's --num-envs sweep (1 4 16 64 / 1 4 16 / 1 8 32); off: only its default"""
     workers: list[int] = field(default_factory=lambda: [1])
     """data-parallel workers (more than 1: launched with torchrun, one torch thread each)"""
+    compile: bool = False
+    """also measure each script's defaults with --compile (its compile time shows in the first iteration's seconds)"""
     sb3: bool = True
     """also run stable-baselines3 when it is installed"""
     out: str = "benchmarks/results/speed"
@@ -90,7 +92,7 @@ def read_events(run_dir: str, tag: str) -> list[tuple[float, int, float]]:
     return events
 
 
-def measure(script: str, num_envs: int, workers: int) -> dict:
+def measure(script: str, num_envs: int, workers: int, compile: bool = False) -> dict:
     """Train `script` for a warm-up iteration plus the measured ones; -> SPS, time shares, peak memory."""
     settings = SETTINGS[script]
     batch = num_envs * settings["num_steps"] * workers
@@ -98,6 +100,8 @@ def measure(script: str, num_envs: int, workers: int) -> dict:
     flags = ["--env-id", settings["env_id"], "--num-envs", str(num_envs), "--total-timesteps", str(iterations * batch), "--no-track"]
     if script == "ppo_atari.py":
         flags += ["--env-backend", "ale"]  # the fast back end (its C++ threads step the games)
+    if compile:
+        flags += ["--compile"]
     if workers == 1:
         command, env = [sys.executable, str(REPO / script), *flags], dict(os.environ)
     else:
@@ -118,9 +122,9 @@ def measure(script: str, num_envs: int, workers: int) -> dict:
         update = np.array([value for _, _, value in read_events(run_dir, "time/update_seconds")])
     (t0, s0, _), (t1, s1, _) = sps_events[0], sps_events[-1]  # the first iteration is the warm-up
     return {
-        "script": script, "env_id": settings["env_id"], "num_envs": num_envs, "workers": workers,
+        "script": script, "env_id": settings["env_id"], "num_envs": num_envs, "workers": workers, "compile": compile,
         "sps": (s1 - s0) / (t1 - t0), "rollout_share": rollout[1:].sum() / (t1 - t0), "update_share": update[1:].sum() / (t1 - t0),
-        "peak_rss_mib": usage.ru_maxrss / 1024, "process_seconds": seconds,
+        "peak_rss_mib": usage.ru_maxrss / 1024, "process_seconds": seconds, "first_iteration_seconds": t0 - started,
     }  # fmt: skip
 
 
@@ -146,25 +150,30 @@ def main(args: Args) -> None:
     rows = []
     for script in args.scripts:
         sb3_sps = measure_sb3(script) if with_sb3 and script != "ppo_atari.py" else None
-        for num_envs in SETTINGS[script]["sweep"] if args.sweep else [SETTINGS[script]["num_envs"]]:
-            for workers in args.workers:
-                row = measure(script, num_envs, workers)
-                default = num_envs == SETTINGS[script]["num_envs"] and workers == 1
-                row["sb3_sps"] = sb3_sps if default else None
-                rows.append(row)
-                print(f"{script} --num-envs {num_envs} x {workers} worker(s): {row['sps']:.0f} SPS "
-                      f"(rollout {row['rollout_share']:.0%}, update {row['update_share']:.0%}), {row['peak_rss_mib']:.0f} MiB"
-                      + (f"; SB3 {sb3_sps:.0f} SPS, ratio {row['sps'] / sb3_sps:.2f}" if row["sb3_sps"] else ""), flush=True)  # fmt: skip
+        configurations = [(num_envs, workers, False) for num_envs in (SETTINGS[script]["sweep"] if args.sweep else [SETTINGS[script]["num_envs"]])
+                          for workers in args.workers]  # fmt: skip
+        if args.compile:
+            configurations.append((SETTINGS[script]["num_envs"], 1, True))
+        for num_envs, workers, compile in configurations:
+            row = measure(script, num_envs, workers, compile)
+            default = num_envs == SETTINGS[script]["num_envs"] and workers == 1 and not compile
+            row["sb3_sps"] = sb3_sps if default else None
+            rows.append(row)
+            print(f"{script} --num-envs {num_envs} x {workers} worker(s){' --compile' if compile else ''}: {row['sps']:.0f} SPS "
+                  f"(rollout {row['rollout_share']:.0%}, update {row['update_share']:.0%}), {row['peak_rss_mib']:.0f} MiB"
+                  + (f"; SB3 {sb3_sps:.0f} SPS, ratio {row['sps'] / sb3_sps:.2f}" if row["sb3_sps"] else ""), flush=True)  # fmt: skip
 
     with open(os.path.join(args.out, "speed.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| script | env | --num-envs | workers | SPS | rollout | update | peak RSS | SB3 SPS | ours / SB3 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| script | env | --num-envs | workers | --compile | SPS | rollout | update | peak RSS | first iteration | SB3 SPS | ours / SB3 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         sb3 = f"{row['sb3_sps']:.0f} | {row['sps'] / row['sb3_sps']:.2f}x" if row["sb3_sps"] else " | "
-        lines.append(f"| `{row['script']}` | {row['env_id']} | {row['num_envs']} | {row['workers']} | {row['sps']:.0f} | "
-                     f"{row['rollout_share']:.0%} | {row['update_share']:.0%} | {row['peak_rss_mib']:.0f} MiB | {sb3} |")  # fmt: skip
+        lines.append(f"| `{row['script']}` | {row['env_id']} | {row['num_envs']} | {row['workers']} | {'yes' if row['compile'] else 'no'} | "
+                     f"{row['sps']:.0f} | {row['rollout_share']:.0%} | {row['update_share']:.0%} | {row['peak_rss_mib']:.0f} MiB | "
+                     f"{row['first_iteration_seconds']:.1f} s | {sb3} |")  # fmt: skip
     with open(os.path.join(args.out, "speed.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -182,7 +191,7 @@ def plot(rows: list[dict], path: str) -> None:
     fig, axes = plt.subplots(1, len(scripts), figsize=(4.5 * len(scripts), 3.4), squeeze=False)
     for ax, script in zip(axes[0], scripts):
         for workers in sorted({row["workers"] for row in rows if row["script"] == script}):
-            points = [row for row in rows if row["script"] == script and row["workers"] == workers]
+            points = [row for row in rows if row["script"] == script and row["workers"] == workers and not row["compile"]]
             ax.plot([row["num_envs"] for row in points], [row["sps"] for row in points], "o-", label=f"{workers} worker(s): SPS")
             for row in points:
                 ax.annotate(f"update {row['update_share']:.0%}", (row["num_envs"], row["sps"]), fontsize=7,
