@@ -938,9 +938,12 @@ def main(args: Args) -> Optional[dict]:
     broadcast_(list(agent.parameters()))  # every worker starts from rank 0's weights
     # detail 3; fused: one kernel updates every parameter (the same Adam, fewer passes over memory)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
-    # --compile: the same functions, compiled (the rollout's policy step, and the loss whose backward it also compiles)
-    policy_step = torch.compile(agent.get_action_and_value) if args.compile else agent.get_action_and_value
-    minibatch_loss = torch.compile(ppo_loss) if args.compile else ppo_loss
+    # --compile: the same functions, compiled (the rollout's policy step, and the loss whose backward it also
+    # compiles); random numbers still come from torch's generator, so a seeded run takes the same actions
+    policy_step, minibatch_loss = agent.get_action_and_value, ppo_loss
+    if args.compile:
+        torch._inductor.config.fallback_random = True
+        policy_step, minibatch_loss = torch.compile(policy_step), torch.compile(minibatch_loss)
     global_step, start_iteration, kl_coef, last_checkpoint = 0, 1, args.kl_coef, None
     if checkpoint is not None:  # continue where the checkpoint left off: weights, Adam moments, schedules, beta, RNGs
         agent.load_state_dict(checkpoint["model"])

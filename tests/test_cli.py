@@ -17,11 +17,11 @@ COMMON_FLAGS = [
     "--num-minibatches", "--update-epochs", "--norm-adv", "--clip-coef", "--anneal-clip",
     "--clip-vloss", "--ent-coef", "--vf-coef", "--max-grad-norm", "--target-kl", "--kl-stop",
     "--loss", "--kl-coef", "--kl-target", "--save-model", "--checkpoint-every", "--keep-checkpoints", "--resume",
-    "--eval-episodes", "--eval-checkpoint", "--capture-video",
+    "--eval-episodes", "--eval-checkpoint", "--capture-video", "--dist-backend", "--compile",
 ]  # fmt: skip
 FLAGS = {
-    "ppo_discrete.py": COMMON_FLAGS + ["--action-masking", "--recurrent", "--lstm-hidden-size"],
-    "ppo_continuous.py": COMMON_FLAGS + ["--clip-action", "--norm-obs", "--clip-obs", "--norm-reward", "--clip-reward",
+    "ppo_discrete.py": COMMON_FLAGS + ["--torch-threads", "--action-masking", "--recurrent", "--lstm-hidden-size"],
+    "ppo_continuous.py": COMMON_FLAGS + ["--torch-threads", "--clip-action", "--norm-obs", "--clip-obs", "--norm-reward", "--clip-reward",
                                          "--state-dependent-std"],
     "ppo_atari.py": COMMON_FLAGS + ["--env-backend", "--noop-max", "--frame-skip", "--episodic-life", "--fire-reset",
                                     "--frame-size", "--clip-reward", "--frame-stack", "--scale-obs", "--recurrent",
@@ -74,6 +74,8 @@ BAD_INPUT = (
         ("ppo_atari.py", ["--recurrent", "--lstm-hidden-size", "0"], r"--lstm-hidden-size must be a positive integer, got 0"),
         ("ppo_discrete.py", ["--recurrent", "--num-minibatches", "8"],
          r"--recurrent: --num-minibatches 8 does not divide --num-envs 4 .*use one of \[1, 2, 4\]"),
+        ("ppo_discrete.py", ["--recurrent", "--compile"], r"--compile does not take --recurrent .*drop --compile"),
+        ("ppo_atari.py", ["--recurrent", "--compile"], r"--compile does not take --recurrent .*drop --compile"),
 
         ("ppo_discrete.py", ["--env-id", "Pendulum-v1"], r"--env-id Pendulum-v1 has a Box action space.*use ppo_continuous\.py"),
         ("ppo_discrete.py", ["--action-masking"], r"--action-masking: CartPole-v1 puts no 'action_mask' in its info"),
