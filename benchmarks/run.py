@@ -68,6 +68,8 @@ class Args:
     """name of these runs in the plot and curves.csv (None: the script's file name)"""
     compare: list[str] = field(default_factory=list)
     """output folders of earlier runs whose curves.csv to draw into this plot too"""
+    train: bool = True
+    """train; off: summarise and draw the runs already in <out>/runs/ (e.g. again, with --compare)"""
 
 
 def train(args: Args, env_id: str, seed: int, extra: list[str]) -> tuple[str, int, str, float]:
@@ -81,9 +83,13 @@ def train(args: Args, env_id: str, seed: int, extra: list[str]) -> tuple[str, in
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     with open(log_path, "w") as log:
         subprocess.run(command, cwd=args.out, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    return env_id, seed, latest_run(args, env_id, seed), time.time() - started
+
+
+def latest_run(args: Args, env_id: str, seed: int) -> str:
+    exp_name = os.path.splitext(os.path.basename(args.script))[0]
     pattern = os.path.join(args.out, "runs", f"{env_id.replace(':', '_').replace('/', '_')}__{exp_name}__{seed}__*")
-    run_dir = max(glob.glob(pattern), key=os.path.getmtime)
-    return env_id, seed, run_dir, time.time() - started
+    return max(glob.glob(pattern), key=os.path.getmtime)
 
 
 def plot_curves(rows: list[dict], path: str) -> None:
@@ -120,8 +126,11 @@ def main(args: Args, extra: list[str]) -> None:
     args.out = os.path.abspath(args.out)
     os.makedirs(args.out, exist_ok=True)
     jobs = [(env_id, seed) for env_id in args.env_ids for seed in args.seeds]
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(lambda job: train(args, *job, extra), jobs))
+    if args.train:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            results = list(pool.map(lambda job: train(args, *job, extra), jobs))
+    else:
+        results = [(env_id, seed, latest_run(args, env_id, seed), np.nan) for env_id, seed in jobs]
 
     label = args.label or os.path.basename(args.script)
     rows, summary = [], []

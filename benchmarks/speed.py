@@ -13,6 +13,7 @@ multiple of it. Writes <out>/speed.md, <out>/speed.csv and <out>/speed.png (SPS 
 """
 
 import csv
+import itertools
 import math
 import os
 import subprocess
@@ -28,12 +29,15 @@ import tyro
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests.conftest import REPO  # noqa: E402  (a Path)
 
-# per script: the benchmark env, its default --num-envs and --num-steps, the sweep, and env steps to measure
+# per script: the benchmark env, its default --num-envs and --num-steps, their sweeps, and env steps to measure
 SETTINGS = {
-    "ppo_discrete.py": {"env_id": "CartPole-v1", "num_envs": 4, "num_steps": 128, "sweep": [1, 4, 16, 64], "measure": 50_000},
-    "ppo_continuous.py": {"env_id": "HalfCheetah-v5", "num_envs": 1, "num_steps": 2048, "sweep": [1, 4, 16], "measure": 10_000},
-    "ppo_atari.py": {"env_id": "BreakoutNoFrameskip-v4", "num_envs": 8, "num_steps": 128, "sweep": [1, 8, 32], "measure": 6_000},
-}
+    "ppo_discrete.py": {"env_id": "CartPole-v1", "num_envs": 4, "num_steps": 128, "sweep": [1, 4, 16, 64],
+                        "steps_sweep": [32, 512], "measure": 50_000},
+    "ppo_continuous.py": {"env_id": "HalfCheetah-v5", "num_envs": 1, "num_steps": 2048, "sweep": [1, 4, 16],
+                          "steps_sweep": [512, 8192], "measure": 10_000},
+    "ppo_atari.py": {"env_id": "BreakoutNoFrameskip-v4", "num_envs": 8, "num_steps": 128, "sweep": [1, 8, 32],
+                     "steps_sweep": [32, 512], "measure": 6_000},
+}  # fmt: skip
 
 # SB3 PPO with each script's default hyperparameters (Atari is not compared: SB3 needs its own wrappers)
 SB3_PROGRAM = """
@@ -68,11 +72,14 @@ class Args:
     scripts: list[str] = field(default_factory=lambda: list(SETTINGS))
     """scripts to measure"""
     sweep: bool = True
-    """measure each script's --num-envs sweep (1 4 16 64 / 1 4 16 / 1 8 32); off: only its default"""
+    """measure each script's --num-envs sweep (1 4 16 64 / 1 4 16 / 1 8 32) and --num-steps sweep (a quarter and 4x
+    the default); off: only its defaults"""
     workers: list[int] = field(default_factory=lambda: [1])
     """data-parallel workers (more than 1: launched with torchrun, one torch thread each)"""
     compile: bool = False
     """also measure each script's defaults with --compile (its compile time shows in the first iteration's seconds)"""
+    atari_backends: list[str] = field(default_factory=lambda: ["ale"])
+    """ppo_atari.py's --env-backend values: each of its configurations is measured once per back end"""
     sb3: bool = True
     """also run stable-baselines3 when it is installed"""
     out: str = "benchmarks/results/speed"
@@ -92,14 +99,15 @@ def read_events(run_dir: str, tag: str) -> list[tuple[float, int, float]]:
     return events
 
 
-def measure(script: str, num_envs: int, workers: int, compile: bool = False) -> dict:
+def measure(script: str, num_envs: int, num_steps: int, workers: int = 1, compile: bool = False, backend: str = "ale") -> dict:
     """Train `script` for a warm-up iteration plus the measured ones; -> SPS, time shares, peak memory."""
     settings = SETTINGS[script]
-    batch = num_envs * settings["num_steps"] * workers
+    batch = num_envs * num_steps * workers
     iterations = 1 + max(2, math.ceil(settings["measure"] / batch))
-    flags = ["--env-id", settings["env_id"], "--num-envs", str(num_envs), "--total-timesteps", str(iterations * batch), "--no-track"]
+    flags = ["--env-id", settings["env_id"], "--num-envs", str(num_envs), "--num-steps", str(num_steps),
+             "--total-timesteps", str(iterations * batch), "--no-track"]  # fmt: skip
     if script == "ppo_atari.py":
-        flags += ["--env-backend", "ale"]  # the fast back end (its C++ threads step the games)
+        flags += ["--env-backend", backend]
     if compile:
         flags += ["--compile"]
     if workers == 1:
@@ -122,7 +130,8 @@ def measure(script: str, num_envs: int, workers: int, compile: bool = False) -> 
         update = np.array([value for _, _, value in read_events(run_dir, "time/update_seconds")])
     (t0, s0, _), (t1, s1, _) = sps_events[0], sps_events[-1]  # the first iteration is the warm-up
     return {
-        "script": script, "env_id": settings["env_id"], "num_envs": num_envs, "workers": workers, "compile": compile,
+        "script": script, "env_id": settings["env_id"] + (f" ({backend})" if script == "ppo_atari.py" else ""),
+        "num_envs": num_envs, "num_steps": num_steps, "workers": workers, "compile": compile,
         "sps": (s1 - s0) / (t1 - t0), "rollout_share": rollout[1:].sum() / (t1 - t0), "update_share": update[1:].sum() / (t1 - t0),
         "peak_rss_mib": usage.ru_maxrss / 1024, "process_seconds": seconds, "first_iteration_seconds": t0 - started,
     }  # fmt: skip
@@ -150,16 +159,20 @@ def main(args: Args) -> None:
     rows = []
     for script in args.scripts:
         sb3_sps = measure_sb3(script) if with_sb3 and script != "ppo_atari.py" else None
-        configurations = [(num_envs, workers, False) for num_envs in (SETTINGS[script]["sweep"] if args.sweep else [SETTINGS[script]["num_envs"]])
+        envs, steps = SETTINGS[script]["num_envs"], SETTINGS[script]["num_steps"]
+        configurations = [(num_envs, steps, workers, False) for num_envs in (SETTINGS[script]["sweep"] if args.sweep else [envs])
                           for workers in args.workers]  # fmt: skip
+        if args.sweep:
+            configurations += [(envs, num_steps, 1, False) for num_steps in SETTINGS[script]["steps_sweep"]]
         if args.compile:
-            configurations.append((SETTINGS[script]["num_envs"], 1, True))
-        for num_envs, workers, compile in configurations:
-            row = measure(script, num_envs, workers, compile)
-            default = num_envs == SETTINGS[script]["num_envs"] and workers == 1 and not compile
+            configurations.append((envs, steps, 1, True))
+        backends = args.atari_backends if script == "ppo_atari.py" else ["ale"]  # (only Atari has back ends)
+        for (num_envs, num_steps, workers, compile), backend in itertools.product(configurations, backends):
+            row = measure(script, num_envs, num_steps, workers, compile, backend)
+            default = (num_envs, num_steps, workers, compile) == (envs, steps, 1, False)
             row["sb3_sps"] = sb3_sps if default else None
             rows.append(row)
-            print(f"{script} --num-envs {num_envs} x {workers} worker(s){' --compile' if compile else ''}: {row['sps']:.0f} SPS "
+            print(f"{script} --num-envs {num_envs} --num-steps {num_steps} x {workers} worker(s){' --compile' if compile else ''}: {row['sps']:.0f} SPS "
                   f"(rollout {row['rollout_share']:.0%}, update {row['update_share']:.0%}), {row['peak_rss_mib']:.0f} MiB"
                   + (f"; SB3 {sb3_sps:.0f} SPS, ratio {row['sps'] / sb3_sps:.2f}" if row["sb3_sps"] else ""), flush=True)  # fmt: skip
 
@@ -167,11 +180,11 @@ def main(args: Args) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| script | env | --num-envs | workers | --compile | SPS | rollout | update | peak RSS | first iteration | SB3 SPS | ours / SB3 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| script | env | --num-envs | --num-steps | workers | --compile | SPS | rollout | update | peak RSS | first iteration | SB3 SPS | ours / SB3 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         sb3 = f"{row['sb3_sps']:.0f} | {row['sps'] / row['sb3_sps']:.2f}x" if row["sb3_sps"] else " | "
-        lines.append(f"| `{row['script']}` | {row['env_id']} | {row['num_envs']} | {row['workers']} | {'yes' if row['compile'] else 'no'} | "
+        lines.append(f"| `{row['script']}` | {row['env_id']} | {row['num_envs']} | {row['num_steps']} | {row['workers']} | {'yes' if row['compile'] else 'no'} | "
                      f"{row['sps']:.0f} | {row['rollout_share']:.0%} | {row['update_share']:.0%} | {row['peak_rss_mib']:.0f} MiB | "
                      f"{row['first_iteration_seconds']:.1f} s | {sb3} |")  # fmt: skip
     with open(os.path.join(args.out, "speed.md"), "w") as f:
@@ -181,26 +194,34 @@ def main(args: Args) -> None:
 
 
 def plot(rows: list[dict], path: str) -> None:
-    """SPS and the update's share of the time against --num-envs, one panel per script."""
+    """SPS against --num-envs (top) and --num-steps (bottom), one column per script, the update's share annotated."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     scripts = list(dict.fromkeys(row["script"] for row in rows))
-    fig, axes = plt.subplots(1, len(scripts), figsize=(4.5 * len(scripts), 3.4), squeeze=False)
-    for ax, script in zip(axes[0], scripts):
-        for workers in sorted({row["workers"] for row in rows if row["script"] == script}):
-            points = [row for row in rows if row["script"] == script and row["workers"] == workers and not row["compile"]]
-            ax.plot([row["num_envs"] for row in points], [row["sps"] for row in points], "o-", label=f"{workers} worker(s): SPS")
-            for row in points:
-                ax.annotate(f"update {row['update_share']:.0%}", (row["num_envs"], row["sps"]), fontsize=7,
-                            textcoords="offset points", xytext=(3, -10))  # fmt: skip
-        ax.set_xscale("log", base=2)
-        ax.set_title(f"{script} ({points[0]['env_id']})", fontsize=9)
-        ax.set_xlabel("--num-envs (per worker)")
-        ax.set_ylabel("env steps per second")
-        ax.legend(fontsize=7)
+    fig, axes = plt.subplots(2, len(scripts), figsize=(4.5 * len(scripts), 6.4), squeeze=False)
+    for column, script in enumerate(scripts):
+        envs, steps = SETTINGS[script]["num_envs"], SETTINGS[script]["num_steps"]
+        for ax, swept, fixed, fixed_value in [(axes[0][column], "num_envs", "num_steps", steps), (axes[1][column], "num_steps", "num_envs", envs)]:
+            for workers, env_id in sorted({(row["workers"], row["env_id"]) for row in rows if row["script"] == script}):
+                points = sorted((row for row in rows if row["script"] == script and (row["workers"], row["env_id"]) == (workers, env_id)
+                                 and row[fixed] == fixed_value and not row["compile"]), key=lambda row: row[swept])  # fmt: skip
+                if len(points) < 2:
+                    continue
+                label = f"{workers} worker(s)" + (f", {env_id.split(' ')[-1][1:-1]} back end" if "(" in env_id else "")
+                ax.plot([row[swept] for row in points], [row["sps"] for row in points], "o-", label=label)
+                for row in points:
+                    ax.annotate(f"update {row['update_share']:.0%}", (row[swept], row["sps"]), fontsize=7,
+                                textcoords="offset points", xytext=(3, -10))  # fmt: skip
+            ax.set_xscale("log", base=2)
+            ax.set_ylim(bottom=0)
+            ax.set_title(f"{script} ({SETTINGS[script]['env_id']}), --{fixed.replace('_', '-')} {fixed_value}", fontsize=8)
+            ax.set_xlabel(f"--{swept.replace('_', '-')}" + (" (per worker)" if swept == "num_envs" else ""))
+            ax.set_ylabel("env steps per second")
+            if ax.has_data():
+                ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
