@@ -69,7 +69,8 @@ class Args:
     compare: list[str] = field(default_factory=list)
     """output folders of earlier runs whose curves.csv to draw into this plot too"""
     train: bool = True
-    """train; off: summarise and draw the runs already in <out>/runs/ (e.g. again, with --compare)"""
+    """train; off: summarise and draw the runs already in <out>/runs/ (e.g. again, with --compare; give the same
+    flags after `--` for the summary's header)"""
 
 
 def train(args: Args, env_id: str, seed: int, extra: list[str]) -> tuple[str, int, str, float]:
@@ -90,6 +91,15 @@ def latest_run(args: Args, env_id: str, seed: int) -> str:
     exp_name = os.path.splitext(os.path.basename(args.script))[0]
     pattern = os.path.join(args.out, "runs", f"{env_id.replace(':', '_').replace('/', '_')}__{exp_name}__{seed}__*")
     return max(glob.glob(pattern), key=os.path.getmtime)
+
+
+def training_seconds(run_dir: str) -> float:
+    """Wall time between a run's first and last logged iteration (its TensorBoard event times)."""
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+    times = [event.wall_time for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*")))
+             for event in LegacyEventFileLoader(path).Load() if any(v.tag == "charts/SPS" for v in event.summary.value)]  # fmt: skip
+    return max(times) - min(times) if times else np.nan
 
 
 def plot_curves(rows: list[dict], path: str) -> None:
@@ -130,7 +140,8 @@ def main(args: Args, extra: list[str]) -> None:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             results = list(pool.map(lambda job: train(args, *job, extra), jobs))
     else:
-        results = [(env_id, seed, latest_run(args, env_id, seed), np.nan) for env_id, seed in jobs]
+        results = [(env_id, seed, latest_run(args, env_id, seed)) for env_id, seed in jobs]
+        results = [(env_id, seed, run_dir, training_seconds(run_dir)) for env_id, seed, run_dir in results]
 
     label = args.label or os.path.basename(args.script)
     rows, summary = [], []
