@@ -3,8 +3,9 @@
     python benchmarks/atari_flops.py                       # every variant, torch's default threads
     python benchmarks/atari_flops.py --variants fp32 channels-last
 
-One update step = forward, backward and Adam step of the Nature CNN (shared trunk, Breakout's 4
-actions) on a minibatch of 256 stacked 84x84 frames, the shape of ppo_atari.py's default minibatch.
+One update step = ppo_atari.py's own minibatch loss (`ppo_loss` at the script's defaults), its
+backward pass and the Adam step, for the Nature CNN (shared trunk, Breakout's 4 actions) on a
+minibatch of 256 stacked 84x84 frames, the shape of ppo_atari.py's default minibatch.
 The FLOPs are counted from the layer shapes: 2 per multiply-add in the forward pass, and twice the
 forward's for the backward pass (gradients of weights and of activations), 3x forward in all.
 The rollout's forward pass for the 8 envs is timed too. Variants:
@@ -23,7 +24,7 @@ import torch
 import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ppo_atari import Agent  # noqa: E402
+from ppo_atari import Agent, Args as ScriptArgs, ppo_loss  # noqa: E402
 
 VARIANTS = ["fp32", "channels-last", "bf16", "compile"]
 
@@ -57,12 +58,9 @@ def time_variant(variant: str, args: Args) -> tuple[float, float]:
     optimizer = torch.optim.Adam(agent.parameters(), lr=2.5e-4, eps=1e-5, fused=True)
     frames = torch.randint(0, 256, (1024, 4, 84, 84), dtype=torch.uint8)
     actions = torch.randint(0, 4, (1024,))
-
-    def loss_of(obs, act):
-        _, logprob, entropy, value, _ = agent.get_action_and_value(obs, act)
-        return -logprob.mean() - 0.01 * entropy.mean() + 0.5 * (value**2).mean()
-
-    loss_fn = torch.compile(loss_of) if variant == "compile" else loss_of
+    script_args = ScriptArgs()  # the script's defaults: clipped loss, value clipping, advantage normalisation
+    zeros, noise = torch.zeros(args.minibatch), torch.randn(4, args.minibatch)
+    loss_fn = torch.compile(ppo_loss) if variant == "compile" else ppo_loss
 
     def update_step():
         idx = torch.randint(0, len(frames), (args.minibatch,))
@@ -70,7 +68,7 @@ def time_variant(variant: str, args: Args) -> tuple[float, float]:
         if variant == "channels-last":
             obs = obs.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16"):
-            loss = loss_fn(obs, actions[idx])
+            loss = loss_fn(agent, script_args, obs, actions[idx], None, zeros, *noise, script_args.clip_coef, script_args.kl_coef)[0]
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(agent.parameters(), 0.5)

@@ -31,15 +31,20 @@ import tyro
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def read_scalars(run_dir: str, tag: str) -> list[tuple[int, float]]:
-    """All (step, value) pairs logged under `tag` in a run's TensorBoard event files, in write order."""
+def read_events(run_dir: str, tag: str) -> list[tuple[float, int, float]]:
+    """(wall time, step, value) of every event logged under `tag` in a run's TensorBoard files, in write order."""
     from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
-    points = []
+    events = []
     for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
         for event in LegacyEventFileLoader(path).Load():
-            points.extend((event.step, value.simple_value) for value in event.summary.value if value.tag == tag)
-    return points
+            events.extend((event.wall_time, event.step, value.simple_value) for value in event.summary.value if value.tag == tag)
+    return events
+
+
+def read_scalars(run_dir: str, tag: str) -> list[tuple[int, float]]:
+    """All (step, value) pairs logged under `tag`, in write order."""
+    return [(step, value) for _, step, value in read_events(run_dir, tag)]
 
 
 def last_episodes_mean(run_dir: str, last: int = 100) -> float:
@@ -95,10 +100,7 @@ def latest_run(args: Args, env_id: str, seed: int) -> str:
 
 def training_seconds(run_dir: str) -> float:
     """Wall time between a run's first and last logged iteration (its TensorBoard event times)."""
-    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
-
-    times = [event.wall_time for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*")))
-             for event in LegacyEventFileLoader(path).Load() if any(v.tag == "charts/SPS" for v in event.summary.value)]  # fmt: skip
+    times = [wall_time for wall_time, _, _ in read_events(run_dir, "charts/SPS")]
     return max(times) - min(times) if times else np.nan
 
 

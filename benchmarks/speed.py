@@ -27,6 +27,7 @@ import numpy as np
 import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.run import read_events  # noqa: E402
 from tests.conftest import REPO  # noqa: E402  (a Path)
 
 # per script: the benchmark env, its default --num-envs and --num-steps, their sweeps, and env steps to measure
@@ -84,19 +85,6 @@ class Args:
     """also run stable-baselines3 when it is installed"""
     out: str = "benchmarks/results/speed"
     """output folder (speed.md, speed.csv)"""
-
-
-def read_events(run_dir: str, tag: str) -> list[tuple[float, int, float]]:
-    """(wall time, step, value) of every event logged under `tag`."""
-    import glob
-
-    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
-
-    events = []
-    for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
-        for event in LegacyEventFileLoader(path).Load():
-            events.extend((event.wall_time, event.step, value.simple_value) for value in event.summary.value if value.tag == tag)
-    return events
 
 
 def measure(script: str, num_envs: int, num_steps: int, workers: int = 1, compile: bool = False, backend: str = "ale") -> dict:
