@@ -47,6 +47,15 @@ def read_scalars(run_dir: str, tag: str) -> list[tuple[int, float]]:
     return [(step, value) for _, step, value in read_events(run_dir, tag)]
 
 
+def window_means(steps: list[int], returns: list[float], window_steps: int, last_step: int) -> list[float]:
+    """Mean return of the episodes that ended in each window of `window_steps` environment steps, from step 0
+    to `last_step` (the last window takes the remainder; nan for a window in which none ended)."""
+    count = max(1, last_step // window_steps)
+    window_of = np.minimum(np.asarray(steps) // window_steps, count - 1)
+    values = np.asarray(returns, dtype=float)
+    return [float(values[window_of == k].mean()) if np.any(window_of == k) else np.nan for k in range(count)]
+
+
 def last_episodes_mean(run_dir: str, last: int = 100) -> float:
     """Mean episodic return over the run's last `last` episodes."""
     returns = [value for _, value in read_scalars(run_dir, "charts/episodic_return")]
@@ -73,6 +82,8 @@ class Args:
     """name of these runs in the plot and curves.csv (None: the script's file name)"""
     compare: list[str] = field(default_factory=list)
     """output folders of earlier runs whose curves.csv to draw into this plot too"""
+    window_steps: Optional[int] = None
+    """also tabulate, per seed, the mean return of the episodes that ended in each window of this many steps"""
     train: bool = True
     """train; off: summarise and draw the runs already in <out>/runs/ (e.g. again, with --compare; give the same
     flags after `--` for the summary's header)"""
@@ -95,6 +106,10 @@ def train(args: Args, env_id: str, seed: int, extra: list[str]) -> tuple[str, in
 def latest_run(args: Args, env_id: str, seed: int) -> str:
     exp_name = os.path.splitext(os.path.basename(args.script))[0]
     pattern = os.path.join(args.out, "runs", f"{env_id.replace(':', '_').replace('/', '_')}__{exp_name}__{seed}__*")
+    if not glob.glob(pattern):
+        print(f"no run of {env_id} seed {seed} in {args.out}/runs/ (pattern {os.path.basename(pattern)}): "
+              "train it first, or drop --no-train", file=sys.stderr)  # fmt: skip
+        raise SystemExit(2)
     return max(glob.glob(pattern), key=os.path.getmtime)
 
 
@@ -102,6 +117,21 @@ def training_seconds(run_dir: str) -> float:
     """Wall time between a run's first and last logged iteration (its TensorBoard event times)."""
     times = [wall_time for wall_time, _, _ in read_events(run_dir, "charts/SPS")]
     return max(times) - min(times) if times else np.nan
+
+
+def window_table(rows: list[dict], results: list[tuple], window_steps: int) -> list[str]:
+    """Markdown table: a row per env and seed with its episode count and the mean return in each step window."""
+    last_step = max(read_scalars(run_dir, "charts/SPS")[-1][0] for _, _, run_dir, _ in results)
+    count = max(1, last_step // window_steps)
+    names = [f"{k * window_steps / 1000:.0f}-{(last_step if k == count - 1 else (k + 1) * window_steps) / 1000:.0f}k"
+             for k in range(count)]  # fmt: skip
+    lines = [f"mean return of the episodes that ended in each {window_steps / 1000:g}k-step window",
+             "", "| env | seed | episodes | " + " | ".join(names) + " |", "|-|-|-|" + "-|" * len(names)]  # fmt: skip
+    for env_id, seed, _, _ in results:
+        episodes = [(row["step"], row["return"]) for row in rows if row["env_id"] == env_id and row["seed"] == seed]
+        means = window_means([step for step, _ in episodes], [value for _, value in episodes], window_steps, last_step)
+        lines.append(f"| {env_id} | {seed} | {len(episodes)} | " + " | ".join(f"{m:.1f}" for m in means) + " |")
+    return lines
 
 
 def plot_curves(rows: list[dict], path: str) -> None:
@@ -176,6 +206,8 @@ def main(args: Args, extra: list[str]) -> None:
         lines.append(f"| {env_id} | {len(per_seed)} | {np.mean(per_seed):.2f} +- {np.std(per_seed):.2f} | "
                      f"{', '.join(f'{r:.2f}' for r in per_seed)} |"
                      + (f" {', '.join(f'{r:.2f}' for r in evaluations)} |" if evaluated else ""))  # fmt: skip
+    if args.window_steps:
+        lines += ["", *window_table(rows, results, args.window_steps)]
     with open(os.path.join(args.out, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
