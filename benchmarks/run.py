@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
@@ -154,8 +155,11 @@ def plot_curves(rows: list[dict], path: str) -> None:
                 window = [returns[max(0, i - 100) : i] for i in np.searchsorted(steps, grid, side="right")]
                 curves.append([w.mean() if len(w) else np.nan for w in window])
             curves = np.array(curves)
-            line = ax.plot(grid, np.nanmean(curves, 0), label=f"{label} (mean of {len(curves)} seeds, min-max shaded)")
-            ax.fill_between(grid, np.nanmin(curves, 0), np.nanmax(curves, 0), alpha=0.25, color=line[0].get_color())
+            with warnings.catch_warnings():  # grid points before any seed's first episode end stay blank
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, low, high = np.nanmean(curves, 0), np.nanmin(curves, 0), np.nanmax(curves, 0)
+            line = ax.plot(grid, mean, label=f"{label} (mean of {len(curves)} seeds, min-max shaded)")
+            ax.fill_between(grid, low, high, alpha=0.25, color=line[0].get_color())
         ax.set_title(env_id)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("episodic return (last 100)")
