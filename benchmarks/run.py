@@ -48,10 +48,15 @@ def read_scalars(run_dir: str, tag: str) -> list[tuple[int, float]]:
     return [(step, value) for _, step, value in read_events(run_dir, tag)]
 
 
-def window_means(steps: list[int], returns: list[float], window_steps: int, last_step: int) -> list[float]:
-    """Mean return of the episodes that ended in each window of `window_steps` environment steps, from step 0
-    to `last_step` (the last window takes the remainder; nan for a window in which none ended)."""
+def window_bounds(window_steps: int, last_step: int) -> list[tuple[int, int]]:
+    """(first, last) step of each window of `window_steps` steps from 0 to `last_step`; the last takes the remainder."""
     count = max(1, last_step // window_steps)
+    return [(k * window_steps, last_step if k == count - 1 else (k + 1) * window_steps) for k in range(count)]
+
+
+def window_means(steps: list[int], returns: list[float], window_steps: int, last_step: int) -> list[float]:
+    """Mean return of the episodes that ended in each of window_bounds' windows (nan where none ended)."""
+    count = len(window_bounds(window_steps, last_step))
     window_of = np.minimum(np.asarray(steps) // window_steps, count - 1)
     values = np.asarray(returns, dtype=float)
     return [float(values[window_of == k].mean()) if np.any(window_of == k) else np.nan for k in range(count)]
@@ -123,9 +128,7 @@ def training_seconds(run_dir: str) -> float:
 def window_table(rows: list[dict], results: list[tuple], window_steps: int) -> list[str]:
     """Markdown table: a row per env and seed with its episode count and the mean return in each step window."""
     last_step = max(read_scalars(run_dir, "charts/SPS")[-1][0] for _, _, run_dir, _ in results)
-    count = max(1, last_step // window_steps)
-    names = [f"{k * window_steps / 1000:.0f}-{(last_step if k == count - 1 else (k + 1) * window_steps) / 1000:.0f}k"
-             for k in range(count)]  # fmt: skip
+    names = [f"{start / 1000:.0f}-{end / 1000:.0f}k" for start, end in window_bounds(window_steps, last_step)]
     lines = [f"mean return of the episodes that ended in each {window_steps / 1000:g}k-step window",
              "", "| env | seed | episodes | " + " | ".join(names) + " |", "|-|-|-|" + "-|" * len(names)]  # fmt: skip
     for env_id, seed, _, _ in results:
