@@ -11,6 +11,7 @@ the vector level (one set of statistics for all sub-envs, like SB3's VecNormaliz
 with the model, so an evaluated model sees exactly the inputs it was trained on.
 """
 
+import math
 import os
 import pickle
 import random
@@ -181,6 +182,8 @@ def validate_args(args: Args, world_size: int = 1) -> None:
     ]:
         if not value > 0:
             raise UsageError(f"{flag} must be a positive number, got {value}")
+        if not math.isfinite(value):
+            raise UsageError(f"{flag} must be finite, got {value}")
     for flag, value in [
         ("--ent-coef", args.ent_coef),
         ("--vf-coef", args.vf_coef),
@@ -192,6 +195,10 @@ def validate_args(args: Args, world_size: int = 1) -> None:
     ]:
         if not value >= 0:
             raise UsageError(f"{flag} must be zero or positive, got {value}")
+        if not math.isfinite(value):
+            raise UsageError(f"{flag} must be finite, got {value}")
+    if not 0 <= args.seed <= 2**32 - world_size:  # numpy seeds each worker with seed + rank
+        raise UsageError(f"--seed must be in [0, {2**32 - world_size}] (numpy's seed range), got {args.seed}")
     if not 0 < args.gamma <= 1:
         raise UsageError(f"--gamma must be in (0, 1], got {args.gamma}")
     if not 0 <= args.gae_lambda <= 1:
@@ -202,6 +209,12 @@ def validate_args(args: Args, world_size: int = 1) -> None:
         raise UsageError(
             f"--num-minibatches {args.num_minibatches} does not divide the batch of {batch_size} "
             f"(--num-envs {args.num_envs} x --num-steps {args.num_steps}); use one of {divisors}"
+        )
+    minibatch_size = batch_size // args.num_minibatches
+    if args.norm_adv and minibatch_size < 2:
+        raise UsageError(
+            f"--norm-adv: a minibatch of one sample has no standard deviation (--num-envs {args.num_envs} x --num-steps "
+            f"{args.num_steps} / --num-minibatches {args.num_minibatches}); use fewer minibatches or --no-norm-adv"
         )
     if args.total_timesteps < batch_size * world_size:
         workers = f" x {world_size} workers" if world_size > 1 else ""
@@ -215,8 +228,8 @@ def validate_args(args: Args, world_size: int = 1) -> None:
         raise UsageError("--dist-backend nccl needs CUDA, which this machine or --no-cuda rules out; use --dist-backend gloo")
 
 
-def check_env(env_id: str, clip_action: bool) -> None:
-    """Make one env and check that this script can train on it."""
+def check_env(env_id: str, clip_action: bool) -> tuple[gym.Space, gym.Space]:
+    """Make one env and check that this script can train on it; -> its observation and action spaces."""
     try:
         env = gym.make(env_id)
     except (gym.error.Error, ImportError) as e:
@@ -241,6 +254,7 @@ def check_env(env_id: str, clip_action: bool) -> None:
             raise UsageError(
                 f"--clip-action: the action space of {env_id} is unbounded ({space}); pass --no-clip-action"
             )
+        return env.observation_space, env.action_space
     finally:
         env.close()
 
@@ -580,17 +594,82 @@ class NullWriter:
         return lambda *args, **kwargs: None
 
 
+# ---- Run directory, memory and signals ----
+
+
+def check_memory(num_bytes: int, flags: str, device: torch.device) -> None:
+    """Refuse rollout buffers larger than the memory free on `device` (CUDA's free memory, or the host's
+    MemAvailable on Linux), before any is allocated: a clear error instead of an allocator traceback or an OOM kill."""
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        try:
+            with open("/proc/meminfo") as f:
+                free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+        except (OSError, StopIteration):  # not Linux: no check
+            return
+    if num_bytes > free:
+        raise UsageError(f"{flags}: the rollout buffers need {num_bytes / 2**30:,.1f} GiB, more than the "
+                         f"{free / 2**30:,.1f} GiB free on {device}; use smaller values")  # fmt: skip
+
+
+def claim_run_dir(run_name: str) -> str:
+    """Create runs/<run_name> and -> its name; a name another run holds already (two runs started in the
+    same second) gets a suffix _2, _3, ..., so a run never writes into another run's directory."""
+    os.makedirs("runs", exist_ok=True)
+    for k in range(1, 10_000):
+        name = run_name if k == 1 else f"{run_name}_{k}"
+        try:
+            os.mkdir(f"runs/{name}")
+            return name
+        except FileExistsError:
+            continue
+    raise UsageError(f"runs/{run_name}: 10000 runs of this name exist already; use another --exp-name")
+
+
+class SignalStop(Exception):
+    """SIGINT / SIGTERM where no iteration is left to finish (evaluation): stop at once, exit 128 + signum."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"{signal.Signals(signum).name}: stopped")
+        self.signum = signum
+
+
+def stop_at_once(signum, frame):
+    raise SignalStop(signum)
+
+
 # ---- Checkpoints: everything needed to continue a run, written atomically, loaded without code ----
 
 CHECKPOINT_FORMAT = "ppo37 ppo_continuous.py checkpoint v2"
+CHECKPOINT_KEYS = {"format", "args", "run_name", "iteration", "global_step", "kl_coef", "model", "optimizer", "rng", "wandb_id", "obs_rms", "reward_rms"}
 
 
 class NonFiniteError(Exception):
     """A loss, gradient or parameter became NaN or infinite: the run stops (exit code 1)."""
 
 
+class WriteError(Exception):
+    """A checkpoint could not be written (full disk, read-only directory): the run stops (exit code 1)."""
+
+
+def first_non_finite(state, where: str = "") -> Optional[str]:
+    """Where the first NaN or infinite float is in a nested checkpoint (dicts, lists, tensors, numbers), or None."""
+    if isinstance(state, torch.Tensor):
+        return where if state.is_floating_point() and not torch.isfinite(state).all() else None
+    if isinstance(state, float):
+        return where if not math.isfinite(state) else None
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else []
+    for key, value in items:
+        found = first_non_finite(value, f"{where}/{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
 def save_checkpoint(path: str, checkpoint: dict) -> None:
-    """Write to a temporary file, then rename: a crash mid-write leaves the file at `path` as it was."""
+    """Write to a temporary file, then rename: a crash mid-write leaves the file at `path` as it was, and a
+    failed write (a full disk) leaves no temporary file behind."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     try:
         torch.save(checkpoint, f"{path}.tmp")
@@ -618,7 +697,38 @@ def load_checkpoint(path: str, flag: str) -> dict:
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         found = checkpoint.get("format", "no format field") if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise UsageError(f"{flag} {path} is not a checkpoint of ppo_continuous.py ({found}); use the script that wrote it")
+    missing = sorted(CHECKPOINT_KEYS - checkpoint.keys())
+    if not missing and not (isinstance(checkpoint["args"], dict) and checkpoint["args"].keys() <= Args.__dataclass_fields__.keys()):
+        missing = ["args (flags this script does not have)"]
+    if missing:
+        raise UsageError(f"{flag} {path} is a damaged checkpoint (missing or wrong: {', '.join(missing)}); "
+                         f"pass a .pt file this script wrote")  # fmt: skip
     return checkpoint
+
+
+def load_state(target, state: dict, flag: str, path: str) -> None:
+    """target.load_state_dict(state), for a network or an optimizer, or a UsageError naming the checkpoint."""
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise UsageError(f"{flag} {path} does not fit the network of its own flags ({reason[:160]}); "
+                         f"pass a .pt file this script wrote") from None  # fmt: skip
+
+
+def rotate_checkpoints(folder: str, written: list[str], keep: int) -> None:
+    """Keep the `keep` latest checkpoints in `folder`. This process's own writes (`written`, oldest first) are the
+    latest; files of earlier processes (a run resumed from an older checkpoint) go first, oldest written first.
+    Stale temporary files (a write killed mid-way) go too."""
+    own = set(written)
+    names = os.listdir(folder)
+    others = sorted((os.path.join(folder, name) for name in names if name.endswith(".pt")), key=os.path.getmtime)
+    for path in ([path for path in others if path not in own] + written)[:-keep]:
+        os.remove(path)
+    written[:] = written[-keep:]
+    for name in names:
+        if name.endswith(".pt.tmp"):
+            os.remove(os.path.join(folder, name))
 
 
 def check_resume_args(args: Args, checkpoint: dict, world_size: int = 1) -> None:
@@ -637,31 +747,36 @@ def check_resume_args(args: Args, checkpoint: dict, world_size: int = 1) -> None
             )
 
 
-def rng_states() -> dict:
+def rng_states(device: torch.device) -> dict:
+    """This worker's python, numpy and torch RNG states, and its GPU's when it runs on one."""
     np_state = np.random.get_state()
-    return {"python": random.getstate(), "torch": torch.get_rng_state(),
-            "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}  # fmt: skip
-
-
-def set_rng_states(states: dict) -> None:
+    states = {"python": random.getstate(), "torch": torch.get_rng_state(),
+              "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}  # fmt: skip
+    if device.type == "cuda":  # a resumed GPU run must not replay the noise of its first iterations
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+def set_rng_states(states: dict, device: torch.device) -> None:
     random.setstate(states["python"])
     torch.set_rng_state(states["torch"])
     name, keys, *rest = states["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
 
 
 def load_model(path: str, device: torch.device = torch.device("cpu")):
     """-> (agent, obs_rms or None, the saved Args as a dict) of a checkpoint."""
     checkpoint = load_checkpoint(path, "--eval-checkpoint")
     saved = checkpoint["args"]
-    obs_dim = checkpoint["model"]["actor_trunk.0.weight"].shape[1]
-    action_dim = checkpoint["model"]["actor_mean.weight"].shape[0]
+    env = gym.make(saved["env_id"])  # the network's sizes: the env's observation and action, flattened
+    obs_dim, action_dim = int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
+    env.close()
     agent = Agent(obs_dim, action_dim, saved["shared_network"], saved["state_dependent_std"]).to(device)
-    agent.load_state_dict(checkpoint["model"])
+    load_state(agent, checkpoint["model"], "--eval-checkpoint", path)
     obs_rms = None
     if checkpoint["obs_rms"] is not None:
         obs_rms = RunningMeanStd()
-        obs_rms.load_state_dict(checkpoint["obs_rms"])
+        load_state(obs_rms, checkpoint["obs_rms"], "--eval-checkpoint", path)
     return agent, obs_rms, saved
 
 
@@ -673,16 +788,16 @@ def evaluate(model_path: str, eval_episodes: int, seed: int = 1, device: torch.d
         torch.manual_seed(seed)
         agent, obs_rms, saved = load_model(model_path, device)
         env = make_env(saved["env_id"], video_folder)()
-        low, high = env.action_space.low, env.action_space.high
+        low, high = env.action_space.low.reshape(-1), env.action_space.high.reshape(-1)  # flat, as in training
         returns = []
         obs, _ = env.reset(seed=seed)
         episode_return = 0.0
         while len(returns) < eval_episodes:
-            x = torch.as_tensor(normalize_obs(obs, obs_rms, saved["clip_obs"]), dtype=torch.float32, device=device)
+            x = torch.as_tensor(normalize_obs(obs.reshape(1, -1), obs_rms, saved["clip_obs"]), dtype=torch.float32, device=device)
             with torch.no_grad():
-                x = x.reshape(1, -1)
                 action = agent.get_mean_action(x) if deterministic else agent.get_action_and_value(x)[0]
-            obs, reward, terminated, truncated, _ = env.step(env_actions(action[0].cpu().numpy(), low, high, saved["clip_action"]))
+            action = env_actions(action[0].cpu().numpy(), low, high, saved["clip_action"]).reshape(env.action_space.shape)
+            obs, reward, terminated, truncated, _ = env.step(action)  # the env's own action shape
             episode_return += float(reward)
             if terminated or truncated:
                 returns.append(episode_return)
@@ -717,13 +832,15 @@ def main(args: Args) -> Optional[dict]:
     state, statistics, global step and the last update's minibatch steps."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's workers; 1 under plain python
     validate_args(args, world_size)
-    if args.eval_checkpoint is not None:  # evaluation only
+    if args.eval_checkpoint is not None:  # evaluation only; a signal stops it at once (exit 130 / 143)
+        signal.signal(signal.SIGINT, stop_at_once)
+        signal.signal(signal.SIGTERM, stop_at_once)
         checkpoint = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
         saved = Args(**checkpoint["args"])
         check_env(saved.env_id, saved.clip_action)
         video_folder = f"videos/{checkpoint['run_name']}/eval" if args.capture_video else None
+        writer, wandb_run = init_logging(args, checkpoint["run_name"], checkpoint["wandb_id"])  # fails before evaluating
         returns = evaluate(args.eval_checkpoint, args.eval_episodes, saved.seed + 10_000, video_folder=video_folder)
-        writer, wandb_run = init_logging(args, checkpoint["run_name"], checkpoint["wandb_id"])
         report_evaluation(writer, args.eval_checkpoint, returns, checkpoint["global_step"])
         writer.close()
         if wandb_run:
@@ -733,13 +850,17 @@ def main(args: Args) -> Optional[dict]:
     if args.resume is not None:
         checkpoint = load_checkpoint(args.resume, "--resume")
         check_resume_args(args, checkpoint, world_size)
-    check_env(args.env_id, args.clip_action)
+    observation_space, action_space = check_env(args.env_id, args.clip_action)
     batch_size = args.num_envs * args.num_steps  # per worker; the global batch is world_size times this
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // (batch_size * world_size)
     rank, device = setup_workers(args, world_size)
+    # per (step, env): float32 observation and action, 8 float32 (logprob, value, reward, GAE, ...)
+    step_bytes = 4 * int(np.prod(observation_space.shape)) + 4 * int(np.prod(action_space.shape)) + 32
+    check_memory(batch_size * step_bytes, f"--num-envs {args.num_envs} x --num-steps {args.num_steps}", device)
     if checkpoint is None:  # rank 0 names the run for everyone
-        run_name = gather_objects(f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}")[0]
+        run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        run_name = gather_objects(claim_run_dir(run_name) if rank == 0 else None)[0]
     else:  # nothing left to train when the checkpoint is at --total-timesteps already: save and evaluate
         run_name = checkpoint["run_name"]
 
@@ -797,27 +918,38 @@ def main(args: Args) -> Optional[dict]:
         policy_step, minibatch_loss = torch.compile(policy_step), torch.compile(minibatch_loss)
     global_step, start_iteration, kl_coef, last_checkpoint = 0, 1, args.kl_coef, None
     if checkpoint is not None:  # continue where the checkpoint left off: weights, Adam moments, schedules, beta, RNGs
-        agent.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        load_state(agent, checkpoint["model"], "--resume", args.resume)
+        load_state(optimizer, checkpoint["optimizer"], "--resume", args.resume)
         global_step, start_iteration, kl_coef = checkpoint["global_step"], checkpoint["iteration"] + 1, checkpoint["kl_coef"]
-        set_rng_states(checkpoint["rng"][rank])
+        set_rng_states(checkpoint["rng"][rank], device)
         if obs_rms is not None:
-            obs_rms.load_state_dict(checkpoint["obs_rms"])
+            load_state(obs_rms, checkpoint["obs_rms"], "--resume", args.resume)
         if reward_scaler is not None:  # the discounted returns restart with the new episodes
-            reward_scaler.return_rms.load_state_dict(checkpoint["reward_rms"])
+            load_state(reward_scaler.return_rms, checkpoint["reward_rms"], "--resume", args.resume)
         last_checkpoint = args.resume
+    written = []  # the checkpoints this process wrote, oldest first
 
     def write_checkpoint(path: str, iteration: int) -> str:
-        """Called by every worker (each adds its RNG states); rank 0 writes. Weights, Adam state and statistics are equal everywhere."""
-        rngs = gather_objects(rng_states())
-        if rank == 0:
-            save_checkpoint(path, {
+        """Called by every worker (each adds its RNG states); rank 0 writes. Weights, Adam state and statistics are equal
+        everywhere, so every worker refuses a non-finite state together: no file this script writes holds one."""
+        checkpoint = {
             "format": CHECKPOINT_FORMAT, "args": vars(args), "run_name": run_name, "iteration": iteration,
             "global_step": global_step, "kl_coef": kl_coef, "model": agent.state_dict(), "optimizer": optimizer.state_dict(),
-            "rng": rngs, "wandb_id": wandb_run.id if wandb_run else None,
+            "wandb_id": wandb_run.id if wandb_run else None,
             "obs_rms": obs_rms.state_dict() if obs_rms else None,
             "reward_rms": reward_scaler.return_rms.state_dict() if reward_scaler else None,
-        })  # fmt: skip
+        }  # fmt: skip
+        bad = first_non_finite(checkpoint)
+        if bad is not None:
+            raise NonFiniteError(f"iteration {iteration}: {bad} is not finite; stopped without saving "
+                                 f"(last good checkpoint: {last_checkpoint or 'none'})")  # fmt: skip
+        checkpoint["rng"] = gather_objects(rng_states(device))
+        if rank == 0:
+            try:
+                save_checkpoint(path, checkpoint)
+            except OSError as e:
+                raise WriteError(f"cannot write {path}: {e.strerror or e}; stopped (last good checkpoint: "
+                                 f"{last_checkpoint or 'none'})") from None  # fmt: skip
         return path
 
     def observe(raw_obs: np.ndarray, update: bool) -> torch.Tensor:
@@ -1002,14 +1134,10 @@ def main(args: Args) -> Optional[dict]:
 
         # ---- Checkpoint: every --checkpoint-every iterations, and when asked to stop ----
         if stop_requested or (args.checkpoint_every and iteration % args.checkpoint_every == 0):
-            if not all(torch.isfinite(p).all() for p in agent.parameters()):
-                raise NonFiniteError(f"iteration {iteration}: a parameter is not finite; stopped without saving "
-                                     f"(last good checkpoint: {last_checkpoint or 'none'})")  # fmt: skip
             last_checkpoint = write_checkpoint(f"runs/{run_name}/checkpoints/iteration_{iteration:07d}.pt", iteration)
             if rank == 0:
-                kept = sorted(name for name in os.listdir(f"runs/{run_name}/checkpoints") if name.endswith(".pt"))
-                for old in kept[: -args.keep_checkpoints]:
-                    os.remove(f"runs/{run_name}/checkpoints/{old}")
+                written.append(last_checkpoint)
+                rotate_checkpoints(f"runs/{run_name}/checkpoints", written, args.keep_checkpoints)
         if stop_requested:
             break
 
@@ -1024,8 +1152,16 @@ def main(args: Args) -> Optional[dict]:
         if rank == 0:
             print(f"model saved to {model_path}")
             video_folder = f"videos/{run_name}/eval" if args.capture_video else None
-            returns = evaluate(model_path, args.eval_episodes, args.seed + 10_000, device, video_folder=video_folder)
-            report_evaluation(writer, model_path, returns, global_step)
+            signal.signal(signal.SIGINT, stop_at_once)  # no iteration left to finish: a signal stops the evaluation
+            signal.signal(signal.SIGTERM, stop_at_once)
+            try:
+                if stop_signal:
+                    raise SignalStop(stop_signal[0])
+                returns = evaluate(model_path, args.eval_episodes, args.seed + 10_000, device, video_folder=video_folder)
+                report_evaluation(writer, model_path, returns, global_step)
+            except SignalStop as stop:
+                print(f"{signal.Signals(stop.signum).name}: evaluation stopped; the model is saved in {model_path}", file=sys.stderr)
+                stop_requested, stop_signal[:] = True, [stop.signum]
     writer.close()
     if wandb_run:
         wandb_run.finish()
@@ -1054,6 +1190,14 @@ if __name__ == "__main__":
         print(f"{os.path.basename(__file__)}: worker {dist.get_rank()} stopped: another worker is gone ({reason[:100]}); "
               f"its error is above", file=sys.stderr)  # fmt: skip
         sys.exit(1)
-    except NonFiniteError as e:
+    except (NonFiniteError, WriteError) as e:
         print(f"{os.path.basename(__file__)}: stopped: {e}", file=sys.stderr)
+        sys.exit(1)
+    except SignalStop as stop:  # during --eval-checkpoint
+        print(f"{os.path.basename(__file__)}: {stop}", file=sys.stderr)
+        sys.exit(128 + stop.signum)
+    except OSError as e:  # the file system: a read-only working directory, a full disk
+        if e.filename is None:
+            raise
+        print(f"{os.path.basename(__file__)}: error: {e.filename}: {e.strerror}", file=sys.stderr)
         sys.exit(1)
