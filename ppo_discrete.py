@@ -845,8 +845,9 @@ def main(args: Args) -> Optional[dict]:
         saved = Args(**checkpoint["args"])
         check_env(saved.env_id, saved.action_masking)
         video_folder = f"videos/{checkpoint['run_name']}/eval" if args.capture_video else None
-        writer, wandb_run = init_logging(args, checkpoint["run_name"], checkpoint["wandb_id"])  # fails before evaluating
+        print(f"evaluating {args.eval_checkpoint} over {args.eval_episodes} episodes", flush=True)
         returns = evaluate(args.eval_checkpoint, args.eval_episodes, saved.seed + 10_000, video_folder=video_folder)
+        writer, wandb_run = init_logging(args, checkpoint["run_name"], checkpoint["wandb_id"])
         report_evaluation(writer, args.eval_checkpoint, returns, checkpoint["global_step"])
         writer.close()
         if wandb_run:
@@ -883,14 +884,6 @@ def main(args: Args) -> Optional[dict]:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
-    writer, wandb_run = NullWriter(), None
-    if rank == 0:
-        writer, wandb_run = init_logging(args, run_name, checkpoint and checkpoint["wandb_id"], checkpoint and checkpoint["global_step"] + 1)
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
-
     # Seeding: each worker samples its own actions and minibatches
     random.seed(args.seed + rank)
     np.random.seed(args.seed + rank)
@@ -924,6 +917,14 @@ def main(args: Args) -> Optional[dict]:
         global_step, start_iteration, kl_coef = checkpoint["global_step"], checkpoint["iteration"] + 1, checkpoint["kl_coef"]
         set_rng_states(checkpoint["rng"][rank], device)
         last_checkpoint = args.resume
+    # logging opens once the checkpoint is restored: a damaged one is refused before anything is written
+    writer, wandb_run = NullWriter(), None
+    if rank == 0:
+        writer, wandb_run = init_logging(args, run_name, checkpoint and checkpoint["wandb_id"], checkpoint and checkpoint["global_step"] + 1)
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
     written = []  # the checkpoints this process wrote, oldest first
 
     def write_checkpoint(path: str, iteration: int) -> str:

@@ -210,7 +210,69 @@ class FakeAleEnv(gym.Env):
         return self._frame(), reward, self.lives == 0, False, {"lives": self.lives}
 
 
+class CountingBoxEnv(CountingEnv):
+    """CountingEnv with a Box action (ignored), for ppo_continuous.py: a time-limited episode's final
+    observation is [COUNTING_TIME_LIMIT], a value no other observation takes."""
+
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+
+class MatrixBoxEnv(gym.Env):
+    """Observations of shape (2, 3) and actions of shape (2, 2): each step pays -sum((a - 0.5)^2) and
+    raises if the action does not arrive in the env's own shape. Episodes last 8 steps."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2, 3), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (2, 2), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.uniform(-1, 1, (2, 3)).astype(np.float32), {}
+
+    def step(self, action):
+        if np.shape(action) != (2, 2):
+            raise RuntimeError(f"MatrixBoxEnv: an action of shape {np.shape(action)} instead of (2, 2)")
+        self.t += 1
+        reward = -float(np.sum(np.square(np.asarray(action) - 0.5)))
+        return self.np_random.uniform(-1, 1, (2, 3)).astype(np.float32), reward, self.t >= 8, False, {}
+
+
+class AlignedEnv(gym.Env):
+    """Episodes of exactly ALIGNED_LENGTH steps, the same whatever the seed: observation [t / L, 1], reward 1
+    when the action matches t's parity. With --num-steps a multiple of L every episode ends at an iteration's
+    end, so a run resumed from a checkpoint sees exactly what the uninterrupted run saw."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def _obs(self):
+        return np.array([self.t / ALIGNED_LENGTH, 1.0], np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = float(int(np.asarray(action).reshape(-1)[0] > 0) == self.t % 2)
+        self.t += 1
+        return self._obs(), reward, self.t >= ALIGNED_LENGTH, False, {}
+
+
+class AlignedBoxEnv(AlignedEnv):
+    """AlignedEnv with a Box action: reward 1 when the action's sign matches t's parity."""
+
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+
+ALIGNED_LENGTH = 8
+
+
 register("CountingEnv-v0", entry_point=CountingEnv, max_episode_steps=COUNTING_TIME_LIMIT)
+register("CountingBox-v0", entry_point=CountingBoxEnv, max_episode_steps=COUNTING_TIME_LIMIT)
+register("MatrixBox-v0", entry_point=MatrixBoxEnv)
+register("Aligned-v0", entry_point=AlignedEnv)
+register("AlignedBox-v0", entry_point=AlignedBoxEnv)
 register("MultiDiscreteTarget-v0", entry_point=MultiDiscreteTargetEnv)
 register("MaskedTarget-v0", entry_point=MaskedTargetEnv)
 register("UnclippedBox-v0", entry_point=UnclippedBoxEnv)

@@ -58,7 +58,16 @@ COMMON_BAD = [
     (["--eval-episodes", "0"], r"--eval-episodes must be a positive integer, got 0"),
     (["--resume", "no/such.pt"], r"--resume no/such\.pt: no such file"),
     (["--eval-checkpoint", "no/such.pt"], r"--eval-checkpoint no/such\.pt: no such file"),
+    (["--learning-rate", "inf"], r"--learning-rate must be finite, got inf"),
+    (["--ent-coef", "inf"], r"--ent-coef must be finite, got inf"),
+    (["--vf-coef", "inf"], r"--vf-coef must be finite, got inf"),
+    (["--seed", "-1"], r"--seed must be in \[0, 4294967295\] \(numpy's seed range\), got -1"),
+    (["--seed", "4294967296"], r"--seed must be in \[0, 4294967295\]"),
+    (["--num-envs", "1", "--num-steps", "4", "--num-minibatches", "4"],
+     r"--norm-adv: a minibatch of one sample has no standard deviation .*use fewer minibatches or --no-norm-adv"),
 ]
+HUGE_ROLLOUT = (["--num-steps", "1000000000000", "--total-timesteps", "100000000000000"],
+                r"--num-envs \d+ x --num-steps 1000000000000.*: the rollout buffers need [\d,.]+ GiB, more than the [\d,.]+ GiB free on cpu")
 BAD_INPUT = (
     [(script, *case) for script in FLAGS for case in COMMON_BAD]
     + [
@@ -67,6 +76,10 @@ BAD_INPUT = (
         ("ppo_atari.py", ["--env-id", "NoSuchGameNoFrameskip-v4"], r"--env-id NoSuchGameNoFrameskip-v4: .*get_all_rom_ids"),
         ("ppo_atari.py", ["--env-id", "CartPole-v1"], r"--env-id CartPole-v1 is not an Atari game .*use ppo_discrete\.py"),
         ("ppo_atari.py", ["--frame-size", "20"], r"--frame-size 20 is too small for the Nature CNN; use 36 or more"),
+        ("ppo_discrete.py", *HUGE_ROLLOUT),
+        ("ppo_continuous.py", ["--env-id", "Pendulum-v1", *HUGE_ROLLOUT[0]], HUGE_ROLLOUT[1]),  # MuJoCo warns on stderr
+        ("ppo_atari.py", *HUGE_ROLLOUT),
+        ("ppo_atari.py", ["--frame-size", "100000"], r"--frame-size 100000\^2: the rollout buffers need [\d,.]+ GiB, more than"),
         ("ppo_atari.py", ["--frame-skip", "0"], r"--frame-skip must be a positive integer, got 0"),
         ("ppo_atari.py", ["--noop-max", "-1"], r"--noop-max must be zero or positive, got -1"),
         ("ppo_atari.py", ["--recurrent", "--num-minibatches", "16"],

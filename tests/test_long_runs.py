@@ -6,6 +6,7 @@ import importlib
 import os
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO, TINY, Run, assert_identical, train_in
+from tests.conftest import REPO, TINY, Run, assert_identical, run_script, train_in
 
 # each script on an env whose episodes end within the tiny budgets (Pong: a game lost 0-21 in ~800 steps)
 SCRIPTS = {"ppo_discrete.py": [], "ppo_continuous.py": ["--env-id", "Pendulum-v1"], "ppo_atari.py": ["--env-id", "PongNoFrameskip-v4"]}
@@ -62,6 +63,20 @@ def test_checkpoints_are_kept_and_hold_the_run(full_run, script):
     assert checkpoint["kl_coef"] == full_run.scalars("charts/kl_coef")[12]  # the beta iteration 13 used
     (rng,) = checkpoint["rng"]  # one worker: its python, torch and numpy states
     assert set(rng) == {"python", "torch", "numpy"} and checkpoint["optimizer"]["state"]
+    # the annealed learning rate is the one Adam stepped with, not only the one logged
+    lr = checkpoint["optimizer"]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(full_run.scalars("charts/learning_rate")[11], rel=1e-6) and lr < 0.5 * full_run.scalars("charts/learning_rate")[0]
+
+
+def test_resuming_an_older_checkpoint_keeps_the_new_ones(full_run, tmp_path, script):
+    # the directory still holds the newer iteration 16 (and a write killed mid-way); the resumed run writes 15
+    shutil.copytree(full_run.run_dir, tmp_path / "runs" / os.path.basename(full_run.run_dir))
+    run = Run(0, "", "", tmp_path)
+    open(f"{run.run_dir}/checkpoints/iteration_0000099.pt.tmp", "wb").write(b"partial")
+    resumed = run_script(script, *SCRIPTS[script], *TWICE, *SCHEDULES, "--checkpoint-every", "3", "--keep-checkpoints", "1",
+                         "--resume", checkpoints(run)[0], cwd=tmp_path)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert os.listdir(f"{run.run_dir}/checkpoints") == ["iteration_0000015.pt"]
 
 
 def test_resume_continues_the_schedules(full_run, train, script):
@@ -96,6 +111,19 @@ def test_evaluation_reproduces_the_saved_model(full_run, script, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"{np.mean(returns):.2f} +- {np.std(returns):.2f} over 3 episodes" in proc.stdout
     assert glob.glob(str(tmp_path / "runs" / "*" / "events.out.tfevents.*"))
+
+
+def test_atari_evaluates_on_the_back_end_it_trained_on(full_runs, tmp_path, monkeypatch, run_fails):
+    m = module("ppo_atari.py")
+    checkpoint = torch.load(checkpoints(full_runs("ppo_atari.py"))[0], weights_only=True)
+    checkpoint["args"]["env_backend"] = "ale"
+    path = str(tmp_path / "ale.pt")
+    torch.save(checkpoint, path)
+    backends, make_envs = [], m.make_envs
+    monkeypatch.setattr(m, "make_envs", lambda args, video_folder=None: backends.append(args.env_backend) or make_envs(args, video_folder))
+    assert len(m.evaluate(path, 1)) == 1 and backends == ["ale"]
+    line = run_fails("ppo_atari.py", "--eval-checkpoint", path, "--capture-video")
+    assert "--capture-video: the model trained on the ale back end" in line, line
 
 
 def start(cwd, script, *flags) -> subprocess.Popen:
@@ -176,7 +204,7 @@ def test_interrupted_write_leaves_the_previous_checkpoint(tmp_path, script):
     m.save_checkpoint(path, {"format": m.CHECKPOINT_FORMAT, "weights": torch.ones(1000)})
     with pytest.raises(OSError, match="disk full"):
         m.save_checkpoint(path, {"format": m.CHECKPOINT_FORMAT, "weights": torch.zeros(1000), "later": FailsMidWrite()})
-    assert torch.equal(m.load_checkpoint(path, "--resume")["weights"], torch.ones(1000))
+    assert torch.equal(torch.load(path, weights_only=True)["weights"], torch.ones(1000))
     assert os.listdir(tmp_path) == ["checkpoint.pt"]
 
 
@@ -196,6 +224,14 @@ def malformed(tmp_path, full_run, script, kind: str) -> str:
     elif kind == "other-script":
         other = next(name for name in SCRIPTS if name != script)
         torch.save({"format": module(other).CHECKPOINT_FORMAT, "model": {}}, path)
+    elif kind in ("missing-key", "wrong-shape"):
+        checkpoint = torch.load(checkpoints(full_run)[0], weights_only=True)
+        if kind == "missing-key":
+            del checkpoint["optimizer"]
+        else:
+            name, weight = next(iter(checkpoint["model"].items()))
+            checkpoint["model"][name] = torch.zeros(weight.shape[0] + 1, *weight.shape[1:])
+        torch.save(checkpoint, path)
     return path
 
 
@@ -203,6 +239,8 @@ def malformed(tmp_path, full_run, script, kind: str) -> str:
     ("pickle-with-code", [], r"is not a readable checkpoint"),
     ("truncated", [], r"is not a readable checkpoint"),
     ("other-script", [], r"is not a checkpoint of {script} \(ppo37 ppo_\w+\.py checkpoint v2\)"),
+    ("missing-key", [], r"is a damaged checkpoint \(missing or wrong: optimizer\)"),
+    ("wrong-shape", [], r"does not fit the network of its own flags \(.*size mismatch"),
     ("mismatched-env", ["--env-id", "BreakoutNoFrameskip-v4"], r"trained with --env-id \S+, this command has --env-id BreakoutNoFrameskip-v4"),
 ])  # fmt: skip
 def test_malformed_checkpoints_are_refused(run_fails, tmp_path, full_run, script, kind, flags, expected):

@@ -1,0 +1,271 @@
+"""Faults of the machine and of the run that each script must survive with one clear line, and the
+in-process checks that catch faults a run's logs would hide (V(final obs), resuming mid-run)."""
+
+import glob
+import importlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import tyro
+
+from tests.conftest import REPO, TINY, assert_identical, run_script, train_in
+from tests.envs import COUNTING_TIME_LIMIT
+
+SCRIPTS = {"ppo_discrete.py": [], "ppo_continuous.py": ["--env-id", "Pendulum-v1"], "ppo_atari.py": ["--env-id", "PongNoFrameskip-v4"]}
+
+
+@pytest.fixture(params=SCRIPTS)
+def script(request):
+    return request.param
+
+
+def module(script: str):
+    return importlib.import_module(script[:-3])
+
+
+def in_python(cwd, code: str, script: str, *flags: str) -> subprocess.CompletedProcess:
+    """Run `code` (which patches something), then the script as __main__ with `flags`, from `cwd`."""
+    runner = f"{code}\nimport runpy, sys\nsys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')"
+    return subprocess.run([sys.executable, "-c", runner, str(REPO / script), *flags], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+
+
+def one_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    return stderr.strip().splitlines()[-1]  # after ale-py's banner
+
+
+def test_weights_blown_up_by_the_last_update_are_never_saved(tmp_path, script):
+    run = run_script(script, *SCRIPTS[script], "--learning-rate", "1e38", "--total-timesteps", "128", "--num-envs", "1",
+                     "--num-steps", "128", "--num-minibatches", "1", "--update-epochs", "1", "--save-model", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    line = one_line(run.stderr)
+    assert line.startswith(f"{script}: stopped: iteration 1: ") and "(last good checkpoint: none)" in line, line
+    assert not glob.glob(str(tmp_path / "runs" / "**" / "*.pt*"), recursive=True)
+    assert "evaluation of" not in run.stdout
+
+
+def test_rotation_keeps_what_this_process_wrote_last(tmp_path, script):
+    folder = str(tmp_path)
+    for name in ["iteration_0000020.pt", "iteration_0000030.pt", "iteration_0000040.pt.tmp"]:  # an earlier process's
+        open(os.path.join(folder, name), "wb").write(b"x")
+    written = []
+    for iteration in (11, 12, 13):  # resumed from an older checkpoint: lower numbers than the files already there
+        path = os.path.join(folder, f"iteration_{iteration:07d}.pt")
+        open(path, "wb").write(b"x")
+        written.append(path)
+        module(script).rotate_checkpoints(folder, written, 2)
+        assert os.path.exists(path)
+    assert sorted(os.listdir(folder)) == ["iteration_0000012.pt", "iteration_0000013.pt"]
+
+
+FROZEN_CLOCK = "import itertools, time\nticks = itertools.count()\ntime.time = lambda: 1.7e9 + next(ticks) * 1e-6"
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
+    flags = [*TINY, "--total-timesteps", "128", "--checkpoint-every", "1"]
+    first = in_python(tmp_path, FROZEN_CLOCK, "ppo_discrete.py", *flags)
+    assert first.returncode == 0, first.stderr
+    (checkpoint,) = glob.glob(str(tmp_path / "runs" / "*" / "checkpoints" / "*.pt"))
+    before = open(checkpoint, "rb").read()
+    second = in_python(tmp_path, FROZEN_CLOCK, "ppo_discrete.py", *flags)
+    assert second.returncode == 0, second.stderr
+    names = sorted(os.path.basename(path) for path in glob.glob(str(tmp_path / "runs" / "*")))
+    assert names == ["CartPole-v1__ppo_discrete__1__1700000000", "CartPole-v1__ppo_discrete__1__1700000000_2"]
+    assert open(checkpoint, "rb").read() == before, "the second run overwrote the first's checkpoint"
+
+
+DISK_FULL_AT_SECOND_CHECKPOINT = """
+import errno, os, torch
+save, calls = torch.save, []
+def save_to_full_disk(obj, path, *args, **kwargs):
+    calls.append(path)
+    if len(calls) == 2:  # a few bytes of the second checkpoint, then the disk is full
+        open(path, "wb").write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    return save(obj, path, *args, **kwargs)
+torch.save = save_to_full_disk
+"""
+
+
+def test_a_full_disk_stops_the_run_naming_the_last_good_checkpoint(tmp_path, script):
+    proc = in_python(tmp_path, DISK_FULL_AT_SECOND_CHECKPOINT, script, *SCRIPTS[script], *TINY, "--checkpoint-every", "2")
+    assert proc.returncode == 1, proc.stderr
+    (good,) = glob.glob(str(tmp_path / "runs" / "*" / "checkpoints" / "*"))  # no .tmp left, the older one kept
+    good = os.path.relpath(good, tmp_path)
+    line = one_line(proc.stderr)
+    assert line == (f"{script}: stopped: cannot write {good.replace('0000002', '0000004')}: No space left on device; "
+                    f"stopped (last good checkpoint: {good})")  # fmt: skip
+    assert module(script).load_checkpoint(str(tmp_path / good), "--resume")["iteration"] == 2
+
+
+def unshare_works() -> bool:
+    try:
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def run_read_only(cwd, script: str, *flags: str) -> subprocess.CompletedProcess:
+    """The script run from `cwd` mounted read-only (a private mount namespace: root cannot write there either)."""
+    mount = 'mount --bind -o ro "$0" "$0" && cd "$0" && exec "$@"'
+    return subprocess.run(["unshare", "-rm", "sh", "-c", mount, str(cwd), sys.executable, str(REPO / script), *flags],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+
+
+@pytest.mark.skipif(not unshare_works(), reason="needs `unshare -rm` for a read-only mount")
+def test_a_read_only_working_directory_is_one_line(tmp_path, script):
+    trained = train_in(tmp_path, script, *SCRIPTS[script], *TINY, "--checkpoint-every", "8", "--save-model", "--eval-episodes", "1")
+    (checkpoint,) = glob.glob(f"{trained.run_dir}/checkpoints/*.pt")
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    for flags in [[], ["--resume", checkpoint], ["--eval-checkpoint", f"{trained.run_dir}/{script[:-3]}.pt"]]:
+        proc = run_read_only(read_only, script, *SCRIPTS[script], *TINY, *flags)
+        assert proc.returncode == 1, proc.stderr
+        assert one_line(proc.stderr) == f"{script}: error: runs: Read-only file system", proc.stderr
+    assert os.listdir(read_only) == []
+
+
+def start(cwd, script, *flags) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, str(REPO / script), *SCRIPTS[script], *flags], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+
+def stop_quickly(proc: subprocess.Popen, signum: int) -> tuple[str, str, float]:
+    """Send `signum` -> stdout, stderr and the seconds the process took to exit."""
+    sent = time.time()
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=60)
+    return stdout, stderr, time.time() - sent
+
+
+def test_a_signal_stops_the_evaluation_after_training_at_once(tmp_path, script):
+    proc = start(tmp_path, script, *TINY, "--save-model", "--eval-episodes", "100000")
+    for line in proc.stdout:  # training is over once the model is saved
+        if line.startswith("model saved to"):
+            break
+    time.sleep(1)
+    stdout, stderr, seconds = stop_quickly(proc, signal.SIGINT)
+    assert proc.returncode == 130 and seconds < 5, (proc.returncode, seconds, stderr)
+    assert "SIGINT: evaluation stopped; the model is saved in runs/" in one_line(stderr)
+    assert "evaluation of" not in stdout
+    (model,) = glob.glob(str(tmp_path / "runs" / "*" / f"{script[:-3]}.pt"))
+    assert module(script).load_checkpoint(model, "--eval-checkpoint")["global_step"] == 1024
+
+
+def test_a_signal_stops_eval_checkpoint_at_once(tmp_path, script):
+    (tmp_path / "train").mkdir()
+    trained = train_in(tmp_path / "train", script, *SCRIPTS[script], *TINY, "--save-model", "--eval-episodes", "1")
+    cwd = tmp_path / "eval"
+    cwd.mkdir()
+    proc = start(cwd, script, "--eval-checkpoint", f"{trained.run_dir}/{script[:-3]}.pt", "--eval-episodes", "100000")
+    for line in proc.stdout:
+        if line.startswith("evaluating "):
+            break
+    time.sleep(1)
+    _, stderr, seconds = stop_quickly(proc, signal.SIGTERM)
+    assert proc.returncode == 143 and seconds < 5, (proc.returncode, seconds, stderr)
+    assert one_line(stderr) == f"{script}: SIGTERM: stopped"
+
+
+def test_any_box_shape_trains_and_evaluates(train, tmp_path):
+    # observations (2, 3) and actions (2, 2): flattened for the network, in the env's own shape for the env
+    run = train("ppo_continuous.py", *TINY, "--env-id", "tests.envs:MatrixBox-v0", "--save-model", "--eval-episodes", "2")
+    assert "over 2 episodes" in run.stdout
+    model = f"{run.run_dir}/ppo_continuous.pt"
+    again = run_script("ppo_continuous.py", "--eval-checkpoint", model, "--eval-episodes", "2", cwd=run.cwd)
+    assert again.returncode == 0 and "over 2 episodes" in again.stdout, again.stderr
+
+
+def test_cuda_rng_state_is_saved_and_restored(monkeypatch, script):
+    # no GPU needed: torch.cuda's RNG calls are stood in for, and the round trip through the helpers is checked
+    state, restored = torch.arange(16, dtype=torch.uint8), []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: state.clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda new_state, device: restored.append((new_state, device)))
+    m, gpu = module(script), torch.device("cuda", 0)
+    states = m.rng_states(gpu)
+    assert torch.equal(states["cuda"], state)
+    m.set_rng_states(states, gpu)
+    assert len(restored) == 1 and torch.equal(restored[0][0], state) and restored[0][1] == gpu
+    assert "cuda" not in m.rng_states(torch.device("cpu"))
+
+
+def run_main(monkeypatch, cwd, script: str, *flags: str) -> dict:
+    """The script's main() in this process, from `cwd`; the signal handlers it installs are put back."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.chdir(cwd)
+    try:
+        return module(script).main(tyro.cli(module(script).Args, args=list(flags)))
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+def test_final_observations_are_valued_normalised(monkeypatch, tmp_path):
+    m = module("ppo_continuous.py")
+    inputs, get_value = [], m.Agent.get_value
+    monkeypatch.setattr(m.Agent, "get_value", lambda agent, x: inputs.append(x.clone()) or get_value(agent, x))
+    run_main(monkeypatch, tmp_path, "ppo_continuous.py", "--env-id", "tests.envs:CountingBox-v0", *TINY)
+    rows = torch.cat(inputs).flatten()
+    assert len(inputs) > 8, "no time-limited episode was valued"  # 8 iterations: 8 calls for the next observations
+    raw_final = float(COUNTING_TIME_LIMIT)  # the raw final observation; normalised, it is about 2
+    assert not torch.any(rows == raw_final) and rows.abs().max() < 4
+
+
+def test_final_observations_are_valued_from_the_state_that_just_acted(monkeypatch, tmp_path):
+    m = module("ppo_discrete.py")
+    calls, get_value, policy = [], m.Agent.get_value, m.Agent.get_action_and_value
+
+    def recording_policy(agent, *args, **kwargs):
+        out = policy(agent, *args, **kwargs)
+        calls.append(("policy", tuple(s.clone() for s in out[4])))
+        return out
+
+    def recording_value(agent, x, lstm_state=None, starts=None):
+        calls.append(("value", x.clone(), tuple(s.clone() for s in lstm_state), starts.clone()))
+        return get_value(agent, x, lstm_state, starts)
+
+    monkeypatch.setattr(m.Agent, "get_action_and_value", recording_policy)
+    monkeypatch.setattr(m.Agent, "get_value", recording_value)
+    run_main(monkeypatch, tmp_path, "ppo_discrete.py", "--env-id", "tests.envs:CountingEnv-v0", "--recurrent",
+             "--num-envs", "1", "--num-steps", "64", "--num-minibatches", "1", "--total-timesteps", "256")  # fmt: skip
+    checked = 0
+    for before, call in zip(calls, calls[1:]):
+        if call[0] == "value" and torch.all(call[1] == COUNTING_TIME_LIMIT):  # the final observation of a time limit
+            assert before[0] == "policy" and torch.all(call[3] == 0), "valued as a new episode"
+            assert all(torch.equal(a, b) for a, b in zip(call[2], before[1])), "not the state that just acted"
+            checked += 1
+    assert checked >= 5
+
+
+ALIGNED = {"ppo_discrete.py": ["--env-id", "tests.envs:Aligned-v0"], "ppo_continuous.py": ["--env-id", "tests.envs:AlignedBox-v0"]}
+ALIGNED_RUN = ["--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--total-timesteps", "256", "--save-model",
+               "--eval-episodes", "1"]  # fmt: skip
+
+
+@pytest.mark.parametrize("script, flags", [(s, f) for s, f in ALIGNED.items()] + [("ppo_discrete.py", ALIGNED["ppo_discrete.py"] + ["--recurrent"])],
+                         ids=lambda v: " ".join(v) if isinstance(v, list) else v)  # fmt: skip
+def test_resuming_mid_run_reproduces_the_uninterrupted_run(tmp_path, script, flags):
+    # every episode ends at an iteration's end, so the resumed run's fresh episodes are the ones it would have had
+    full = train_in(tmp_path, script, *flags, *ALIGNED_RUN, "--checkpoint-every", "3", "--keep-checkpoints", "5", "--loss", "kl-penalty")
+    middle = sorted(glob.glob(f"{full.run_dir}/checkpoints/*.pt"))[0]  # iteration 3 of 8
+    resumed_cwd = tmp_path / "resumed"
+    resumed_cwd.mkdir()
+    resumed = train_in(resumed_cwd, script, *flags, *ALIGNED_RUN, "--loss", "kl-penalty", "--resume", middle)
+    name = f"{script[:-3]}.pt"
+    before = module(script).load_checkpoint(f"{full.run_dir}/{name}", "--resume")
+    after = module(script).load_checkpoint(f"{resumed.run_dir}/{name}", "--resume")
+    for key in ["model", "optimizer", "rng", "kl_coef", "global_step", "obs_rms", "reward_rms"]:
+        if key in before:
+            assert_identical(before[key], after[key], key)
+    for tag in ["losses/value_loss", "losses/policy_loss", "losses/approx_kl", "charts/kl_coef", "charts/episodic_return"]:
+        later = [(step, value) for step, value in zip(full.steps(tag), full.scalars(tag)) if step > 3 * 32]
+        assert list(zip(resumed.steps(tag), resumed.scalars(tag))) == later, tag
