@@ -7,10 +7,13 @@
 
 Defaults reproduce CleanRL's ppo_atari.py (itself openai/baselines' ppo2 with the DeepMind
 wrappers). Comments cite the numbered details of "The 37 Implementation Details of PPO" (Huang et
-al., 2022); README.md maps every flag to its detail. Two environment back ends give the same
-observations and signals: `gymnasium` (a gymnasium vector env of the baselines wrappers written
-below) and `ale` (ale-py's multithreaded AtariVectorEnv). Frames are kept as uint8 everywhere,
-the rollout buffer included, and scaled only inside the network.
+al., 2022); README.md maps every flag to its detail. Two environment back ends give observations of
+the same shape and the same episode accounting: `gymnasium` (a gymnasium vector env of the baselines
+wrappers written below) and `ale` (ale-py's multithreaded AtariVectorEnv). Their trajectories differ
+in details (the order of no-ops and FIRE at a reset, a new game's stack padded with zeros or copies,
+max-pooling of grayscale or RGB frames: README "Differences between the back ends"), so a model is
+evaluated on the back end it trained on. Frames are kept as uint8 everywhere, the rollout buffer
+included, and scaled only inside the network.
 """
 
 import math
