@@ -122,7 +122,8 @@ def run_read_only(cwd, script: str, *flags: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(not unshare_works(), reason="needs `unshare -rm` for a read-only mount")
 def test_a_read_only_working_directory_is_one_line(tmp_path, script):
-    trained = train_in(tmp_path, script, *SCRIPTS[script], *TINY, "--checkpoint-every", "8", "--save-model", "--eval-episodes", "1")
+    trained = train_in(tmp_path, script, *SCRIPTS[script], *TINY, "--total-timesteps", "128", "--checkpoint-every", "1",
+                       "--save-model", "--eval-episodes", "1")  # fmt: skip
     (checkpoint,) = glob.glob(f"{trained.run_dir}/checkpoints/*.pt")
     read_only = tmp_path / "read-only"
     read_only.mkdir()
