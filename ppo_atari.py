@@ -910,7 +910,7 @@ def check_resume_args(args: Args, checkpoint: dict, world_size: int = 1) -> None
         launch = "python" if len(checkpoint["rng"]) == 1 else f"torchrun with {len(checkpoint['rng'])} workers in all"
         raise UsageError(f"--resume: the checkpoint was written by {len(checkpoint['rng'])} worker(s), this run has "
                          f"{world_size}; launch it with {launch}")  # fmt: skip
-    saved = checkpoint["args"]
+    saved = {**vars(Args()), **checkpoint["args"]}  # a flag added since the checkpoint was written: its default
     for name, value in vars(args).items():
         if name not in RUN_CONTROL and saved.get(name) != value:
             flag = "--" + name.replace("_", "-")

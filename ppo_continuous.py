@@ -75,10 +75,14 @@ class Args:
     """detail 27: clip actions to the bounds when stepping the env; the unclipped sample is trained on"""
     norm_obs: bool = True
     """detail 28: normalise observations by a running mean and variance"""
+    norm_obs_final: bool = False
+    """detail 28: also count an ended episode's final observation in the statistics (on: CleanRL's per-env wrappers; off: ours)"""
     clip_obs: float = 10.0
     """detail 29: clip normalised observations to [-clip, clip]; 0 disables"""
     norm_reward: bool = True
     """detail 30: divide rewards by the running std of a discounted return"""
+    norm_reward_restart: Literal["episode-end", "termination"] = "episode-end"
+    """detail 30: the return restarts after any episode end (ours, baselines' VecNormalize), or only at a termination, before its reward (CleanRL)"""
     clip_reward: float = 10.0
     """detail 31: clip scaled rewards to [-clip, clip]; 0 disables"""
     state_dependent_std: bool = False
@@ -319,21 +323,29 @@ def normalize_obs(obs: np.ndarray, obs_rms: Optional[RunningMeanStd], clip_obs: 
 class RewardScaler:
     """detail 30-31: rewards [N] divided by the running std of each sub-env's discounted return, then clipped.
 
-    The discounted return restarts where an episode ended (termination or truncation), so one
-    episode's return never leaks into the next one's scale.
+    restart "episode-end" (ours, baselines' VecNormalize): the return restarts after an episode ended
+    (termination or truncation), so one episode's return never leaks into the next one's scale.
+    "termination" (CleanRL, gymnasium 0.29's NormalizeReward): return = return * gamma * (1 - terminated)
+    + reward, so it restarts before a terminal step's reward, which then carries into the next
+    episode, and runs on across time limits.
     """
 
-    def __init__(self, num_envs: int, gamma: float, clip_reward: float):
+    def __init__(self, num_envs: int, gamma: float, clip_reward: float, restart: str = "episode-end"):
         self.return_rms = RunningMeanStd()
         self.returns = np.zeros(num_envs)
         self.gamma = gamma
         self.clip_reward = clip_reward
+        self.restart = restart
 
-    def __call__(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
-        self.returns = self.returns * self.gamma + rewards
+    def __call__(self, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> np.ndarray:
+        if self.restart == "termination":
+            self.returns = self.returns * self.gamma * (1 - terminated) + rewards
+        else:
+            self.returns = self.returns * self.gamma + rewards
         self.return_rms.update(all_gather_rows(self.returns))  # every worker's returns under torchrun
         scaled = rewards / np.sqrt(self.return_rms.var + 1e-8)
-        self.returns[dones] = 0.0
+        if self.restart == "episode-end":
+            self.returns[terminated | truncated] = 0.0
         return np.clip(scaled, -self.clip_reward, self.clip_reward) if self.clip_reward > 0 else scaled
 
 
@@ -737,7 +749,7 @@ def check_resume_args(args: Args, checkpoint: dict, world_size: int = 1) -> None
         launch = "python" if len(checkpoint["rng"]) == 1 else f"torchrun with {len(checkpoint['rng'])} workers in all"
         raise UsageError(f"--resume: the checkpoint was written by {len(checkpoint['rng'])} worker(s), this run has "
                          f"{world_size}; launch it with {launch}")  # fmt: skip
-    saved = checkpoint["args"]
+    saved = {**vars(Args()), **checkpoint["args"]}  # a flag added since the checkpoint was written: its default
     for name, value in vars(args).items():
         if name not in RUN_CONTROL and saved.get(name) != value:
             flag = "--" + name.replace("_", "-")
@@ -768,9 +780,12 @@ def load_model(path: str, device: torch.device = torch.device("cpu")):
     """-> (agent, obs_rms or None, the saved Args as a dict) of a checkpoint."""
     checkpoint = load_checkpoint(path, "--eval-checkpoint")
     saved = checkpoint["args"]
-    env = gym.make(saved["env_id"])  # the network's sizes: the env's observation and action, flattened
-    obs_dim, action_dim = int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
-    env.close()
+    try:  # the network's sizes, from its weights
+        obs_dim = checkpoint["model"]["actor_trunk.0.weight"].shape[1]
+        action_dim = checkpoint["model"]["actor_mean.weight"].shape[0]
+    except (KeyError, IndexError, AttributeError) as e:
+        raise UsageError(f"--eval-checkpoint {path} is a damaged checkpoint (no {e} in its model); "
+                         f"pass a .pt file this script wrote") from None  # fmt: skip
     agent = Agent(obs_dim, action_dim, saved["shared_network"], saved["state_dependent_std"]).to(device)
     load_state(agent, checkpoint["model"], "--eval-checkpoint", path)
     obs_rms = None
@@ -897,7 +912,7 @@ def main(args: Args) -> Optional[dict]:
     action_low, action_high = action_space.low.reshape(-1), action_space.high.reshape(-1)
     # details 28-31: one set of statistics for all sub-envs, saved with the model
     obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
-    reward_scaler = RewardScaler(args.num_envs, args.gamma, args.clip_reward) if args.norm_reward else None
+    reward_scaler = RewardScaler(args.num_envs, args.gamma, args.clip_reward, args.norm_reward_restart) if args.norm_reward else None
 
     agent = Agent(obs_dim, action_dim, args.shared_network, args.state_dependent_std, args.ortho_init).to(device)
     broadcast_(list(agent.parameters()))  # every worker starts from rank 0's weights
@@ -1016,8 +1031,14 @@ def main(args: Args) -> Optional[dict]:
                 episode_returns[i], episode_lengths[i] = 0.0, 0
 
             if reward_scaler is not None:
-                reward = reward_scaler(reward, done)
+                reward = reward_scaler(reward, terminated, truncated)
             rewards[step], terminations[step], truncations[step] = reward, terminated, truncated  # NumPy: no per-step tensors
+            if obs_rms is not None and args.norm_obs_final:  # CleanRL: the final observations count too (all workers gather)
+                final_obs = np.zeros((args.num_envs, obs_dim), np.float32)
+                final_obs[done] = np.stack(info["final_obs"][done]).reshape(int(done.sum()), -1) if done.any() else 0.0
+                final_obs = all_gather_rows(final_obs)[all_gather_rows(done)]
+                if len(final_obs):
+                    obs_rms.update(final_obs)
             next_obs = observe(next_obs_np, update=True)
 
             # A time limit is not a failure: value the (normalised) final observation to bootstrap from it (ours)

@@ -22,6 +22,7 @@ COMMON_FLAGS = [
 FLAGS = {
     "ppo_discrete.py": COMMON_FLAGS + ["--torch-threads", "--action-masking", "--recurrent", "--lstm-hidden-size"],
     "ppo_continuous.py": COMMON_FLAGS + ["--torch-threads", "--clip-action", "--norm-obs", "--clip-obs", "--norm-reward", "--clip-reward",
+                                         "--norm-obs-final", "--norm-reward-restart",
                                          "--state-dependent-std"],
     "ppo_atari.py": COMMON_FLAGS + ["--env-backend", "--noop-max", "--frame-skip", "--episodic-life", "--fire-reset",
                                     "--frame-size", "--clip-reward", "--frame-stack", "--scale-obs", "--recurrent",

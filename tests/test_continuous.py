@@ -55,23 +55,27 @@ def test_normalize_obs_clips_and_is_identity_without_statistics():
     assert normalize_obs(raw, None, 5.0) is raw
 
 
-def test_reward_scaling_against_a_naive_reference_with_episode_ends():
+@pytest.mark.parametrize("restart", ["episode-end", "termination"])
+def test_reward_scaling_against_a_naive_reference_with_episode_ends(restart):
     rng = np.random.default_rng(2)
     num_envs, num_steps, gamma = 3, 200, 0.9
     rewards = rng.normal(1.0, 2.0, size=(num_steps, num_envs))
-    dones = rng.random((num_steps, num_envs)) < 0.05
-    scaler = RewardScaler(num_envs, gamma, clip_reward=0.0)
-    scaled = np.stack([scaler(rewards[t], dones[t]) for t in range(num_steps)])
+    terminated, truncated = rng.random((num_steps, num_envs)) < 0.05, rng.random((num_steps, num_envs)) < 0.05
+    scaler = RewardScaler(num_envs, gamma, clip_reward=0.0, restart=restart)
+    scaled = np.stack([scaler(rewards[t], terminated[t], truncated[t]) for t in range(num_steps)])
 
-    # naive: each env's discounted return restarts after its episode ends; the scale at step t is
-    # the std of every return seen so far (all envs, steps 0..t)
+    # naive: each env's discounted return restarts after its episode ends (ours), or, as CleanRL's gymnasium
+    # 0.29 wrapper, is zeroed before a terminal step's reward is added and runs on across time limits;
+    # the scale at step t is the std of every return seen so far (all envs, steps 0..t)
     returns = np.zeros((num_steps, num_envs))
     for i in range(num_envs):
         running = 0.0
         for t in range(num_steps):
+            if restart == "termination" and terminated[t, i]:
+                running = 0.0
             running = running * gamma + rewards[t, i]
             returns[t, i] = running
-            if dones[t, i]:
+            if restart == "episode-end" and (terminated[t, i] or truncated[t, i]):
                 running = 0.0
     for t in [5, 50, 199]:
         expected = rewards[t] / np.sqrt(returns[: t + 1].var() + 1e-8)
@@ -82,7 +86,7 @@ def test_reward_clipping():
     scaler = RewardScaler(2, 0.99, clip_reward=1.0)
     scaler.return_rms.var = np.float64(1e-6)  # a tiny scale makes every reward huge before clipping
     scaler.return_rms.count = 1e9
-    np.testing.assert_array_equal(scaler(np.array([5.0, -5.0]), np.array([False, False])), [1.0, -1.0])
+    np.testing.assert_array_equal(scaler(np.array([5.0, -5.0]), *[np.array([False, False])] * 2), [1.0, -1.0])
 
 
 def test_gaussian_logprob_and_entropy_match_torch_distributions():
@@ -124,7 +128,9 @@ def test_save_load_round_trip_gives_identical_actions(tmp_path, shared_network, 
     rms = RunningMeanStd((4,))
     rms.update(np.random.default_rng(0).normal(5, 3, size=(100, 4)))
     args = Args(env_id="Pendulum-v1", shared_network=shared_network, state_dependent_std=state_dependent_std)
-    checkpoint = {"format": CHECKPOINT_FORMAT, "model": agent.state_dict(), "obs_rms": rms.state_dict(), "args": vars(args)}
+    checkpoint = {"format": CHECKPOINT_FORMAT, "model": agent.state_dict(), "obs_rms": rms.state_dict(), "args": vars(args),
+                  "run_name": "test", "iteration": 1, "global_step": 1, "kl_coef": 1.0, "optimizer": {}, "rng": [{}],
+                  "wandb_id": None, "reward_rms": None}  # fmt: skip
     save_checkpoint(str(tmp_path / "model.pt"), checkpoint)
 
     loaded, loaded_rms, saved_args = load_model(str(tmp_path / "model.pt"))

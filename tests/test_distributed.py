@@ -7,6 +7,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,8 +52,10 @@ def script(request):
     return request.param
 
 
-def test_workers_end_bit_identical(tmp_path, script):
-    # the schedules and the KL-penalty beta must move the same way on both workers too
+def test_workers_end_bit_identical(tmp_path, script, monkeypatch):
+    # the schedules and the KL-penalty beta must move the same way on both workers too; every step must use the
+    # mean of both workers' gradients (checked inside the workers, see tests/dist_worker.py)
+    monkeypatch.setenv("PPO37_CHECK_COLLECTIVES", "1")
     run, (rank0, rank1) = train_workers(tmp_path, script, *SCRIPTS[script], *SMALL, "--anneal-clip", "--loss", "kl-penalty",
                                         "--save-model", "--eval-episodes", "1")  # fmt: skip
     assert_identical(rank0, rank1)
@@ -64,6 +67,32 @@ def test_workers_end_bit_identical(tmp_path, script):
     assert torch.load(f"{run.run_dir}/{script[:-3]}.pt", weights_only=True)["global_step"] == total
     # only rank 0 reports: one header line, one evaluation line
     assert run.stdout.count("iterations of 64 steps x 2 workers") == 1 and run.stdout.count("evaluation of") == 1
+    records = [torch.load(tmp_path / f"rank{rank}_records.pt", weights_only=True) for rank in range(2)]
+    assert all(r["checked_gradient_steps"] == iterations * 2 * 2 for r in records)  # 2 epochs x 2 minibatches
+    if script == "ppo_continuous.py":  # the statistics are those of both workers' data
+        assert_merged_statistics(rank0, records)
+
+
+def assert_merged_statistics(state: dict, records: list[dict], gamma: float = 0.99) -> None:
+    """The observation and reward statistics equal those of all workers' raw observations (every reset and
+    step) and discounted returns (restarted where an episode ended)."""
+    from ppo_continuous import RunningMeanStd
+
+    obs_rms = RunningMeanStd(state["obs_rms"]["mean"].shape)
+    obs_rms.update(torch.cat([r["obs"].reshape(-1, obs_rms.mean.shape[0]) for r in records]).double().numpy())
+    return_rows = []
+    for r in records:
+        returns = np.zeros(r["rewards"].shape[1])
+        for reward, done in zip(r["rewards"].double().numpy(), r["dones"].numpy()):
+            returns = returns * gamma + reward
+            return_rows.append(returns.copy())
+            returns[done] = 0.0
+    return_rms = RunningMeanStd()
+    return_rms.update(np.concatenate(return_rows))
+    for expected, saved in [(obs_rms, state["obs_rms"]), (return_rms, state["reward_rms"])]:
+        np.testing.assert_allclose(saved["mean"].numpy(), expected.mean, rtol=1e-5)  # batches of float32
+        np.testing.assert_allclose(saved["var"].numpy(), expected.var, rtol=1e-5)
+        assert saved["count"] == pytest.approx(expected.count)
 
 
 def test_both_workers_episodes_are_logged_exactly(tmp_path):

@@ -16,7 +16,7 @@ import torch
 import tyro
 
 from tests.conftest import REPO, TINY, assert_identical, run_script, train_in
-from tests.envs import COUNTING_TIME_LIMIT
+from tests.envs import COUNTING_TIME_LIMIT, counting_episodes
 
 SCRIPTS = {"ppo_discrete.py": [], "ppo_continuous.py": ["--env-id", "Pendulum-v1"], "ppo_atari.py": ["--env-id", "PongNoFrameskip-v4"]}
 
@@ -270,3 +270,12 @@ def test_resuming_mid_run_reproduces_the_uninterrupted_run(tmp_path, script, fla
     for tag in ["losses/value_loss", "losses/policy_loss", "losses/approx_kl", "charts/kl_coef", "charts/episodic_return"]:
         later = [(step, value) for step, value in zip(full.steps(tag), full.scalars(tag)) if step > 3 * 32]
         assert list(zip(resumed.steps(tag), resumed.scalars(tag))) == later, tag
+
+
+@pytest.mark.parametrize("final", [False, True])
+def test_final_observations_count_in_the_statistics_only_with_norm_obs_final(monkeypatch, tmp_path, final):
+    # 2 envs x 512 steps after a reset of 2: with --norm-obs-final (CleanRL) each ended episode's final observation too
+    state = run_main(monkeypatch, tmp_path, "ppo_continuous.py", "--env-id", "tests.envs:CountingBox-v0", *TINY,
+                     *(["--norm-obs-final"] if final else []))  # fmt: skip
+    ended = len(counting_episodes(1, 2, 512))
+    assert state["obs_rms"]["count"] == pytest.approx(1e-4 + 2 + 2 * 512 + (ended if final else 0), abs=1e-6)
