@@ -103,7 +103,7 @@ def replay(fault: Fault) -> bool:
         if text.count(fault.old) != 1:
             sys.exit(f"{fault.name}: the text to replace occurs {text.count(fault.old)} times in {fault.file}; update tests/faults.py")
         open(path, "w").write(text.replace(fault.old, fault.new))
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *fault.tests], cwd=scratch,
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *fault.tests], cwd=scratch,
                               capture_output=True, text=True)  # fmt: skip
         if proc.returncode == 5:
             sys.exit(f"{fault.name}: {fault.tests} selects no test; update tests/faults.py")

@@ -144,7 +144,11 @@ def stop_quickly(proc: subprocess.Popen, signum: int) -> tuple[str, str, float]:
     """Send `signum` -> stdout, stderr and the seconds the process took to exit."""
     sent = time.time()
     proc.send_signal(signum)
-    stdout, stderr = proc.communicate(timeout=60)
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # a run that ignores the signal must not outlive the test
+        raise
     return stdout, stderr, time.time() - sent
 
 

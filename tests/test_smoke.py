@@ -69,7 +69,7 @@ COMMON_FLAGS = [
     ["--shared-network"], ["--no-bootstrap-truncation"], ["--seed", "2"],
 ]  # fmt: skip
 CONTINUOUS_FLAGS = [["--no-norm-obs"], ["--clip-obs", "1"], ["--no-norm-reward"], ["--clip-reward", "0.1"],
-                    ["--state-dependent-std"]]  # fmt: skip
+                    ["--state-dependent-std"], ["--norm-obs-final"], ["--norm-reward-restart", "termination"]]  # fmt: skip
 CHANGING = (
     [(script, [], flags) for script in SCRIPTS for flags in COMMON_FLAGS
      if not (flags == ["--no-bootstrap-truncation"] and SCRIPTS[script]["truncating"] is None)
