@@ -242,11 +242,14 @@ def validate_args(args: Args, world_size: int = 1) -> None:
             f"--recurrent: --num-minibatches {args.num_minibatches} does not divide --num-envs {args.num_envs} "
             f"(a minibatch is whole env sequences); use one of {divisors}"
         )
-    minibatch_size = args.num_envs // args.num_minibatches * args.num_steps if args.recurrent else batch_size // args.num_minibatches
+    minibatch_size = batch_size // args.num_minibatches
+    if args.recurrent:  # whole env sequences
+        minibatch_size = args.num_envs // args.num_minibatches * args.num_steps
     if args.norm_adv and minibatch_size < 2:
         raise UsageError(
-            f"--norm-adv: a minibatch of one sample has no standard deviation (--num-envs {args.num_envs} x --num-steps "
-            f"{args.num_steps} / --num-minibatches {args.num_minibatches}); use fewer minibatches or --no-norm-adv"
+            f"--norm-adv: a minibatch of one sample has no standard deviation (--num-envs {args.num_envs} x "
+            f"--num-steps {args.num_steps} / --num-minibatches {args.num_minibatches}); use fewer minibatches or "
+            f"--no-norm-adv"
         )
     if args.total_timesteps < batch_size * world_size:
         workers = f" x {world_size} workers" if world_size > 1 else ""
@@ -815,7 +818,8 @@ def stop_at_once(signum, frame):
 # ---- Checkpoints: everything needed to continue a run, written atomically, loaded without code ----
 
 CHECKPOINT_FORMAT = "ppo37 ppo_atari.py checkpoint v2"
-CHECKPOINT_KEYS = {"format", "args", "run_name", "iteration", "global_step", "kl_coef", "model", "optimizer", "rng", "wandb_id"}
+CHECKPOINT_KEYS = {"format", "args", "run_name", "iteration", "global_step", "kl_coef", "model", "optimizer", "rng",
+                   "wandb_id"}
 
 
 class NonFiniteError(Exception):
@@ -871,7 +875,8 @@ def load_checkpoint(path: str, flag: str) -> dict:
         found = checkpoint.get("format", "no format field") if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise UsageError(f"{flag} {path} is not a checkpoint of ppo_atari.py ({found}); use the script that wrote it")
     missing = sorted(CHECKPOINT_KEYS - checkpoint.keys())
-    if not missing and not (isinstance(checkpoint["args"], dict) and checkpoint["args"].keys() <= Args.__dataclass_fields__.keys()):
+    flags = checkpoint.get("args")
+    if not missing and not (isinstance(flags, dict) and flags.keys() <= Args.__dataclass_fields__.keys()):
         missing = ["args (flags this script does not have)"]
     if missing:
         raise UsageError(f"{flag} {path} is a damaged checkpoint (missing or wrong: {', '.join(missing)}); "
@@ -1019,10 +1024,11 @@ def main(args: Args) -> Optional[dict]:
     conv_size = ((args.frame_size - 8) // 4 + 1 - 4) // 2 + 1 - 2
     network_bytes = 4 * 4 * 64 * max(conv_size, 1) ** 2 * 512
     step_bytes = args.frame_stack * args.frame_size**2 + 8 + 36
-    check_memory(batch_size * step_bytes + network_bytes, f"--num-envs {args.num_envs} x --num-steps {args.num_steps} x "
-                 f"--frame-stack {args.frame_stack} x --frame-size {args.frame_size}^2", device)  # fmt: skip
+    flags = f"--num-envs {args.num_envs} x --num-steps {args.num_steps} x --frame-stack {args.frame_stack} x "
+    check_memory(batch_size * step_bytes + network_bytes, f"{flags}--frame-size {args.frame_size}^2", device)
     if checkpoint is None:  # rank 0 names the run for everyone
-        run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        env_name = args.env_id.replace(":", "_").replace("/", "_")
+        run_name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
         run_name = gather_objects(claim_run_dir(run_name) if rank == 0 else None)[0]
     else:  # nothing left to train when the checkpoint is at --total-timesteps already: save and evaluate
         run_name = checkpoint["run_name"]
@@ -1076,7 +1082,8 @@ def main(args: Args) -> Optional[dict]:
     # logging opens once the checkpoint is restored: a damaged one is refused before anything is written
     writer, wandb_run = NullWriter(), None
     if rank == 0:
-        writer, wandb_run = init_logging(args, run_name, checkpoint and checkpoint["wandb_id"], checkpoint and checkpoint["global_step"] + 1)
+        wandb_id, purge_step = (checkpoint["wandb_id"], checkpoint["global_step"] + 1) if checkpoint else (None, None)
+        writer, wandb_run = init_logging(args, run_name, wandb_id, purge_step)
     writer.add_text(
         "hyperparameters",
         "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
@@ -1320,7 +1327,8 @@ def main(args: Args) -> Optional[dict]:
                 returns = evaluate(model_path, args.eval_episodes, args.seed + 10_000, device, video_folder)
                 report_evaluation(writer, model_path, returns, global_step)
             except SignalStop as stop:
-                print(f"{signal.Signals(stop.signum).name}: evaluation stopped; the model is saved in {model_path}", file=sys.stderr)
+                name = signal.Signals(stop.signum).name
+                print(f"{name}: evaluation stopped; the model is saved in {model_path}", file=sys.stderr)
                 stop_requested, stop_signal[:] = True, [stop.signum]
     writer.close()
     if wandb_run:

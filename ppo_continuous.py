@@ -76,13 +76,13 @@ class Args:
     norm_obs: bool = True
     """detail 28: normalise observations by a running mean and variance"""
     norm_obs_final: bool = False
-    """detail 28: also count an ended episode's final observation in the statistics (on: CleanRL's per-env wrappers; off: ours)"""
+    """detail 28: also count ended episodes' final observations in the statistics (on: CleanRL; off: ours)"""
     clip_obs: float = 10.0
     """detail 29: clip normalised observations to [-clip, clip]; 0 disables"""
     norm_reward: bool = True
     """detail 30: divide rewards by the running std of a discounted return"""
     norm_reward_restart: Literal["episode-end", "termination"] = "episode-end"
-    """detail 30: the return restarts after any episode end (ours, baselines' VecNormalize), or only at a termination, before its reward (CleanRL)"""
+    """detail 30: the return restarts after every episode end (ours, as baselines), or at terminations only (CleanRL)"""
     clip_reward: float = 10.0
     """detail 31: clip scaled rewards to [-clip, clip]; 0 disables"""
     state_dependent_std: bool = False
@@ -217,8 +217,9 @@ def validate_args(args: Args, world_size: int = 1) -> None:
     minibatch_size = batch_size // args.num_minibatches
     if args.norm_adv and minibatch_size < 2:
         raise UsageError(
-            f"--norm-adv: a minibatch of one sample has no standard deviation (--num-envs {args.num_envs} x --num-steps "
-            f"{args.num_steps} / --num-minibatches {args.num_minibatches}); use fewer minibatches or --no-norm-adv"
+            f"--norm-adv: a minibatch of one sample has no standard deviation (--num-envs {args.num_envs} x "
+            f"--num-steps {args.num_steps} / --num-minibatches {args.num_minibatches}); use fewer minibatches or "
+            f"--no-norm-adv"
         )
     if args.total_timesteps < batch_size * world_size:
         workers = f" x {world_size} workers" if world_size > 1 else ""
@@ -654,7 +655,8 @@ def stop_at_once(signum, frame):
 # ---- Checkpoints: everything needed to continue a run, written atomically, loaded without code ----
 
 CHECKPOINT_FORMAT = "ppo37 ppo_continuous.py checkpoint v2"
-CHECKPOINT_KEYS = {"format", "args", "run_name", "iteration", "global_step", "kl_coef", "model", "optimizer", "rng", "wandb_id", "obs_rms", "reward_rms"}
+CHECKPOINT_KEYS = {"format", "args", "run_name", "iteration", "global_step", "kl_coef", "model", "optimizer", "rng",
+                   "wandb_id", "obs_rms", "reward_rms"}
 
 
 class NonFiniteError(Exception):
@@ -710,7 +712,8 @@ def load_checkpoint(path: str, flag: str) -> dict:
         found = checkpoint.get("format", "no format field") if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise UsageError(f"{flag} {path} is not a checkpoint of ppo_continuous.py ({found}); use the script that wrote it")
     missing = sorted(CHECKPOINT_KEYS - checkpoint.keys())
-    if not missing and not (isinstance(checkpoint["args"], dict) and checkpoint["args"].keys() <= Args.__dataclass_fields__.keys()):
+    flags = checkpoint.get("args")
+    if not missing and not (isinstance(flags, dict) and flags.keys() <= Args.__dataclass_fields__.keys()):
         missing = ["args (flags this script does not have)"]
     if missing:
         raise UsageError(f"{flag} {path} is a damaged checkpoint (missing or wrong: {', '.join(missing)}); "
@@ -808,11 +811,12 @@ def evaluate(model_path: str, eval_episodes: int, seed: int = 1, device: torch.d
         obs, _ = env.reset(seed=seed)
         episode_return = 0.0
         while len(returns) < eval_episodes:
-            x = torch.as_tensor(normalize_obs(obs.reshape(1, -1), obs_rms, saved["clip_obs"]), dtype=torch.float32, device=device)
+            x = normalize_obs(obs.reshape(1, -1), obs_rms, saved["clip_obs"])
+            x = torch.as_tensor(x, dtype=torch.float32, device=device)
             with torch.no_grad():
                 action = agent.get_mean_action(x) if deterministic else agent.get_action_and_value(x)[0]
-            action = env_actions(action[0].cpu().numpy(), low, high, saved["clip_action"]).reshape(env.action_space.shape)
-            obs, reward, terminated, truncated, _ = env.step(action)  # the env's own action shape
+            action = env_actions(action[0].cpu().numpy(), low, high, saved["clip_action"])
+            obs, reward, terminated, truncated, _ = env.step(action.reshape(env.action_space.shape))  # the env's shape
             episode_return += float(reward)
             if terminated or truncated:
                 returns.append(episode_return)
@@ -875,7 +879,8 @@ def main(args: Args) -> Optional[dict]:
     step_bytes = 4 * int(np.prod(observation_space.shape)) + 4 * int(np.prod(action_space.shape)) + 32
     check_memory(batch_size * step_bytes, f"--num-envs {args.num_envs} x --num-steps {args.num_steps}", device)
     if checkpoint is None:  # rank 0 names the run for everyone
-        run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        env_name = args.env_id.replace(":", "_").replace("/", "_")
+        run_name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
         run_name = gather_objects(claim_run_dir(run_name) if rank == 0 else None)[0]
     else:  # nothing left to train when the checkpoint is at --total-timesteps already: save and evaluate
         run_name = checkpoint["run_name"]
@@ -912,7 +917,9 @@ def main(args: Args) -> Optional[dict]:
     action_low, action_high = action_space.low.reshape(-1), action_space.high.reshape(-1)
     # details 28-31: one set of statistics for all sub-envs, saved with the model
     obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
-    reward_scaler = RewardScaler(args.num_envs, args.gamma, args.clip_reward, args.norm_reward_restart) if args.norm_reward else None
+    reward_scaler = None
+    if args.norm_reward:
+        reward_scaler = RewardScaler(args.num_envs, args.gamma, args.clip_reward, args.norm_reward_restart)
 
     agent = Agent(obs_dim, action_dim, args.shared_network, args.state_dependent_std, args.ortho_init).to(device)
     broadcast_(list(agent.parameters()))  # every worker starts from rank 0's weights
@@ -938,7 +945,8 @@ def main(args: Args) -> Optional[dict]:
     # logging opens once the checkpoint is restored: a damaged one is refused before anything is written
     writer, wandb_run = NullWriter(), None
     if rank == 0:
-        writer, wandb_run = init_logging(args, run_name, checkpoint and checkpoint["wandb_id"], checkpoint and checkpoint["global_step"] + 1)
+        wandb_id, purge_step = (checkpoint["wandb_id"], checkpoint["global_step"] + 1) if checkpoint else (None, None)
+        writer, wandb_run = init_logging(args, run_name, wandb_id, purge_step)
     writer.add_text(
         "hyperparameters",
         "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
@@ -1033,7 +1041,7 @@ def main(args: Args) -> Optional[dict]:
             if reward_scaler is not None:
                 reward = reward_scaler(reward, terminated, truncated)
             rewards[step], terminations[step], truncations[step] = reward, terminated, truncated  # NumPy: no per-step tensors
-            if obs_rms is not None and args.norm_obs_final:  # CleanRL: the final observations count too (all workers gather)
+            if obs_rms is not None and args.norm_obs_final:  # CleanRL: final observations count too (every worker's)
                 final_obs = np.zeros((args.num_envs, obs_dim), np.float32)
                 final_obs[done] = np.stack(info["final_obs"][done]).reshape(int(done.sum()), -1) if done.any() else 0.0
                 final_obs = all_gather_rows(final_obs)[all_gather_rows(done)]
@@ -1182,7 +1190,8 @@ def main(args: Args) -> Optional[dict]:
                 returns = evaluate(model_path, args.eval_episodes, args.seed + 10_000, device, video_folder=video_folder)
                 report_evaluation(writer, model_path, returns, global_step)
             except SignalStop as stop:
-                print(f"{signal.Signals(stop.signum).name}: evaluation stopped; the model is saved in {model_path}", file=sys.stderr)
+                name = signal.Signals(stop.signum).name
+                print(f"{name}: evaluation stopped; the model is saved in {model_path}", file=sys.stderr)
                 stop_requested, stop_signal[:] = True, [stop.signum]
     writer.close()
     if wandb_run:

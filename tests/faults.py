@@ -73,7 +73,7 @@ FAULTS = [
     Fault("eval-checkpoint-ignores-signals", "ppo_atari.py",
           "        signal.signal(signal.SIGTERM, stop_at_once)\n        checkpoint = load_checkpoint(args.eval_checkpoint",
           "        checkpoint = load_checkpoint(args.eval_checkpoint", ["tests/test_faults.py", "-k", "eval_checkpoint_at_once and atari"]),
-    Fault("box-action-flat", "ppo_continuous.py", '.reshape(env.action_space.shape)\n', "\n",
+    Fault("box-action-flat", "ppo_continuous.py", "env.step(action.reshape(env.action_space.shape))", "env.step(action)",
           ["tests/test_faults.py::test_any_box_shape_trains_and_evaluates"]),
     Fault("atari-evaluates-on-gymnasium", "ppo_atari.py", '"num_envs": 1, "vector_mode": "sync"}',
           '"num_envs": 1, "vector_mode": "sync", "env_backend": "gymnasium"}',
