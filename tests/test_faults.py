@@ -2,32 +2,19 @@
 in-process checks that catch faults a run's logs would hide (V(final obs), resuming mid-run)."""
 
 import glob
-import importlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
 import tyro
 
 from tests.conftest import REPO, TINY, assert_identical, run_script, train_in
 from tests.envs import COUNTING_TIME_LIMIT, counting_episodes
-
-SCRIPTS = {"ppo_discrete.py": [], "ppo_continuous.py": ["--env-id", "Pendulum-v1"], "ppo_atari.py": ["--env-id", "PongNoFrameskip-v4"]}
-
-
-@pytest.fixture(params=SCRIPTS)
-def script(request):
-    return request.param
-
-
-def module(script: str):
-    return importlib.import_module(script[:-3])
+from tests.test_long_runs import SCRIPTS, module, script, start  # noqa: F401 (script: the fixture)
 
 
 def in_python(cwd, code: str, script: str, *flags: str) -> subprocess.CompletedProcess:
@@ -132,12 +119,6 @@ def test_a_read_only_working_directory_is_one_line(tmp_path, script):
         assert proc.returncode == 1, proc.stderr
         assert one_line(proc.stderr) == f"{script}: error: runs: Read-only file system", proc.stderr
     assert os.listdir(read_only) == []
-
-
-def start(cwd, script, *flags) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, str(REPO / script), *SCRIPTS[script], *flags], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
 
 def stop_quickly(proc: subprocess.Popen, signum: int) -> tuple[str, str, float]:

@@ -127,7 +127,7 @@ def test_atari_evaluates_on_the_back_end_it_trained_on(full_runs, tmp_path, monk
 
 
 def start(cwd, script, *flags) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # lines arrive as printed
     return subprocess.Popen([sys.executable, str(REPO / script), *SCRIPTS[script], *flags], cwd=cwd, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
