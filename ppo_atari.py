@@ -65,7 +65,7 @@ class Args:
 
     # Environment
     env_id: str = "BreakoutNoFrameskip-v4"
-    """an ale-py game id, e.g. PongNoFrameskip-v4 or ALE/Pong-v5 (always run without frame skip or sticky actions inside ALE)"""
+    """an ale-py game id, e.g. PongNoFrameskip-v4 or ALE/Pong-v5 (run without ALE's own frame skip or sticky actions)"""
     env_backend: Literal["gymnasium", "ale"] = "gymnasium"
     """gymnasium: vector env of the wrappers in this file; ale: ale-py's C++ AtariVectorEnv"""
     total_timesteps: int = 10000000
@@ -93,7 +93,7 @@ class Args:
     clip_reward: bool = True
     """detail 19: train on the sign of the reward (logged returns stay raw game scores)"""
     frame_stack: Optional[int] = None
-    """detail 20: stack the last frames into one observation (None: 4, or 1 with --recurrent as in CleanRL's LSTM variant)"""
+    """detail 20: stack the last frames into one observation (None: 4, or 1 with --recurrent, as in CleanRL)"""
     shared_network: bool = True
     """detail 21: one Nature-CNN trunk for policy and value (off: two trunks)"""
     scale_obs: bool = True
@@ -159,20 +159,34 @@ class Args:
     resume: Optional[str] = None
     """continue the run of this checkpoint to --total-timesteps (repeat the run's flags; see README)"""
     eval_episodes: int = 10
-    """episodes of the deterministic (argmax) policy (full games) in the evaluation after --save-model or of --eval-checkpoint (env seed: the run's seed + 10000)"""
+    """full games of the argmax policy evaluated after --save-model or by --eval-checkpoint (env seed: seed + 10000)"""
     eval_checkpoint: Optional[str] = None
     """only evaluate this checkpoint (no training), logging to its run directory"""
     capture_video: bool = False
-    """record games of the first env to videos/<run_name>/ (training: gymnasium back end; evaluation in videos/<run_name>/eval)"""
+    """record games of the first env to videos/<run_name>/ (gymnasium back end; evaluation in videos/<run_name>/eval)"""
 
     def __post_init__(self):
         if self.frame_stack is None:  # memory comes from the LSTM instead of the stack
             self.frame_stack = 1 if self.recurrent else 4
 
 
-RUN_CONTROL = {"total_timesteps", "save_model", "checkpoint_every", "keep_checkpoints", "resume", "eval_episodes",
-               "eval_checkpoint", "capture_video", "track", "wandb_project_name", "wandb_entity", "cuda", "compile",
-               "vector_mode", "dist_backend"}  # fmt: skip
+RUN_CONTROL = {
+    "total_timesteps",
+    "save_model",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "resume",
+    "eval_episodes",
+    "eval_checkpoint",
+    "capture_video",
+    "track",
+    "wandb_project_name",
+    "wandb_entity",
+    "cuda",
+    "compile",
+    "vector_mode",
+    "dist_backend",
+}
 """Flags that may differ between a run and its resumption; every other flag must match the checkpoint's."""
 
 
@@ -222,9 +236,14 @@ def validate_args(args: Args, world_size: int = 1) -> None:
     if not 0 <= args.seed <= 2**32 - world_size:  # numpy seeds each worker with seed + rank
         raise UsageError(f"--seed must be in [0, {2**32 - world_size}] (numpy's seed range), got {args.seed}")
     if args.capture_video and args.env_backend == "ale":
-        raise UsageError("--capture-video records from the gymnasium back end (ale-py's vector env does not render); add --env-backend gymnasium")
+        raise UsageError(
+            "--capture-video records from the gymnasium back end (ale-py's vector env does not render); "
+            "add --env-backend gymnasium"
+        )
     if args.frame_size < 36:
-        raise UsageError(f"--frame-size {args.frame_size} is too small for the Nature CNN; use 36 or more (84 is the reference)")
+        raise UsageError(
+            f"--frame-size {args.frame_size} is too small for the Nature CNN; use 36 or more (84 is the reference)"
+        )
     if not 0 < args.gamma <= 1:
         raise UsageError(f"--gamma must be in (0, 1], got {args.gamma}")
     if not 0 <= args.gae_lambda <= 1:
@@ -258,14 +277,22 @@ def validate_args(args: Args, world_size: int = 1) -> None:
             f"(--num-envs x --num-steps{workers}); use at least {batch_size * world_size}"
         )
     if args.compile and args.recurrent:
-        raise UsageError("--compile does not take --recurrent (the LSTM's step loop would unroll into one huge graph); drop --compile")
+        raise UsageError(
+            "--compile does not take --recurrent (the LSTM's step loop would unroll into one huge graph); "
+            "drop --compile"
+        )
     if args.eval_checkpoint is not None and world_size > 1:
         raise UsageError("--eval-checkpoint evaluates in one process; run it with python, not torchrun")
     if args.dist_backend == "nccl" and not (args.cuda and torch.cuda.is_available()):
-        raise UsageError("--dist-backend nccl needs CUDA, which this machine or --no-cuda rules out; use --dist-backend gloo")
+        raise UsageError(
+            "--dist-backend nccl needs CUDA, which this machine or --no-cuda rules out; use --dist-backend gloo"
+        )
 
 
-LIST_GAMES = "list them with `python -c \"import ale_py; print(sorted(ale_py.roms.get_all_rom_ids()))\"` (ids look like PongNoFrameskip-v4)"
+LIST_GAMES = (
+    'list them with `python -c "import ale_py; print(sorted(ale_py.roms.get_all_rom_ids()))"` '
+    "(ids look like PongNoFrameskip-v4)"
+)
 
 
 def atari_game(env_id: str) -> str:
@@ -275,7 +302,10 @@ def atari_game(env_id: str) -> str:
     except gym.error.Error as e:
         raise UsageError(f"--env-id {env_id}: {str(e).strip().splitlines()[0]}; {LIST_GAMES}") from None
     if spec.entry_point != "ale_py.env:AtariEnv":
-        raise UsageError(f"--env-id {env_id} is not an Atari game of ale-py; ppo_atari.py trains on Atari, use ppo_discrete.py or ppo_continuous.py")
+        raise UsageError(
+            f"--env-id {env_id} is not an Atari game of ale-py; ppo_atari.py trains on Atari, "
+            "use ppo_discrete.py or ppo_continuous.py"
+        )
     return spec.kwargs["game"]
 
 
@@ -411,8 +441,13 @@ def wrap_atari(env: gym.Env, args: Args) -> gym.Env:
 def make_env(env_id: str, args: Args, video_folder: Optional[str] = None):
     def thunk():
         # the wrappers do the frame skipping; ALE itself skips nothing and has no sticky actions
-        env = gym.make(env_id, frameskip=1, repeat_action_probability=0.0, full_action_space=False,
-                       render_mode=None if video_folder is None else "rgb_array")  # fmt: skip
+        env = gym.make(
+            env_id,
+            frameskip=1,
+            repeat_action_probability=0.0,
+            full_action_space=False,
+            render_mode=None if video_folder is None else "rgb_array",
+        )
         if video_folder is not None:  # whole games (0, 1, 8, 27, ...: gymnasium's cubic schedule), every frame
             env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
         return wrap_atari(env, args)
@@ -511,8 +546,16 @@ def lstm_sequence(lstm: nn.LSTM, features: torch.Tensor, state: tuple, starts: t
 
 
 class Agent(nn.Module):
-    def __init__(self, frame_stack: int, frame_size: int, num_actions: int, shared_network=True, scale_obs=True,
-                 ortho_init=True, lstm_hidden_size: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        frame_stack: int,
+        frame_size: int,
+        num_actions: int,
+        shared_network=True,
+        scale_obs=True,
+        ortho_init=True,
+        lstm_hidden_size: int = 0,
+    ):
         super().__init__()
         self.shared_network = shared_network
         self.scale_obs = scale_obs
@@ -537,7 +580,9 @@ class Agent(nn.Module):
         features = 512
         if self.recurrent:  # details 32-36: an LSTM after each trunk (one LSTM when the trunk is shared)
             self.actor_lstm = lstm_init(nn.LSTM(512, lstm_hidden_size), ortho_init)
-            self.critic_lstm = self.actor_lstm if shared_network else lstm_init(nn.LSTM(512, lstm_hidden_size), ortho_init)
+            self.critic_lstm = (
+                self.actor_lstm if shared_network else lstm_init(nn.LSTM(512, lstm_hidden_size), ortho_init)
+            )
             features = lstm_hidden_size
         self.actor_head = layer_init(nn.Linear(features, num_actions), std=0.01, ortho=ortho_init)
         self.critic_head = layer_init(nn.Linear(features, 1), std=1.0, ortho=ortho_init)
@@ -546,7 +591,7 @@ class Agent(nn.Module):
         """uint8 frames [B, k, H, W] -> float; detail 22: scaled to [0, 1] here, not in the buffer."""
         return x.float() / 255.0 if self.scale_obs else x.float()
 
-    def initial_lstm_state(self, num_envs: int, device=None) -> tuple:
+    def initial_state(self, num_envs: int, device=None) -> tuple:
         """detail 33: the zero LSTM state (h, c), each [L, N, H]; L = 1 shared LSTM, or 2: actor's, critic's."""
         shape = (1 if self.shared_network else 2, num_envs, self.actor_lstm.hidden_size)
         return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
@@ -574,7 +619,9 @@ class Agent(nn.Module):
             if self.shared_network:
                 critic_hidden, lstm_state = hidden, (h_actor, c_actor)
             else:
-                critic_hidden, (h_critic, c_critic) = lstm_sequence(self.critic_lstm, critic_hidden, (h[1:], c[1:]), starts)
+                critic_hidden, (h_critic, c_critic) = lstm_sequence(
+                    self.critic_lstm, critic_hidden, (h[1:], c[1:]), starts
+                )
                 lstm_state = torch.cat([h_actor, h_critic]), torch.cat([c_actor, c_critic])
         value = self.critic_head(critic_hidden).squeeze(-1)
         log_probs = self.actor_head(hidden).log_softmax(-1)
@@ -668,8 +715,20 @@ def value_loss(new_values, old_values, returns, clip_coef: float, clip_vloss: bo
     return 0.5 * torch.max(unclipped, clipped).mean()
 
 
-def ppo_loss(agent: Agent, args: Args, obs, actions, lstm_state, starts, old_logprobs, advantages, old_values, returns,
-             clip_coef: float, kl_coef: float):
+def ppo_loss(
+    agent: Agent,
+    args: Args,
+    obs,
+    actions,
+    lstm_state,
+    starts,
+    old_logprobs,
+    advantages,
+    old_values,
+    returns,
+    clip_coef: float,
+    kl_coef: float,
+):
     """The loss of one minibatch of B samples (inputs [B, ...] from the rollout buffers).
 
     -> loss, pg_loss, v_loss, entropy_loss (scalars) and logratio, ratio [B] of new to old policy.
@@ -710,7 +769,6 @@ def format_seconds(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
 
 
-
 # ---- Data parallel (torchrun): W workers, each with its own envs, step with the mean gradient ----
 # A plain `python` run is one worker and makes no collective call: every helper is the identity there.
 
@@ -739,6 +797,8 @@ def average_gradients_(parameters: list[torch.Tensor], loss: torch.Tensor) -> to
     """Parallelized gradient update: one all-reduce of every gradient and the loss, flattened together,
     replaces each by its mean over workers; -> the mean loss. Runs before the gradient clip, so every
     worker clips and steps identically."""
+    if not dist.is_initialized():
+        return loss
     flat = all_mean_(torch.cat([p.grad.reshape(-1) for p in parameters] + [loss.detach().reshape(1)]))
     offset = 0
     for p in parameters:
@@ -785,8 +845,10 @@ def check_memory(num_bytes: int, flags: str, device: torch.device) -> None:
         except (OSError, StopIteration):  # not Linux: no check
             return
     if num_bytes > free:
-        raise UsageError(f"{flags}: the rollout buffers need {num_bytes / 2**30:,.1f} GiB, more than the "
-                         f"{free / 2**30:,.1f} GiB free on {device}; use smaller values")  # fmt: skip
+        raise UsageError(
+            f"{flags}: the rollout buffers need {num_bytes / 2**30:,.1f} GiB, more than the "
+            f"{free / 2**30:,.1f} GiB free on {device}; use smaller values"
+        )
 
 
 def claim_run_dir(run_name: str) -> str:
@@ -818,8 +880,18 @@ def stop_at_once(signum, frame):
 # ---- Checkpoints: everything needed to continue a run, written atomically, loaded without code ----
 
 CHECKPOINT_FORMAT = "ppo37 ppo_atari.py checkpoint v2"
-CHECKPOINT_KEYS = {"format", "args", "run_name", "iteration", "global_step", "kl_coef", "model", "optimizer", "rng",
-                   "wandb_id"}
+CHECKPOINT_KEYS = {
+    "format",
+    "args",
+    "run_name",
+    "iteration",
+    "global_step",
+    "kl_coef",
+    "model",
+    "optimizer",
+    "rng",
+    "wandb_id",
+}
 
 
 class NonFiniteError(Exception):
@@ -866,21 +938,31 @@ def load_checkpoint(path: str, flag: str) -> dict:
     except FileNotFoundError:
         raise UsageError(f"{flag} {path}: no such file") from None
     except pickle.UnpicklingError:
-        raise UsageError(f"{flag} {path} is not a readable checkpoint (it pickles objects other than tensors and "
-                         f"plain data, which could run code); pass a .pt file this script wrote") from None  # fmt: skip
+        raise UsageError(
+            f"{flag} {path} is not a readable checkpoint (it pickles objects other than tensors and "
+            f"plain data, which could run code); pass a .pt file this script wrote"
+        ) from None
     except Exception as e:  # truncated, or not a torch file at all
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"{flag} {path} is not a readable checkpoint ({reason[:120]}); pass a .pt file this script wrote") from None
+        raise UsageError(
+            f"{flag} {path} is not a readable checkpoint ({reason[:120]}); pass a .pt file this script wrote"
+        ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        found = checkpoint.get("format", "no format field") if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise UsageError(f"{flag} {path} is not a checkpoint of ppo_atari.py ({found}); use the script that wrote it")
+        found = (
+            checkpoint.get("format", "no format field") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        )
+        raise UsageError(
+            f"{flag} {path} is not a checkpoint of {os.path.basename(__file__)} ({found}); use the script that wrote it"
+        )
     missing = sorted(CHECKPOINT_KEYS - checkpoint.keys())
     flags = checkpoint.get("args")
     if not missing and not (isinstance(flags, dict) and flags.keys() <= Args.__dataclass_fields__.keys()):
         missing = ["args (flags this script does not have)"]
     if missing:
-        raise UsageError(f"{flag} {path} is a damaged checkpoint (missing or wrong: {', '.join(missing)}); "
-                         f"pass a .pt file this script wrote")  # fmt: skip
+        raise UsageError(
+            f"{flag} {path} is a damaged checkpoint (missing or wrong: {', '.join(missing)}); "
+            f"pass a .pt file this script wrote"
+        )
     return checkpoint
 
 
@@ -890,8 +972,10 @@ def load_state(target, state: dict, flag: str, path: str) -> None:
         target.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
         reason = " ".join(str(e).split()) or type(e).__name__
-        raise UsageError(f"{flag} {path} does not fit the network of its own flags ({reason[:160]}); "
-                         f"pass a .pt file this script wrote") from None  # fmt: skip
+        raise UsageError(
+            f"{flag} {path} does not fit the network of its own flags ({reason[:160]}); "
+            f"pass a .pt file this script wrote"
+        ) from None
 
 
 def rotate_checkpoints(folder: str, written: list[str], keep: int) -> None:
@@ -913,26 +997,34 @@ def check_resume_args(args: Args, checkpoint: dict, world_size: int = 1) -> None
     """A resumed run repeats the flags it was started with, with as many workers; only RUN_CONTROL flags may change."""
     if len(checkpoint["rng"]) != world_size:  # one set of RNG states per worker
         launch = "python" if len(checkpoint["rng"]) == 1 else f"torchrun with {len(checkpoint['rng'])} workers in all"
-        raise UsageError(f"--resume: the checkpoint was written by {len(checkpoint['rng'])} worker(s), this run has "
-                         f"{world_size}; launch it with {launch}")  # fmt: skip
+        raise UsageError(
+            f"--resume: the checkpoint was written by {len(checkpoint['rng'])} worker(s), this run has "
+            f"{world_size}; launch it with {launch}"
+        )
     saved = {**vars(Args()), **checkpoint["args"]}  # a flag added since the checkpoint was written: its default
     for name, value in vars(args).items():
         if name not in RUN_CONTROL and saved.get(name) != value:
             flag = "--" + name.replace("_", "-")
             raise UsageError(
                 f"--resume: the checkpoint was trained with {flag} {saved.get(name)}, this command has {flag} {value}; "
-                f"repeat the run's flags (only --total-timesteps and the checkpoint, evaluation and logging flags may change)"
+                "repeat the run's flags (only --total-timesteps and the checkpoint, evaluation and logging flags "
+                "may change)"
             )
 
 
 def rng_states(device: torch.device) -> dict:
     """This worker's python, numpy and torch RNG states, and its GPU's when it runs on one."""
     np_state = np.random.get_state()
-    states = {"python": random.getstate(), "torch": torch.get_rng_state(),
-              "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}  # fmt: skip
+    states = {
+        "python": random.getstate(),
+        "torch": torch.get_rng_state(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+    }
     if device.type == "cuda":  # a resumed GPU run must not replay the noise of its first iterations
         states["cuda"] = torch.cuda.get_rng_state(device)
     return states
+
+
 def set_rng_states(states: dict, device: torch.device) -> None:
     random.setstate(states["python"])
     torch.set_rng_state(states["torch"])
@@ -942,28 +1034,44 @@ def set_rng_states(states: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(states["cuda"], device)
 
 
-def evaluate(checkpoint_path: str, eval_episodes: int, seed: int = 1, device: torch.device = torch.device("cpu"),
-             video_folder: Optional[str] = None) -> list[float]:  # fmt: skip
+def evaluate(
+    checkpoint_path: str,
+    eval_episodes: int,
+    seed: int = 1,
+    device: torch.device = torch.device("cpu"),
+    video_folder: Optional[str] = None,
+) -> list[float]:
     """Raw scores of whole games of a checkpoint's deterministic (argmax) policy on a fresh env of the back end
     it trained on, with the run's Atari settings (the back ends differ in details: see the module docstring)."""
     checkpoint = load_checkpoint(checkpoint_path, "--eval-checkpoint")
     saved = Args(**{**checkpoint["args"], "num_envs": 1, "vector_mode": "sync"})
     if video_folder is not None and saved.env_backend == "ale":
-        raise UsageError("--capture-video: the model trained on the ale back end, whose vector env does not render; "
-                         "evaluate it without --capture-video")  # fmt: skip
+        raise UsageError(
+            "--capture-video: the model trained on the ale back end, whose vector env does not render; "
+            "evaluate it without --capture-video"
+        )
     envs = make_envs(saved, video_folder)
-    agent = Agent(saved.frame_stack, saved.frame_size, int(envs.single_action_space.n), saved.shared_network,
-                  saved.scale_obs, saved.ortho_init, saved.lstm_hidden_size if saved.recurrent else 0)  # fmt: skip
+    agent = Agent(
+        saved.frame_stack,
+        saved.frame_size,
+        int(envs.single_action_space.n),
+        saved.shared_network,
+        saved.scale_obs,
+        saved.ortho_init,
+        saved.lstm_hidden_size if saved.recurrent else 0,
+    )
     load_state(agent, checkpoint["model"], "--eval-checkpoint", checkpoint_path)
     agent.to(device)
     next_obs, info = envs.reset(seed=seed)
     game_scores, returns = GameScores(info["lives"]), []
     next_start = torch.ones(1, device=device)
-    lstm_state = agent.initial_lstm_state(1, device) if saved.recurrent else None
+    lstm_state = agent.initial_state(1, device) if saved.recurrent else None
     while len(returns) < eval_episodes:
         with torch.no_grad():
             x = torch.as_tensor(next_obs, device=device)
-            action, _, _, _, lstm_state = agent.get_action_and_value(x, None, lstm_state, next_start, deterministic=True)
+            action, _, _, _, lstm_state = agent.get_action_and_value(
+                x, None, lstm_state, next_start, deterministic=True
+            )
         next_obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
         next_start = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)  # a lost life too
         returns += [score for _, score, _ in game_scores.update(reward, terminated, truncated, info["lives"])]
@@ -977,8 +1085,16 @@ def init_logging(args: Args, run_name: str, wandb_id: Optional[str], purge_step:
     if args.track:
         import wandb
 
-        wandb_run = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                               config=vars(args), name=run_name, save_code=True, id=wandb_id, resume="allow")  # fmt: skip
+        wandb_run = wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            save_code=True,
+            id=wandb_id,
+            resume="allow",
+        )
     # on resume, scalars logged after the checkpoint by the interrupted process are dropped
     return SummaryWriter(f"runs/{run_name}", purge_step=purge_step), wandb_run
 
@@ -988,7 +1104,9 @@ def report_evaluation(writer, checkpoint_path: str, returns: list[float], global
         writer.add_scalar("eval/episodic_return", episode_return, episode)
     writer.add_scalar("eval/mean_return", np.mean(returns), global_step)
     writer.add_scalar("eval/std_return", np.std(returns), global_step)
-    print(f"evaluation of {checkpoint_path}: {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} episodes")
+    print(
+        f"evaluation of {checkpoint_path}: {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} episodes"
+    )
 
 
 def main(args: Args) -> Optional[dict]:
@@ -1041,7 +1159,11 @@ def main(args: Args) -> Optional[dict]:
             raise SystemExit(128 + signum)
         stop_signal.append(signum)
         if rank == 0:
-            print(f"\n{signal.Signals(signum).name}: stopping after this iteration with a checkpoint (again: stop now)", file=sys.stderr, flush=True)
+            print(
+                f"\n{signal.Signals(signum).name}: stopping after this iteration with a checkpoint (again: stop now)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
@@ -1061,7 +1183,15 @@ def main(args: Args) -> Optional[dict]:
     num_actions = int(envs.single_action_space.n)
 
     lstm_hidden_size = args.lstm_hidden_size if args.recurrent else 0
-    agent = Agent(args.frame_stack, args.frame_size, num_actions, args.shared_network, args.scale_obs, args.ortho_init, lstm_hidden_size)
+    agent = Agent(
+        args.frame_stack,
+        args.frame_size,
+        num_actions,
+        args.shared_network,
+        args.scale_obs,
+        args.ortho_init,
+        lstm_hidden_size,
+    )
     agent = agent.to(device)
     broadcast_(list(agent.parameters()))  # every worker starts from rank 0's weights
     # detail 3; fused: one kernel updates every parameter (the same Adam, fewer passes over memory)
@@ -1076,7 +1206,11 @@ def main(args: Args) -> Optional[dict]:
     if checkpoint is not None:  # continue where the checkpoint left off: weights, Adam moments, schedules, beta, RNGs
         load_state(agent, checkpoint["model"], "--resume", args.resume)
         load_state(optimizer, checkpoint["optimizer"], "--resume", args.resume)
-        global_step, start_iteration, kl_coef = checkpoint["global_step"], checkpoint["iteration"] + 1, checkpoint["kl_coef"]
+        global_step, start_iteration, kl_coef = (
+            checkpoint["global_step"],
+            checkpoint["iteration"] + 1,
+            checkpoint["kl_coef"],
+        )
         set_rng_states(checkpoint["rng"][rank], device)
         last_checkpoint = args.resume
     # logging opens once the checkpoint is restored: a damaged one is refused before anything is written
@@ -1094,21 +1228,31 @@ def main(args: Args) -> Optional[dict]:
         """Called by every worker (each adds its RNG states); rank 0 writes. Weights and Adam state are equal
         everywhere, so every worker refuses a non-finite state together: no file this script writes holds one."""
         checkpoint = {
-            "format": CHECKPOINT_FORMAT, "args": vars(args), "run_name": run_name, "iteration": iteration,
-            "global_step": global_step, "kl_coef": kl_coef, "model": agent.state_dict(), "optimizer": optimizer.state_dict(),
+            "format": CHECKPOINT_FORMAT,
+            "args": vars(args),
+            "run_name": run_name,
+            "iteration": iteration,
+            "global_step": global_step,
+            "kl_coef": kl_coef,
+            "model": agent.state_dict(),
+            "optimizer": optimizer.state_dict(),
             "wandb_id": wandb_run.id if wandb_run else None,
-        }  # fmt: skip
+        }
         bad = first_non_finite(checkpoint)
         if bad is not None:
-            raise NonFiniteError(f"iteration {iteration}: {bad} is not finite; stopped without saving "
-                                 f"(last good checkpoint: {last_checkpoint or 'none'})")  # fmt: skip
+            raise NonFiniteError(
+                f"iteration {iteration}: {bad} is not finite; stopped without saving "
+                f"(last good checkpoint: {last_checkpoint or 'none'})"
+            )
         checkpoint["rng"] = gather_objects(rng_states(device))
         if rank == 0:
             try:
                 save_checkpoint(path, checkpoint)
             except OSError as e:
-                raise WriteError(f"cannot write {path}: {e.strerror or e}; stopped (last good checkpoint: "
-                                 f"{last_checkpoint or 'none'})") from None  # fmt: skip
+                raise WriteError(
+                    f"cannot write {path}: {e.strerror or e}; stopped (last good checkpoint: "
+                    f"{last_checkpoint or 'none'})"
+                ) from None
         return path
 
     # Rollout storage, [T, N, ...]; frames stay uint8: a quarter of the memory of float32 storage
@@ -1133,13 +1277,16 @@ def main(args: Args) -> Optional[dict]:
     recent_returns = deque(maxlen=100)
     next_obs = torch.as_tensor(next_obs_np, device=device)
     next_start = torch.ones(args.num_envs, device=device)
-    lstm_state = agent.initial_lstm_state(args.num_envs, device) if args.recurrent else None
+    lstm_state = agent.initial_state(args.num_envs, device) if args.recurrent else None
     interactive = sys.stdout.isatty()
     print_every = max(1, num_iterations // 20)
     if rank == 0:
         workers = f" x {world_size} workers" if world_size > 1 else ""
-        print(f"{run_name}: {num_iterations} iterations of {batch_size} steps{workers} on {device} ({args.env_backend} back end), "
-              f"logging to runs/{run_name}")  # fmt: skip
+        print(
+            f"{run_name}: {num_iterations} iterations of {batch_size} steps{workers} on {device} "
+            f"({args.env_backend} back end), "
+            f"logging to runs/{run_name}"
+        )
 
     stop_requested, minibatch_steps = False, 0
     for iteration in range(start_iteration, num_iterations + 1):
@@ -1166,10 +1313,16 @@ def main(args: Args) -> Optional[dict]:
             next_obs_np, raw_reward, terminated, truncated, info = envs.step(action.cpu().numpy())
             # detail 19: train on the reward's sign; log the raw game score of whole games
             reward = np.sign(raw_reward) if args.clip_reward else raw_reward
-            rewards[step], terminations[step], truncations[step] = reward, terminated, truncated  # NumPy: no per-step tensors
-            next_start = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)  # a lost life too (detail 16)
+            rewards[step], terminations[step], truncations[step] = (
+                reward,
+                terminated,
+                truncated,
+            )  # NumPy: no per-step tensors
+            next_start = torch.as_tensor(
+                terminated | truncated, dtype=torch.float32, device=device
+            )  # a lost life too (detail 16)
             next_obs = torch.as_tensor(next_obs_np, device=device)
-            for i, score, length in game_scores.update(raw_reward, terminated, truncated, info["lives"]):
+            for _i, score, length in game_scores.update(raw_reward, terminated, truncated, info["lives"]):
                 finished_episodes.append((global_step, float(score), int(length)))
 
             # A time limit is not a failure: value the final observation to bootstrap from it (ours)
@@ -1177,18 +1330,32 @@ def main(args: Args) -> Optional[dict]:
             if args.bootstrap_truncation and time_limited.any():
                 final_obs = torch.as_tensor(np.stack(info["final_obs"][time_limited]), device=device)
                 # recurrent: the final obs continues its episode from the state that just acted
-                final_state = (lstm_state[0][:, time_limited], lstm_state[1][:, time_limited]) if args.recurrent else None
+                final_state = (
+                    (lstm_state[0][:, time_limited], lstm_state[1][:, time_limited]) if args.recurrent else None
+                )
                 with torch.inference_mode():
-                    final_values[step, time_limited] = agent.get_value(final_obs, final_state, torch.zeros(len(final_obs), device=device))
+                    final_values[step, time_limited] = agent.get_value(
+                        final_obs, final_state, torch.zeros(len(final_obs), device=device)
+                    )
 
         # ---- Bootstrap and advantages (detail 5) ----
         with torch.no_grad():
             next_value = agent.get_value(next_obs, lstm_state, next_start)
-            rewards_t, terminations_t, truncations_t = (torch.from_numpy(b).to(device) for b in (rewards, terminations, truncations))
+            rewards_t, terminations_t, truncations_t = (
+                torch.from_numpy(b).to(device) for b in (rewards, terminations, truncations)
+            )
             advantages, returns = compute_advantages(
-                rewards_t, values, next_value, terminations_t, truncations_t, final_values,
-                args.gamma, args.gae_lambda, args.gae, args.bootstrap_truncation,
-            )  # fmt: skip
+                rewards_t,
+                values,
+                next_value,
+                terminations_t,
+                truncations_t,
+                final_values,
+                args.gamma,
+                args.gae_lambda,
+                args.gae,
+                args.bootstrap_truncation,
+            )
         final_values.zero_()
 
         # ---- Flatten the batch ----
@@ -1209,16 +1376,28 @@ def main(args: Args) -> Optional[dict]:
         clipfracs = []
         minibatch_steps = 0
         stop_early = False
-        for epoch in range(args.update_epochs):
+        for _epoch in range(args.update_epochs):
             np.random.shuffle(order)
-            for mb_envs, mb_inds in minibatches(order, args.num_minibatches, args.num_steps, args.num_envs, args.recurrent):
+            for mb_envs, mb_inds in minibatches(
+                order, args.num_minibatches, args.num_steps, args.num_envs, args.recurrent
+            ):
                 mb_lstm_state = None
                 if args.recurrent:  # detail 36: re-run each sequence from the state the rollout started in
                     mb_lstm_state = (rollout_lstm_state[0][:, mb_envs], rollout_lstm_state[1][:, mb_envs])
                 loss, pg_loss, v_loss, entropy_loss, logratio, ratio = minibatch_loss(
-                    agent, args, b_obs[mb_inds], b_actions[mb_inds], mb_lstm_state, b_starts[mb_inds], b_logprobs[mb_inds],
-                    b_advantages[mb_inds], b_values[mb_inds], b_returns[mb_inds], clip_now, kl_coef,
-                )  # fmt: skip
+                    agent,
+                    args,
+                    b_obs[mb_inds],
+                    b_actions[mb_inds],
+                    mb_lstm_state,
+                    b_starts[mb_inds],
+                    b_logprobs[mb_inds],
+                    b_advantages[mb_inds],
+                    b_values[mb_inds],
+                    b_returns[mb_inds],
+                    clip_now,
+                    kl_coef,
+                )
 
                 with torch.no_grad():
                     # detail 12: KL estimators from http://joschu.net/blog/kl-approx.html
@@ -1236,8 +1415,11 @@ def main(args: Args) -> Optional[dict]:
                 grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)  # detail 11
                 if not torch.isfinite(loss + grad_norm):  # guard: one NaN would spread to every weight
                     quantity = "loss" if not torch.isfinite(loss) else "gradient norm"
-                    raise NonFiniteError(f"iteration {iteration}: the {quantity} is {(loss if quantity == 'loss' else grad_norm).item()}; "
-                                         f"stopped without saving (last good checkpoint: {last_checkpoint or 'none'})")  # fmt: skip
+                    raise NonFiniteError(
+                        f"iteration {iteration}: the {quantity} is "
+                        f"{(loss if quantity == 'loss' else grad_norm).item()}; "
+                        f"stopped without saving (last good checkpoint: {last_checkpoint or 'none'})"
+                    )
                 optimizer.step()
 
                 minibatch_steps += 1
@@ -1250,10 +1432,18 @@ def main(args: Args) -> Optional[dict]:
             with torch.no_grad():
                 kl_after = 0.0
                 in_order = np.arange(args.num_envs if args.recurrent else batch_size)
-                for mb_envs, mb_inds in minibatches(in_order, args.num_minibatches, args.num_steps, args.num_envs, args.recurrent):
+                for mb_envs, mb_inds in minibatches(
+                    in_order, args.num_minibatches, args.num_steps, args.num_envs, args.recurrent
+                ):
                     # in minibatches: pixels are large
-                    mb_lstm_state = (rollout_lstm_state[0][:, mb_envs], rollout_lstm_state[1][:, mb_envs]) if args.recurrent else None
-                    _, newlogprob, _, _, _ = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds], mb_lstm_state, b_starts[mb_inds])
+                    mb_lstm_state = (
+                        (rollout_lstm_state[0][:, mb_envs], rollout_lstm_state[1][:, mb_envs])
+                        if args.recurrent
+                        else None
+                    )
+                    _, newlogprob, _, _, _ = agent.get_action_and_value(
+                        b_obs[mb_inds], b_actions[mb_inds], mb_lstm_state, b_starts[mb_inds]
+                    )
                     logratio = newlogprob - b_logprobs[mb_inds]
                     kl_after += ((logratio.exp() - 1) - logratio).sum().item() / batch_size
                 kl_after = all_mean_(torch.tensor(kl_after, device=device)).item()  # beta stays equal on all workers
@@ -1291,7 +1481,8 @@ def main(args: Args) -> Optional[dict]:
         mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "n/a"
         eta = format_seconds((args.total_timesteps - global_step) / max(sps, 1))
         status = (
-            f"step {global_step}/{num_iterations * batch_size * world_size} ({100 * iteration / num_iterations:.0f}%) | "
+            f"step {global_step}/{num_iterations * batch_size * world_size} "
+            f"({100 * iteration / num_iterations:.0f}%) | "
             f"SPS {sps} | return {mean_return} (last {len(recent_returns)} games) | ETA {eta}"
         )
         if rank == 0 and interactive:  # a live line on a terminal, plain periodic lines in logs
@@ -1312,8 +1503,13 @@ def main(args: Args) -> Optional[dict]:
     if stop_requested:
         if rank == 0:
             launcher = "python" if world_size == 1 else "torchrun <the same launch flags>"
-            command = " ".join(arg for i, arg in enumerate(sys.argv) if "--resume" not in (arg.split("=")[0], sys.argv[i - 1]))
-            print(f"stopped at step {global_step}; continue with: {launcher} {command} --resume {last_checkpoint}", file=sys.stderr)
+            command = " ".join(
+                arg for i, arg in enumerate(sys.argv) if "--resume" not in (arg.split("=")[0], sys.argv[i - 1])
+            )
+            print(
+                f"stopped at step {global_step}; continue with: {launcher} {command} --resume {last_checkpoint}",
+                file=sys.stderr,
+            )
     elif args.save_model:
         model_path = write_checkpoint(f"runs/{run_name}/{args.exp_name}.pt", max(num_iterations, start_iteration - 1))
         if rank == 0:
@@ -1338,8 +1534,13 @@ def main(args: Args) -> Optional[dict]:
         dist.destroy_process_group()
     if stop_requested:
         sys.exit(128 + (stop_signal[0] if stop_signal else signal.SIGTERM))
-    return {"model": agent.state_dict(), "optimizer": optimizer.state_dict(), "global_step": global_step,
-            "minibatch_steps": minibatch_steps, "kl_coef": kl_coef}  # fmt: skip
+    return {
+        "model": agent.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "global_step": global_step,
+        "minibatch_steps": minibatch_steps,
+        "kl_coef": kl_coef,
+    }
 
 
 if __name__ == "__main__":
@@ -1354,8 +1555,11 @@ if __name__ == "__main__":
         if not (dist.is_initialized() and (isinstance(e, dist.DistError) or "gloo" in str(e))):
             raise
         reason = str(e).strip().splitlines()[0].split("] ")[-1].split(". ")[0] if str(e).strip() else type(e).__name__
-        print(f"{os.path.basename(__file__)}: worker {dist.get_rank()} stopped: another worker is gone ({reason[:100]}); "
-              f"its error is above", file=sys.stderr)  # fmt: skip
+        print(
+            f"{os.path.basename(__file__)}: worker {dist.get_rank()} stopped: another worker is gone ({reason[:100]}); "
+            f"its error is above",
+            file=sys.stderr,
+        )
         sys.exit(1)
     except (NonFiniteError, WriteError) as e:
         print(f"{os.path.basename(__file__)}: stopped: {e}", file=sys.stderr)

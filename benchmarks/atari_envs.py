@@ -39,10 +39,16 @@ def steps_per_second(envs, num_envs: int, steps: int, rng: np.random.Generator) 
 
 
 def main(args: Args) -> None:
-    configs = {"gymnasium/sync": ("gymnasium", "sync"), "gymnasium/async": ("gymnasium", "async"), "ale": ("ale", "sync")}
+    configs = {
+        "gymnasium/sync": ("gymnasium", "sync"),
+        "gymnasium/async": ("gymnasium", "async"),
+        "ale": ("ale", "sync"),
+    }
     envs = {}
     for name, (backend, mode) in configs.items():
-        envs[name] = ppo_atari.make_envs(ppo_atari.Args(env_id=args.env_id, env_backend=backend, vector_mode=mode, num_envs=args.num_envs))
+        envs[name] = ppo_atari.make_envs(
+            ppo_atari.Args(env_id=args.env_id, env_backend=backend, vector_mode=mode, num_envs=args.num_envs)
+        )
         envs[name].reset(seed=1)
     rng = np.random.default_rng(0)
     for name in configs:  # warm-up
@@ -54,7 +60,10 @@ def main(args: Args) -> None:
     for env in envs.values():
         env.close()
     base = np.median(results["gymnasium/sync"])
-    print(f"{args.env_id}, {args.num_envs} envs, random actions, median of {args.rounds} interleaved rounds of {args.steps} steps\n")
+    print(
+        f"{args.env_id}, {args.num_envs} envs, random actions, "
+        f"median of {args.rounds} interleaved rounds of {args.steps} steps\n"
+    )
     print("| back end | steps/s | vs gymnasium/sync |\n|-|-|-|")
     for name, values in results.items():
         print(f"| {name} | {np.median(values):,.0f} | {np.median(values) / base:.2f}x |")

@@ -24,7 +24,8 @@ import torch
 import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ppo_atari import Agent, Args as ScriptArgs, ppo_loss  # noqa: E402
+from ppo_atari import Agent, ppo_loss  # noqa: E402
+from ppo_atari import Args as ScriptArgs
 
 VARIANTS = ["fp32", "channels-last", "bf16", "compile"]
 
@@ -45,7 +46,9 @@ def forward_flops(agent: Agent, frame_size: int = 84) -> int:
     for layer in agent.actor_trunk:
         if isinstance(layer, torch.nn.Conv2d):
             size = (size - layer.kernel_size[0]) // layer.stride[0] + 1
-            flops += 2 * size * size * layer.out_channels * layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1]
+            flops += (
+                2 * size * size * layer.out_channels * layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1]
+            )
         elif isinstance(layer, torch.nn.Linear):
             flops += 2 * layer.in_features * layer.out_features
     return flops + 2 * agent.actor_head.in_features * (agent.actor_head.out_features + 1)  # policy and value heads
@@ -68,7 +71,9 @@ def time_variant(variant: str, args: Args) -> tuple[float, float]:
         if variant == "channels-last":
             obs = obs.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16"):
-            loss = loss_fn(agent, script_args, obs, actions[idx], None, zeros, *noise, script_args.clip_coef, script_args.kl_coef)[0]
+            loss = loss_fn(
+                agent, script_args, obs, actions[idx], None, zeros, *noise, script_args.clip_coef, script_args.kl_coef
+            )[0]
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(agent.parameters(), 0.5)
@@ -89,12 +94,19 @@ def time_variant(variant: str, args: Args) -> tuple[float, float]:
 
 def main(args: Args) -> None:
     flops = 3 * forward_flops(Agent(frame_stack=4, frame_size=84, num_actions=4)) * args.minibatch
-    print(f"{torch.get_num_threads()} torch threads; one update step of {args.minibatch} samples = {flops / 1e9:.1f} GFLOP")
+    print(
+        f"{torch.get_num_threads()} torch threads; "
+        f"one update step of {args.minibatch} samples = {flops / 1e9:.1f} GFLOP"
+    )
     print("| variant | update step | GFLOP/s | rollout forward (8 envs) |")
     print("|---|---|---|---|")
     for variant in args.variants:
         update_seconds, forward_seconds = time_variant(variant, args)
-        print(f"| {variant} | {update_seconds * 1e3:.0f} ms | {flops / update_seconds / 1e9:.0f} | {forward_seconds * 1e3:.2f} ms |", flush=True)
+        print(
+            f"| {variant} | {update_seconds * 1e3:.0f} ms | {flops / update_seconds / 1e9:.0f} "
+            f"| {forward_seconds * 1e3:.2f} ms |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

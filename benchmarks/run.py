@@ -39,7 +39,9 @@ def read_events(run_dir: str, tag: str) -> list[tuple[float, int, float]]:
     events = []
     for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
         for event in LegacyEventFileLoader(path).Load():
-            events.extend((event.wall_time, event.step, value.simple_value) for value in event.summary.value if value.tag == tag)
+            events.extend(
+                (event.wall_time, event.step, value.simple_value) for value in event.summary.value if value.tag == tag
+            )
     return events
 
 
@@ -97,8 +99,18 @@ class Args:
 
 def train(args: Args, env_id: str, seed: int, extra: list[str]) -> tuple[str, int, str, float]:
     exp_name = os.path.splitext(os.path.basename(args.script))[0]
-    command = [sys.executable, os.path.join(REPO, args.script), "--env-id", env_id, "--seed", str(seed),
-               "--exp-name", exp_name, "--no-track", *extra]  # fmt: skip
+    command = [
+        sys.executable,
+        os.path.join(REPO, args.script),
+        "--env-id",
+        env_id,
+        "--seed",
+        str(seed),
+        "--exp-name",
+        exp_name,
+        "--no-track",
+        *extra,
+    ]
     started = time.time()
     log_path = os.path.join(args.out, f"{env_id.replace(':', '_').replace('/', '_')}__{seed}.log")
     # parallel torch processes each spinning one thread per core slow each other down several times
@@ -113,8 +125,11 @@ def latest_run(args: Args, env_id: str, seed: int) -> str:
     exp_name = os.path.splitext(os.path.basename(args.script))[0]
     pattern = os.path.join(args.out, "runs", f"{env_id.replace(':', '_').replace('/', '_')}__{exp_name}__{seed}__*")
     if not glob.glob(pattern):
-        print(f"no run of {env_id} seed {seed} in {args.out}/runs/ (pattern {os.path.basename(pattern)}): "
-              "train it first, or drop --no-train", file=sys.stderr)  # fmt: skip
+        print(
+            f"no run of {env_id} seed {seed} in {args.out}/runs/ (pattern {os.path.basename(pattern)}): "
+            "train it first, or drop --no-train",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     return max(glob.glob(pattern), key=os.path.getmtime)
 
@@ -129,8 +144,12 @@ def window_table(rows: list[dict], results: list[tuple], window_steps: int) -> l
     """Markdown table: a row per env and seed with its episode count and the mean return in each step window."""
     last_step = max(read_scalars(run_dir, "charts/SPS")[-1][0] for _, _, run_dir, _ in results)
     names = [f"{start / 1000:.0f}-{end / 1000:.0f}k" for start, end in window_bounds(window_steps, last_step)]
-    lines = [f"mean return of the episodes that ended in each {window_steps / 1000:g}k-step window",
-             "", "| env | seed | episodes | " + " | ".join(names) + " |", "|-|-|-|" + "-|" * len(names)]  # fmt: skip
+    lines = [
+        f"mean return of the episodes that ended in each {window_steps / 1000:g}k-step window",
+        "",
+        "| env | seed | episodes | " + " | ".join(names) + " |",
+        "|-|-|-|" + "-|" * len(names),
+    ]
     for env_id, seed, _, _ in results:
         episodes = [(row["step"], row["return"]) for row in rows if row["env_id"] == env_id and row["seed"] == seed]
         means = window_means([step for step, _ in episodes], [value for _, value in episodes], window_steps, last_step)
@@ -186,13 +205,24 @@ def main(args: Args, extra: list[str]) -> None:
     rows, summary = [], []
     for env_id, seed, run_dir, seconds in results:
         for step, value in read_scalars(run_dir, "charts/episodic_return"):
-            rows.append({"script": args.script, "label": label, "env_id": env_id, "seed": seed, "step": step, "return": value})
+            rows.append(
+                {"script": args.script, "label": label, "env_id": env_id, "seed": seed, "step": step, "return": value}
+            )
         # with --save-model, ppo_continuous.py evaluates the saved model and logs eval/episodic_return
         evaluation = [value for _, value in read_scalars(run_dir, "eval/episodic_return")]
-        summary.append({"env_id": env_id, "seed": seed, "last100": last_episodes_mean(run_dir),
-                        "eval": float(np.mean(evaluation)) if evaluation else np.nan, "seconds": seconds})  # fmt: skip
-        print(f"{env_id} seed {seed}: last-100 return {summary[-1]['last100']:.2f}, "
-              f"evaluation {summary[-1]['eval']:.2f}, in {seconds:.0f} s ({run_dir})")  # fmt: skip
+        summary.append(
+            {
+                "env_id": env_id,
+                "seed": seed,
+                "last100": last_episodes_mean(run_dir),
+                "eval": float(np.mean(evaluation)) if evaluation else np.nan,
+                "seconds": seconds,
+            }
+        )
+        print(
+            f"{env_id} seed {seed}: last-100 return {summary[-1]['last100']:.2f}, "
+            f"evaluation {summary[-1]['eval']:.2f}, in {seconds:.0f} s ({run_dir})"
+        )
 
     with open(os.path.join(args.out, "curves.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -203,16 +233,21 @@ def main(args: Args, extra: list[str]) -> None:
         writer.writeheader()
         writer.writerows(summary)
     evaluated = not np.all(np.isnan([s["eval"] for s in summary]))
-    lines = [f"`{args.script}` {' '.join(extra)}", "",
-             "| env | seeds | last-100 return (mean +- std over seeds) | per seed |"
-             + (" saved-model evaluation per seed |" if evaluated else ""),
-             "|-|-|-|-|" + ("-|" if evaluated else "")]  # fmt: skip
+    lines = [
+        f"`{args.script}` {' '.join(extra)}",
+        "",
+        "| env | seeds | last-100 return (mean +- std over seeds) | per seed |"
+        + (" saved-model evaluation per seed |" if evaluated else ""),
+        "|-|-|-|-|" + ("-|" if evaluated else ""),
+    ]
     for env_id in args.env_ids:
         per_seed = [s["last100"] for s in summary if s["env_id"] == env_id]
         evaluations = [s["eval"] for s in summary if s["env_id"] == env_id]
-        lines.append(f"| {env_id} | {len(per_seed)} | {np.mean(per_seed):.2f} +- {np.std(per_seed):.2f} | "
-                     f"{', '.join(f'{r:.2f}' for r in per_seed)} |"
-                     + (f" {', '.join(f'{r:.2f}' for r in evaluations)} |" if evaluated else ""))  # fmt: skip
+        lines.append(
+            f"| {env_id} | {len(per_seed)} | {np.mean(per_seed):.2f} +- {np.std(per_seed):.2f} | "
+            f"{', '.join(f'{r:.2f}' for r in per_seed)} |"
+            + (f" {', '.join(f'{r:.2f}' for r in evaluations)} |" if evaluated else "")
+        )
     if args.window_steps:
         lines += ["", *window_table(rows, results, args.window_steps)]
     with open(os.path.join(args.out, "summary.md"), "w") as f:
@@ -222,8 +257,10 @@ def main(args: Args, extra: list[str]) -> None:
         compared = []
         for folder in args.compare:
             with open(os.path.join(folder, "curves.csv")) as f:
-                compared += [{**row, "seed": int(row["seed"]), "step": int(row["step"]), "return": float(row["return"])}
-                             for row in csv.DictReader(f)]  # fmt: skip
+                compared += [
+                    {**row, "seed": int(row["seed"]), "step": int(row["step"]), "return": float(row["return"])}
+                    for row in csv.DictReader(f)
+                ]
         plot_curves(compared + rows, os.path.join(args.out, "curves.png"))
         print(f"plot: {os.path.join(args.out, 'curves.png')}")
 

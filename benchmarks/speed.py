@@ -32,13 +32,31 @@ from tests.conftest import REPO  # noqa: E402  (a Path)
 
 # per script: the benchmark env, its default --num-envs and --num-steps, their sweeps, and env steps to measure
 SETTINGS = {
-    "ppo_discrete.py": {"env_id": "CartPole-v1", "num_envs": 4, "num_steps": 128, "sweep": [1, 4, 16, 64],
-                        "steps_sweep": [32, 512], "measure": 50_000},
-    "ppo_continuous.py": {"env_id": "HalfCheetah-v5", "num_envs": 1, "num_steps": 2048, "sweep": [1, 4, 16],
-                          "steps_sweep": [512, 8192], "measure": 10_000},
-    "ppo_atari.py": {"env_id": "BreakoutNoFrameskip-v4", "num_envs": 8, "num_steps": 128, "sweep": [1, 8, 32],
-                     "steps_sweep": [32, 512], "measure": 6_000},
-}  # fmt: skip
+    "ppo_discrete.py": {
+        "env_id": "CartPole-v1",
+        "num_envs": 4,
+        "num_steps": 128,
+        "sweep": [1, 4, 16, 64],
+        "steps_sweep": [32, 512],
+        "measure": 50_000,
+    },
+    "ppo_continuous.py": {
+        "env_id": "HalfCheetah-v5",
+        "num_envs": 1,
+        "num_steps": 2048,
+        "sweep": [1, 4, 16],
+        "steps_sweep": [512, 8192],
+        "measure": 10_000,
+    },
+    "ppo_atari.py": {
+        "env_id": "BreakoutNoFrameskip-v4",
+        "num_envs": 8,
+        "num_steps": 128,
+        "sweep": [1, 8, 32],
+        "steps_sweep": [32, 512],
+        "measure": 6_000,
+    },
+}
 
 # SB3 PPO with each script's default hyperparameters (Atari is not compared: SB3 needs its own wrappers)
 SB3_PROGRAM = """
@@ -87,13 +105,24 @@ class Args:
     """output folder (speed.md, speed.csv)"""
 
 
-def measure(script: str, num_envs: int, num_steps: int, workers: int = 1, compile: bool = False, backend: str = "ale") -> dict:
+def measure(
+    script: str, num_envs: int, num_steps: int, workers: int = 1, compile: bool = False, backend: str = "ale"
+) -> dict:
     """Train `script` for a warm-up iteration plus the measured ones; -> SPS, time shares, peak memory."""
     settings = SETTINGS[script]
     batch = num_envs * num_steps * workers
     iterations = 1 + max(2, math.ceil(settings["measure"] / batch))
-    flags = ["--env-id", settings["env_id"], "--num-envs", str(num_envs), "--num-steps", str(num_steps),
-             "--total-timesteps", str(iterations * batch), "--no-track"]  # fmt: skip
+    flags = [
+        "--env-id",
+        settings["env_id"],
+        "--num-envs",
+        str(num_envs),
+        "--num-steps",
+        str(num_steps),
+        "--total-timesteps",
+        str(iterations * batch),
+        "--no-track",
+    ]
     if script == "ppo_atari.py":
         flags += ["--env-backend", backend]
     if compile:
@@ -118,19 +147,31 @@ def measure(script: str, num_envs: int, num_steps: int, workers: int = 1, compil
         update = np.array([value for _, _, value in read_events(run_dir, "time/update_seconds")])
     (t0, s0, _), (t1, s1, _) = sps_events[0], sps_events[-1]  # the first iteration is the warm-up
     return {
-        "script": script, "env_id": settings["env_id"] + (f" ({backend})" if script == "ppo_atari.py" else ""),
-        "num_envs": num_envs, "num_steps": num_steps, "workers": workers, "compile": compile,
-        "sps": (s1 - s0) / (t1 - t0), "rollout_share": rollout[1:].sum() / (t1 - t0), "update_share": update[1:].sum() / (t1 - t0),
-        "peak_rss_mib": usage.ru_maxrss / 1024, "process_seconds": seconds, "first_iteration_seconds": t0 - started,
-    }  # fmt: skip
+        "script": script,
+        "env_id": settings["env_id"] + (f" ({backend})" if script == "ppo_atari.py" else ""),
+        "num_envs": num_envs,
+        "num_steps": num_steps,
+        "workers": workers,
+        "compile": compile,
+        "sps": (s1 - s0) / (t1 - t0),
+        "rollout_share": rollout[1:].sum() / (t1 - t0),
+        "update_share": update[1:].sum() / (t1 - t0),
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "process_seconds": seconds,
+        "first_iteration_seconds": t0 - started,
+    }
 
 
 def measure_sb3(script: str) -> Optional[float]:
     settings = SETTINGS[script]
     batch = settings["num_envs"] * settings["num_steps"]
     total = (1 + max(2, math.ceil(settings["measure"] / batch))) * batch
-    proc = subprocess.run([sys.executable, "-c", SB3_PROGRAM, script, settings["env_id"], str(settings["num_envs"]), str(total)],
-                          capture_output=True, text=True, cwd=tempfile.gettempdir())  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", SB3_PROGRAM, script, settings["env_id"], str(settings["num_envs"]), str(total)],
+        capture_output=True,
+        text=True,
+        cwd=tempfile.gettempdir(),
+    )
     if proc.returncode != 0:
         raise SystemExit(f"speed.py: stable-baselines3 on {settings['env_id']} failed:\n{proc.stderr[-2000:]}")
     return float(proc.stdout.strip().splitlines()[-1])
@@ -148,8 +189,11 @@ def main(args: Args) -> None:
     for script in args.scripts:
         sb3_sps = measure_sb3(script) if with_sb3 and script != "ppo_atari.py" else None
         envs, steps = SETTINGS[script]["num_envs"], SETTINGS[script]["num_steps"]
-        configurations = [(num_envs, steps, workers, False) for num_envs in (SETTINGS[script]["sweep"] if args.sweep else [envs])
-                          for workers in args.workers]  # fmt: skip
+        configurations = [
+            (num_envs, steps, workers, False)
+            for num_envs in (SETTINGS[script]["sweep"] if args.sweep else [envs])
+            for workers in args.workers
+        ]
         if args.sweep:
             configurations += [(envs, num_steps, 1, False) for num_steps in SETTINGS[script]["steps_sweep"]]
         if args.compile:
@@ -160,21 +204,32 @@ def main(args: Args) -> None:
             default = (num_envs, num_steps, workers, compile) == (envs, steps, 1, False)
             row["sb3_sps"] = sb3_sps if default else None
             rows.append(row)
-            print(f"{script} --num-envs {num_envs} --num-steps {num_steps} x {workers} worker(s){' --compile' if compile else ''}: {row['sps']:.0f} SPS "
-                  f"(rollout {row['rollout_share']:.0%}, update {row['update_share']:.0%}), {row['peak_rss_mib']:.0f} MiB"
-                  + (f"; SB3 {sb3_sps:.0f} SPS, ratio {row['sps'] / sb3_sps:.2f}" if row["sb3_sps"] else ""), flush=True)  # fmt: skip
+            print(
+                f"{script} --num-envs {num_envs} --num-steps {num_steps} x {workers} worker(s)"
+                f"{' --compile' if compile else ''}: {row['sps']:.0f} SPS "
+                f"(rollout {row['rollout_share']:.0%}, update {row['update_share']:.0%}), {row['peak_rss_mib']:.0f} MiB"
+                + (f"; SB3 {sb3_sps:.0f} SPS, ratio {row['sps'] / sb3_sps:.2f}" if row["sb3_sps"] else ""),
+                flush=True,
+            )
 
     with open(os.path.join(args.out, "speed.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| script | env | --num-envs | --num-steps | workers | --compile | SPS | rollout | update | peak RSS | first iteration | SB3 SPS | ours / SB3 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| script | env | --num-envs | --num-steps | workers | --compile | SPS | rollout | update | peak RSS "
+        "| first iteration | SB3 SPS | ours / SB3 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         sb3 = f"{row['sb3_sps']:.0f} | {row['sps'] / row['sb3_sps']:.2f}x" if row["sb3_sps"] else " | "
-        lines.append(f"| `{row['script']}` | {row['env_id']} | {row['num_envs']} | {row['num_steps']} | {row['workers']} | {'yes' if row['compile'] else 'no'} | "
-                     f"{row['sps']:.0f} | {row['rollout_share']:.0%} | {row['update_share']:.0%} | {row['peak_rss_mib']:.0f} MiB | "
-                     f"{row['first_iteration_seconds']:.1f} s | {sb3} |")  # fmt: skip
+        lines.append(
+            f"| `{row['script']}` | {row['env_id']} | {row['num_envs']} | {row['num_steps']} | {row['workers']} "
+            f"| {'yes' if row['compile'] else 'no'} | "
+            f"{row['sps']:.0f} | {row['rollout_share']:.0%} | {row['update_share']:.0%} "
+            f"| {row['peak_rss_mib']:.0f} MiB | "
+            f"{row['first_iteration_seconds']:.1f} s | {sb3} |"
+        )
     with open(os.path.join(args.out, "speed.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -192,20 +247,39 @@ def plot(rows: list[dict], path: str) -> None:
     fig, axes = plt.subplots(2, len(scripts), figsize=(4.5 * len(scripts), 6.4), squeeze=False)
     for column, script in enumerate(scripts):
         envs, steps = SETTINGS[script]["num_envs"], SETTINGS[script]["num_steps"]
-        for ax, swept, fixed, fixed_value in [(axes[0][column], "num_envs", "num_steps", steps), (axes[1][column], "num_steps", "num_envs", envs)]:
+        for ax, swept, fixed, fixed_value in [
+            (axes[0][column], "num_envs", "num_steps", steps),
+            (axes[1][column], "num_steps", "num_envs", envs),
+        ]:
             for workers, env_id in sorted({(row["workers"], row["env_id"]) for row in rows if row["script"] == script}):
-                points = sorted((row for row in rows if row["script"] == script and (row["workers"], row["env_id"]) == (workers, env_id)
-                                 and row[fixed] == fixed_value and not row["compile"]), key=lambda row: row[swept])  # fmt: skip
+                points = sorted(
+                    (
+                        row
+                        for row in rows
+                        if row["script"] == script
+                        and (row["workers"], row["env_id"]) == (workers, env_id)
+                        and row[fixed] == fixed_value
+                        and not row["compile"]
+                    ),
+                    key=lambda row: row[swept],
+                )
                 if len(points) < 2:
                     continue
                 label = f"{workers} worker(s)" + (f", {env_id.split(' ')[-1][1:-1]} back end" if "(" in env_id else "")
                 ax.plot([row[swept] for row in points], [row["sps"] for row in points], "o-", label=label)
                 for row in points:
-                    ax.annotate(f"update {row['update_share']:.0%}", (row[swept], row["sps"]), fontsize=7,
-                                textcoords="offset points", xytext=(3, -10))  # fmt: skip
+                    ax.annotate(
+                        f"update {row['update_share']:.0%}",
+                        (row[swept], row["sps"]),
+                        fontsize=7,
+                        textcoords="offset points",
+                        xytext=(3, -10),
+                    )
             ax.set_xscale("log", base=2)
             ax.set_ylim(bottom=0)
-            ax.set_title(f"{script} ({SETTINGS[script]['env_id']}), --{fixed.replace('_', '-')} {fixed_value}", fontsize=8)
+            ax.set_title(
+                f"{script} ({SETTINGS[script]['env_id']}), --{fixed.replace('_', '-')} {fixed_value}", fontsize=8
+            )
             ax.set_xlabel(f"--{swept.replace('_', '-')}" + (" (per worker)" if swept == "num_envs" else ""))
             ax.set_ylabel("env steps per second")
             if ax.has_data():

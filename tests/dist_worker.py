@@ -86,5 +86,7 @@ if __name__ == "__main__":
     state = module.main(tyro.cli(module.Args, args=flags))
     torch.save(state, os.path.join(out, f"rank{os.environ['RANK']}.pt"))
     if checked or records["obs"]:
-        records = {key: torch.from_numpy(np.stack(value)) for key, value in records.items()} | {"checked_gradient_steps": len(checked)}
+        records = {key: torch.from_numpy(np.stack(value)) for key, value in records.items()} | {
+            "checked_gradient_steps": len(checked)
+        }
         torch.save(records, os.path.join(out, f"rank{os.environ['RANK']}_records.pt"))

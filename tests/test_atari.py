@@ -153,15 +153,19 @@ def play(env_id, backend, steps, seed=0, **settings):
 def test_backends_match_each_other_without_their_reset_differences():
     # with no no-op or FIRE resets (which the back ends order differently) the same actions give the same rewards,
     # and frames that differ only where ale max-pools grayscale frames and the wrappers RGB ones
-    (gym_obs, gym_games), (ale_obs, ale_games) = (play("PongNoFrameskip-v4", backend, 1100, noop_max=0, fire_reset=False)
-                                                  for backend in ["gymnasium", "ale"])  # fmt: skip
+    (gym_obs, gym_games), (ale_obs, ale_games) = (
+        play("PongNoFrameskip-v4", backend, 1100, noop_max=0, fire_reset=False) for backend in ["gymnasium", "ale"]
+    )
     assert gym_games == ale_games and gym_games[0][0] < 0  # the first game's score, life losses and rewards
     steps = len(gym_games[0][2])
     difference = np.abs(gym_obs[:steps].astype(int) - ale_obs[:steps])  # [steps]: the next game's first
     # the first stack of a game is padded differently (the first frame repeated, or zeros); from the 4th step on
     # every frame of the stack is a real one
     difference = np.concatenate([difference[:, -1].reshape(-1), difference[3:].reshape(-1)])
-    assert difference.max() <= 20 and difference.mean() < 0.1 and np.mean(difference == 0) > 0.99, (difference.max(), difference.mean())
+    assert difference.max() <= 20 and difference.mean() < 0.1 and np.mean(difference == 0) > 0.99, (
+        difference.max(),
+        difference.mean(),
+    )
 
 
 @pytest.mark.parametrize("backend", ["gymnasium", "ale"])

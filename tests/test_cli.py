@@ -10,29 +10,87 @@ import pytest
 from tests.conftest import REPO, TINY, run_script
 
 COMMON_FLAGS = [
-    "--exp-name", "--seed", "--torch-deterministic", "--cuda", "--track", "--wandb-project-name",
-    "--wandb-entity", "--env-id", "--total-timesteps", "--num-envs", "--num-steps", "--vector-mode",
-    "--bootstrap-truncation", "--ortho-init", "--shared-network",
-    "--learning-rate", "--anneal-lr", "--adam-eps", "--gae", "--gamma", "--gae-lambda",
-    "--num-minibatches", "--update-epochs", "--norm-adv", "--clip-coef", "--anneal-clip",
-    "--clip-vloss", "--ent-coef", "--vf-coef", "--max-grad-norm", "--target-kl", "--kl-stop",
-    "--loss", "--kl-coef", "--kl-target", "--save-model", "--checkpoint-every", "--keep-checkpoints", "--resume",
-    "--eval-episodes", "--eval-checkpoint", "--capture-video", "--dist-backend", "--compile",
-]  # fmt: skip
+    "--exp-name",
+    "--seed",
+    "--torch-deterministic",
+    "--cuda",
+    "--track",
+    "--wandb-project-name",
+    "--wandb-entity",
+    "--env-id",
+    "--total-timesteps",
+    "--num-envs",
+    "--num-steps",
+    "--vector-mode",
+    "--bootstrap-truncation",
+    "--ortho-init",
+    "--shared-network",
+    "--learning-rate",
+    "--anneal-lr",
+    "--adam-eps",
+    "--gae",
+    "--gamma",
+    "--gae-lambda",
+    "--num-minibatches",
+    "--update-epochs",
+    "--norm-adv",
+    "--clip-coef",
+    "--anneal-clip",
+    "--clip-vloss",
+    "--ent-coef",
+    "--vf-coef",
+    "--max-grad-norm",
+    "--target-kl",
+    "--kl-stop",
+    "--loss",
+    "--kl-coef",
+    "--kl-target",
+    "--save-model",
+    "--checkpoint-every",
+    "--keep-checkpoints",
+    "--resume",
+    "--eval-episodes",
+    "--eval-checkpoint",
+    "--capture-video",
+    "--dist-backend",
+    "--compile",
+]
 FLAGS = {
     "ppo_discrete.py": COMMON_FLAGS + ["--torch-threads", "--action-masking", "--recurrent", "--lstm-hidden-size"],
-    "ppo_continuous.py": COMMON_FLAGS + ["--torch-threads", "--clip-action", "--norm-obs", "--clip-obs", "--norm-reward", "--clip-reward",
-                                         "--norm-obs-final", "--norm-reward-restart",
-                                         "--state-dependent-std"],
-    "ppo_atari.py": COMMON_FLAGS + ["--env-backend", "--noop-max", "--frame-skip", "--episodic-life", "--fire-reset",
-                                    "--frame-size", "--clip-reward", "--frame-stack", "--scale-obs", "--recurrent",
-                                    "--lstm-hidden-size"],
-}  # fmt: skip
+    "ppo_continuous.py": COMMON_FLAGS
+    + [
+        "--torch-threads",
+        "--clip-action",
+        "--norm-obs",
+        "--clip-obs",
+        "--norm-reward",
+        "--clip-reward",
+        "--norm-obs-final",
+        "--norm-reward-restart",
+        "--state-dependent-std",
+    ],
+    "ppo_atari.py": COMMON_FLAGS
+    + [
+        "--env-backend",
+        "--noop-max",
+        "--frame-skip",
+        "--episodic-life",
+        "--fire-reset",
+        "--frame-size",
+        "--clip-reward",
+        "--frame-stack",
+        "--scale-obs",
+        "--recurrent",
+        "--lstm-hidden-size",
+    ],
+}
 
 
 @pytest.mark.parametrize("script", FLAGS)
 def test_help_lists_every_flag_with_an_explanation(script):
-    help_text = subprocess.run([sys.executable, str(REPO / script), "--help"], capture_output=True, text=True, check=True).stdout
+    help_text = subprocess.run(
+        [sys.executable, str(REPO / script), "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for flag in FLAGS[script]:
         # each flag's entry carries its docstring: words after the flag and its metavar/default
         assert re.search(rf"{flag}(\s|,|\b)[^\n]*\n?[^\n]*[a-z]{{3,}}", help_text), f"{flag} missing or unexplained"
@@ -43,7 +101,10 @@ def test_help_lists_every_flag_with_an_explanation(script):
 SMALL = ["--num-envs", "2", "--num-steps", "64"]  # a batch of 128 in both scripts
 COMMON_BAD = [
     (["--env-id", "no_such_module:Env-v0"], r"--env-id no_such_module:Env-v0: .*no_such_module"),
-    ([*SMALL, "--num-minibatches", "3"], r"--num-minibatches 3 does not divide the batch of 128 .*use one of \[1, 2, 4"),
+    (
+        [*SMALL, "--num-minibatches", "3"],
+        r"--num-minibatches 3 does not divide the batch of 128 .*use one of \[1, 2, 4",
+    ),
     ([*SMALL, "--total-timesteps", "100"], r"--total-timesteps 100 is smaller than one batch of 128.*at least 128"),
     (["--num-envs", "0"], r"--num-envs must be a positive integer, got 0"),
     (["--num-steps", "-5"], r"--num-steps must be a positive integer, got -5"),
@@ -64,41 +125,73 @@ COMMON_BAD = [
     (["--vf-coef", "inf"], r"--vf-coef must be finite, got inf"),
     (["--seed", "-1"], r"--seed must be in \[0, 4294967295\] \(numpy's seed range\), got -1"),
     (["--seed", "4294967296"], r"--seed must be in \[0, 4294967295\]"),
-    (["--num-envs", "1", "--num-steps", "4", "--num-minibatches", "4"],
-     r"--norm-adv: a minibatch of one sample has no standard deviation .*use fewer minibatches or --no-norm-adv"),
+    (
+        ["--num-envs", "1", "--num-steps", "4", "--num-minibatches", "4"],
+        r"--norm-adv: a minibatch of one sample has no standard deviation .*use fewer minibatches or --no-norm-adv",
+    ),
 ]
-HUGE_ROLLOUT = (["--num-steps", "1000000000000", "--total-timesteps", "100000000000000"],
-                r"--num-envs \d+ x --num-steps 1000000000000.*: the rollout buffers need [\d,.]+ GiB, more than the [\d,.]+ GiB free on cpu")
-BAD_INPUT = (
-    [(script, *case) for script in FLAGS for case in COMMON_BAD]
-    + [
-        ("ppo_discrete.py", ["--env-id", "NoSuchEnv-v0"], r"--env-id NoSuchEnv-v0: .*pprint_registry"),
-        ("ppo_continuous.py", ["--env-id", "NoSuchEnv-v0"], r"--env-id NoSuchEnv-v0: .*pprint_registry"),
-        ("ppo_atari.py", ["--env-id", "NoSuchGameNoFrameskip-v4"], r"--env-id NoSuchGameNoFrameskip-v4: .*get_all_rom_ids"),
-        ("ppo_atari.py", ["--env-id", "CartPole-v1"], r"--env-id CartPole-v1 is not an Atari game .*use ppo_discrete\.py"),
-        ("ppo_atari.py", ["--frame-size", "20"], r"--frame-size 20 is too small for the Nature CNN; use 36 or more"),
-        ("ppo_discrete.py", *HUGE_ROLLOUT),
-        ("ppo_continuous.py", ["--env-id", "Pendulum-v1", *HUGE_ROLLOUT[0]], HUGE_ROLLOUT[1]),  # MuJoCo warns on stderr
-        ("ppo_atari.py", *HUGE_ROLLOUT),
-        ("ppo_atari.py", ["--frame-size", "100000"], r"--frame-size 100000\^2: the rollout buffers need [\d,.]+ GiB, more than"),
-        ("ppo_atari.py", ["--frame-skip", "0"], r"--frame-skip must be a positive integer, got 0"),
-        ("ppo_atari.py", ["--noop-max", "-1"], r"--noop-max must be zero or positive, got -1"),
-        ("ppo_atari.py", ["--recurrent", "--num-minibatches", "16"],
-         r"--recurrent: --num-minibatches 16 does not divide --num-envs 8 \(a minibatch is whole env sequences\); use one of \[1, 2, 4, 8\]"),
-        ("ppo_atari.py", ["--recurrent", "--lstm-hidden-size", "0"], r"--lstm-hidden-size must be a positive integer, got 0"),
-        ("ppo_discrete.py", ["--recurrent", "--num-minibatches", "8"],
-         r"--recurrent: --num-minibatches 8 does not divide --num-envs 4 .*use one of \[1, 2, 4\]"),
-        ("ppo_discrete.py", ["--recurrent", "--compile"], r"--compile does not take --recurrent .*drop --compile"),
-        ("ppo_atari.py", ["--recurrent", "--compile"], r"--compile does not take --recurrent .*drop --compile"),
-
-        ("ppo_discrete.py", ["--env-id", "Pendulum-v1"], r"--env-id Pendulum-v1 has a Box action space.*use ppo_continuous\.py"),
-        ("ppo_discrete.py", ["--action-masking"], r"--action-masking: CartPole-v1 puts no 'action_mask' in its info"),
-        ("ppo_continuous.py", ["--env-id", "CartPole-v1"], r"--env-id CartPole-v1 has a Discrete action space.*use ppo_discrete\.py"),
-        ("ppo_continuous.py", ["--env-id", "tests.envs:UnboundedBox-v0"], r"--clip-action: the action space .* is unbounded.*--no-clip-action"),
-        ("ppo_continuous.py", ["--clip-obs", "-1"], r"--clip-obs must be zero or positive, got -1"),
-        ("ppo_atari.py", ["--env-backend", "ale", "--capture-video"], r"--capture-video records from the gymnasium back end.*--env-backend gymnasium"),
-    ]
-)  # fmt: skip
+HUGE_ROLLOUT = (
+    ["--num-steps", "1000000000000", "--total-timesteps", "100000000000000"],
+    r"--num-envs \d+ x --num-steps 1000000000000.*: the rollout buffers need [\d,.]+ GiB, "
+    r"more than the [\d,.]+ GiB free on cpu",
+)
+BAD_INPUT = [(script, *case) for script in FLAGS for case in COMMON_BAD] + [
+    ("ppo_discrete.py", ["--env-id", "NoSuchEnv-v0"], r"--env-id NoSuchEnv-v0: .*pprint_registry"),
+    ("ppo_continuous.py", ["--env-id", "NoSuchEnv-v0"], r"--env-id NoSuchEnv-v0: .*pprint_registry"),
+    ("ppo_atari.py", ["--env-id", "NoSuchGameNoFrameskip-v4"], r"--env-id NoSuchGameNoFrameskip-v4: .*get_all_rom_ids"),
+    ("ppo_atari.py", ["--env-id", "CartPole-v1"], r"--env-id CartPole-v1 is not an Atari game .*use ppo_discrete\.py"),
+    ("ppo_atari.py", ["--frame-size", "20"], r"--frame-size 20 is too small for the Nature CNN; use 36 or more"),
+    ("ppo_discrete.py", *HUGE_ROLLOUT),
+    ("ppo_continuous.py", ["--env-id", "Pendulum-v1", *HUGE_ROLLOUT[0]], HUGE_ROLLOUT[1]),  # MuJoCo warns on stderr
+    ("ppo_atari.py", *HUGE_ROLLOUT),
+    (
+        "ppo_atari.py",
+        ["--frame-size", "100000"],
+        r"--frame-size 100000\^2: the rollout buffers need [\d,.]+ GiB, more than",
+    ),
+    ("ppo_atari.py", ["--frame-skip", "0"], r"--frame-skip must be a positive integer, got 0"),
+    ("ppo_atari.py", ["--noop-max", "-1"], r"--noop-max must be zero or positive, got -1"),
+    (
+        "ppo_atari.py",
+        ["--recurrent", "--num-minibatches", "16"],
+        r"--recurrent: --num-minibatches 16 does not divide --num-envs 8 \(a minibatch is whole env sequences\); "
+        r"use one of \[1, 2, 4, 8\]",
+    ),
+    (
+        "ppo_atari.py",
+        ["--recurrent", "--lstm-hidden-size", "0"],
+        r"--lstm-hidden-size must be a positive integer, got 0",
+    ),
+    (
+        "ppo_discrete.py",
+        ["--recurrent", "--num-minibatches", "8"],
+        r"--recurrent: --num-minibatches 8 does not divide --num-envs 4 .*use one of \[1, 2, 4\]",
+    ),
+    ("ppo_discrete.py", ["--recurrent", "--compile"], r"--compile does not take --recurrent .*drop --compile"),
+    ("ppo_atari.py", ["--recurrent", "--compile"], r"--compile does not take --recurrent .*drop --compile"),
+    (
+        "ppo_discrete.py",
+        ["--env-id", "Pendulum-v1"],
+        r"--env-id Pendulum-v1 has a Box action space.*use ppo_continuous\.py",
+    ),
+    ("ppo_discrete.py", ["--action-masking"], r"--action-masking: CartPole-v1 puts no 'action_mask' in its info"),
+    (
+        "ppo_continuous.py",
+        ["--env-id", "CartPole-v1"],
+        r"--env-id CartPole-v1 has a Discrete action space.*use ppo_discrete\.py",
+    ),
+    (
+        "ppo_continuous.py",
+        ["--env-id", "tests.envs:UnboundedBox-v0"],
+        r"--clip-action: the action space .* is unbounded.*--no-clip-action",
+    ),
+    ("ppo_continuous.py", ["--clip-obs", "-1"], r"--clip-obs must be zero or positive, got -1"),
+    (
+        "ppo_atari.py",
+        ["--env-backend", "ale", "--capture-video"],
+        r"--capture-video records from the gymnasium back end.*--env-backend gymnasium",
+    ),
+]
 
 
 @pytest.mark.parametrize("script, flags, expected", BAD_INPUT, ids=lambda v: " ".join(v) if isinstance(v, list) else v)

@@ -22,8 +22,13 @@ BUDGET = ["--num-envs", "1", "--num-steps", "16", "--total-timesteps", "1024"]
 @pytest.mark.parametrize("script", FLAGS)
 def test_live_line_on_a_terminal(tmp_path, script):
     terminal, child_side = pty.openpty()
-    proc = subprocess.Popen([sys.executable, str(REPO / script), *BUDGET, *FLAGS[script]], cwd=tmp_path,
-                            stdout=child_side, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / script), *BUDGET, *FLAGS[script]],
+        cwd=tmp_path,
+        stdout=child_side,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     os.close(child_side)
     output = b""
     while True:

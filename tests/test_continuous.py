@@ -7,13 +7,13 @@ import torch
 from torch.distributions import Normal
 
 from ppo_continuous import (
+    CHECKPOINT_FORMAT,
     Agent,
     Args,
     RewardScaler,
     RunningMeanStd,
     env_actions,
     gaussian_logprob_and_entropy,
-    CHECKPOINT_FORMAT,
     load_model,
     normalize_obs,
     save_checkpoint,
@@ -128,9 +128,20 @@ def test_save_load_round_trip_gives_identical_actions(tmp_path, shared_network, 
     rms = RunningMeanStd((4,))
     rms.update(np.random.default_rng(0).normal(5, 3, size=(100, 4)))
     args = Args(env_id="Pendulum-v1", shared_network=shared_network, state_dependent_std=state_dependent_std)
-    checkpoint = {"format": CHECKPOINT_FORMAT, "model": agent.state_dict(), "obs_rms": rms.state_dict(), "args": vars(args),
-                  "run_name": "test", "iteration": 1, "global_step": 1, "kl_coef": 1.0, "optimizer": {}, "rng": [{}],
-                  "wandb_id": None, "reward_rms": None}  # fmt: skip
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "model": agent.state_dict(),
+        "obs_rms": rms.state_dict(),
+        "args": vars(args),
+        "run_name": "test",
+        "iteration": 1,
+        "global_step": 1,
+        "kl_coef": 1.0,
+        "optimizer": {},
+        "rng": [{}],
+        "wandb_id": None,
+        "reward_rms": None,
+    }
     save_checkpoint(str(tmp_path / "model.pt"), checkpoint)
 
     loaded, loaded_rms, saved_args = load_model(str(tmp_path / "model.pt"))

@@ -31,8 +31,14 @@ def total_steps(script: str) -> int:
 def torchrun(cwd: Path, *command: str, launch: tuple = ("--standalone", "--nproc_per_node", "2")) -> Run:
     """`torchrun <launch> <command>` from `cwd`, one torch thread per worker."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", *launch, *command], cwd=cwd,
-                          capture_output=True, text=True, timeout=TIMEOUT, env=env)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", *launch, *command],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=env,
+    )
     return Run(proc.returncode, proc.stdout, proc.stderr, cwd)
 
 
@@ -56,8 +62,18 @@ def test_workers_end_bit_identical(tmp_path, script, monkeypatch):
     # the schedules and the KL-penalty beta must move the same way on both workers too; every step must use the
     # mean of both workers' gradients (checked inside the workers, see tests/dist_worker.py)
     monkeypatch.setenv("PPO37_CHECK_COLLECTIVES", "1")
-    run, (rank0, rank1) = train_workers(tmp_path, script, *SCRIPTS[script], *SMALL, "--anneal-clip", "--loss", "kl-penalty",
-                                        "--save-model", "--eval-episodes", "1")  # fmt: skip
+    run, (rank0, rank1) = train_workers(
+        tmp_path,
+        script,
+        *SCRIPTS[script],
+        *SMALL,
+        "--anneal-clip",
+        "--loss",
+        "kl-penalty",
+        "--save-model",
+        "--eval-episodes",
+        "1",
+    )
     assert_identical(rank0, rank1)
     # the global step counts both workers: workers x envs x steps x iterations
     total = total_steps(script)
@@ -96,7 +112,9 @@ def assert_merged_statistics(state: dict, records: list[dict], gamma: float = 0.
 
 
 def test_both_workers_episodes_are_logged_exactly(tmp_path):
-    run, _ = train_workers(tmp_path, "ppo_discrete.py", "--env-id", "tests.envs:CountingEnv-v0", "--total-timesteps", "512", *SMALL)
+    run, _ = train_workers(
+        tmp_path, "ppo_discrete.py", "--env-id", "tests.envs:CountingEnv-v0", "--total-timesteps", "512", *SMALL
+    )
     logged = Counter(zip(run.steps("charts/episodic_return"), run.scalars("charts/episodic_return")))
     # worker r's envs are seeded 1 + 2r, 2 + 2r; a vector step of one worker is 2 envs x 2 workers global steps
     expected = Counter(
@@ -109,8 +127,19 @@ def test_both_workers_episodes_are_logged_exactly(tmp_path):
 
 def test_kl_early_stop_is_taken_by_all_workers(tmp_path, script):
     # each worker's own KL differs; the stop follows their mean, so both stop after the same minibatch
-    _, (rank0, rank1) = train_workers(tmp_path, script, *SCRIPTS[script], *SMALL, "--target-kl", "1e-6", "--kl-stop", "minibatch",
-                                      "--learning-rate", "0.01", "--no-anneal-lr")  # fmt: skip
+    _, (rank0, rank1) = train_workers(
+        tmp_path,
+        script,
+        *SCRIPTS[script],
+        *SMALL,
+        "--target-kl",
+        "1e-6",
+        "--kl-stop",
+        "minibatch",
+        "--learning-rate",
+        "0.01",
+        "--no-anneal-lr",
+    )
     assert rank0["minibatch_steps"] == rank1["minibatch_steps"] < 2 * 2
     assert_identical(rank0, rank1)
 
@@ -127,12 +156,31 @@ def test_two_nodes_rendezvous_on_loopback(tmp_path, script):
     for node_rank in range(2):
         cwd = tmp_path / f"node{node_rank}"
         cwd.mkdir()
-        launch = ["--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(node_rank), "--rdzv_backend", "c10d",
-                  "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "ppo37-test"]  # fmt: skip
+        launch = [
+            "--nnodes",
+            "2",
+            "--nproc_per_node",
+            "1",
+            "--node_rank",
+            str(node_rank),
+            "--rdzv_backend",
+            "c10d",
+            "--rdzv_endpoint",
+            f"127.0.0.1:{port}",
+            "--rdzv_id",
+            "ppo37-test",
+        ]
         command = worker_command(tmp_path, script, *SCRIPTS[script], *SMALL)
-        nodes.append(subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *launch, *command], cwd=cwd,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      env={**os.environ, "OMP_NUM_THREADS": "1"}))  # fmt: skip
+        nodes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "torch.distributed.run", *launch, *command],
+                cwd=cwd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+        )
     for node in nodes:
         _, stderr = node.communicate(timeout=TIMEOUT)
         assert node.returncode == 0, stderr[-4000:]
@@ -143,7 +191,9 @@ def test_two_nodes_rendezvous_on_loopback(tmp_path, script):
 
 
 def test_a_dead_worker_ends_all_workers(tmp_path):
-    run = torchrun(tmp_path, str(REPO / "ppo_discrete.py"), "--env-id", "tests.envs:CrashOnRank1-v0", "--total-timesteps", "100000")
+    run = torchrun(
+        tmp_path, str(REPO / "ppo_discrete.py"), "--env-id", "tests.envs:CrashOnRank1-v0", "--total-timesteps", "100000"
+    )
     assert run.returncode != 0
     assert "worker 1 crashes on purpose" in run.stderr
     assert "step 100000" not in run.stdout  # it stopped instead of training on with one worker
@@ -153,9 +203,13 @@ def test_a_bad_launch_is_reported_once(tmp_path):
     run = torchrun(tmp_path, str(REPO / "ppo_discrete.py"), "--total-timesteps", "600")
     assert run.returncode != 0
     ours = [line for line in run.stderr.splitlines() if line.startswith("ppo_discrete.py: error:")]
-    assert ours == ["ppo_discrete.py: error: --total-timesteps 600 is smaller than one batch of 1024 "
-                    "(--num-envs x --num-steps x 2 workers); use at least 1024"]  # fmt: skip
-    assert f'File "{REPO / "ppo_discrete.py"}"' not in run.stderr  # no traceback through the script (workers' lines may be prefixed)
+    assert ours == [
+        "ppo_discrete.py: error: --total-timesteps 600 is smaller than one batch of 1024 "
+        "(--num-envs x --num-steps x 2 workers); use at least 1024"
+    ]
+    assert (
+        f'File "{REPO / "ppo_discrete.py"}"' not in run.stderr
+    )  # no traceback through the script (workers' lines may be prefixed)
     assert not (tmp_path / "runs").exists()
 
 
@@ -163,12 +217,21 @@ def test_a_distributed_run_resumes_with_as_many_workers(tmp_path):
     first, _ = train_workers(tmp_path, "ppo_discrete.py", *SMALL, "--total-timesteps", "256", "--checkpoint-every", "1")
     checkpoint = f"{first.run_dir}/checkpoints/iteration_0000002.pt"
     assert len(torch.load(checkpoint, weights_only=True)["rng"]) == 2  # each worker's RNG states
-    resumed, (rank0, rank1) = train_workers(tmp_path, "ppo_discrete.py", *SMALL, "--total-timesteps", "512", "--resume", checkpoint)
+    resumed, (rank0, rank1) = train_workers(
+        tmp_path, "ppo_discrete.py", *SMALL, "--total-timesteps", "512", "--resume", checkpoint
+    )
     assert_identical(rank0, rank1)
     assert rank0["global_step"] == 512
     assert resumed.steps("charts/SPS") == [128, 256, 384, 512]  # the same run, continued
-    single = subprocess.run([sys.executable, str(REPO / "ppo_discrete.py"), *SMALL, "--total-timesteps", "512", "--resume", checkpoint],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
+    single = subprocess.run(
+        [sys.executable, str(REPO / "ppo_discrete.py"), *SMALL, "--total-timesteps", "512", "--resume", checkpoint],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert single.returncode == 2
-    assert single.stderr.strip() == ("ppo_discrete.py: error: --resume: the checkpoint was written by 2 worker(s), this run "
-                                     "has 1; launch it with torchrun with 2 workers in all")  # fmt: skip
+    assert single.stderr.strip() == (
+        "ppo_discrete.py: error: --resume: the checkpoint was written by 2 worker(s), this run "
+        "has 1; launch it with torchrun with 2 workers in all"
+    )

@@ -20,8 +20,14 @@ from tests.test_long_runs import SCRIPTS, module, script, start  # noqa: F401 (s
 def in_python(cwd, code: str, script: str, *flags: str) -> subprocess.CompletedProcess:
     """Run `code` (which patches something), then the script as __main__ with `flags`, from `cwd`."""
     runner = f"{code}\nimport runpy, sys\nsys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')"
-    return subprocess.run([sys.executable, "-c", runner, str(REPO / script), *flags], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", runner, str(REPO / script), *flags],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def one_line(stderr: str) -> str:
@@ -30,8 +36,24 @@ def one_line(stderr: str) -> str:
 
 
 def test_weights_blown_up_by_the_last_update_are_never_saved(tmp_path, script):
-    run = run_script(script, *SCRIPTS[script], "--learning-rate", "1e38", "--total-timesteps", "128", "--num-envs", "1",
-                     "--num-steps", "128", "--num-minibatches", "1", "--update-epochs", "1", "--save-model", cwd=tmp_path)  # fmt: skip
+    run = run_script(
+        script,
+        *SCRIPTS[script],
+        "--learning-rate",
+        "1e38",
+        "--total-timesteps",
+        "128",
+        "--num-envs",
+        "1",
+        "--num-steps",
+        "128",
+        "--num-minibatches",
+        "1",
+        "--update-epochs",
+        "1",
+        "--save-model",
+        cwd=tmp_path,
+    )
     assert run.returncode == 1, run.stderr
     line = one_line(run.stderr)
     assert line.startswith(f"{script}: stopped: iteration 1: ") and "(last good checkpoint: none)" in line, line
@@ -83,13 +105,17 @@ torch.save = save_to_full_disk
 
 
 def test_a_full_disk_stops_the_run_naming_the_last_good_checkpoint(tmp_path, script):
-    proc = in_python(tmp_path, DISK_FULL_AT_SECOND_CHECKPOINT, script, *SCRIPTS[script], *TINY, "--checkpoint-every", "2")
+    proc = in_python(
+        tmp_path, DISK_FULL_AT_SECOND_CHECKPOINT, script, *SCRIPTS[script], *TINY, "--checkpoint-every", "2"
+    )
     assert proc.returncode == 1, proc.stderr
     (good,) = glob.glob(str(tmp_path / "runs" / "*" / "checkpoints" / "*"))  # no .tmp left, the older one kept
     good = os.path.relpath(good, tmp_path)
     line = one_line(proc.stderr)
-    assert line == (f"{script}: stopped: cannot write {good.replace('0000002', '0000004')}: No space left on device; "
-                    f"stopped (last good checkpoint: {good})")  # fmt: skip
+    assert line == (
+        f"{script}: stopped: cannot write {good.replace('0000002', '0000004')}: No space left on device; "
+        f"stopped (last good checkpoint: {good})"
+    )
     assert module(script).load_checkpoint(str(tmp_path / good), "--resume")["iteration"] == 2
 
 
@@ -103,14 +129,30 @@ def unshare_works() -> bool:
 def run_read_only(cwd, script: str, *flags: str) -> subprocess.CompletedProcess:
     """The script run from `cwd` mounted read-only (a private mount namespace: root cannot write there either)."""
     mount = 'mount --bind -o ro "$0" "$0" && cd "$0" && exec "$@"'
-    return subprocess.run(["unshare", "-rm", "sh", "-c", mount, str(cwd), sys.executable, str(REPO / script), *flags],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", mount, str(cwd), sys.executable, str(REPO / script), *flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 @pytest.mark.skipif(not unshare_works(), reason="needs `unshare -rm` for a read-only mount")
 def test_a_read_only_working_directory_is_one_line(tmp_path, script):
-    trained = train_in(tmp_path, script, *SCRIPTS[script], *TINY, "--total-timesteps", "128", "--checkpoint-every", "1",
-                       "--save-model", "--eval-episodes", "1")  # fmt: skip
+    trained = train_in(
+        tmp_path,
+        script,
+        *SCRIPTS[script],
+        *TINY,
+        "--total-timesteps",
+        "128",
+        "--checkpoint-every",
+        "1",
+        "--save-model",
+        "--eval-episodes",
+        "1",
+    )
     (checkpoint,) = glob.glob(f"{trained.run_dir}/checkpoints/*.pt")
     read_only = tmp_path / "read-only"
     read_only.mkdir()
@@ -164,7 +206,9 @@ def test_a_signal_stops_eval_checkpoint_at_once(tmp_path, script):
 
 def test_any_box_shape_trains_and_evaluates(train, tmp_path):
     # observations (2, 3) and actions (2, 2): flattened for the network, in the env's own shape for the env
-    run = train("ppo_continuous.py", *TINY, "--env-id", "tests.envs:MatrixBox-v0", "--save-model", "--eval-episodes", "2")
+    run = train(
+        "ppo_continuous.py", *TINY, "--env-id", "tests.envs:MatrixBox-v0", "--save-model", "--eval-episodes", "2"
+    )
     assert "over 2 episodes" in run.stdout
     model = f"{run.run_dir}/ppo_continuous.pt"
     again = run_script("ppo_continuous.py", "--eval-checkpoint", model, "--eval-episodes", "2", cwd=run.cwd)
@@ -221,8 +265,22 @@ def test_final_observations_are_valued_from_the_state_that_just_acted(monkeypatc
 
     monkeypatch.setattr(m.Agent, "get_action_and_value", recording_policy)
     monkeypatch.setattr(m.Agent, "get_value", recording_value)
-    run_main(monkeypatch, tmp_path, "ppo_discrete.py", "--env-id", "tests.envs:CountingEnv-v0", "--recurrent",
-             "--num-envs", "1", "--num-steps", "64", "--num-minibatches", "1", "--total-timesteps", "256")  # fmt: skip
+    run_main(
+        monkeypatch,
+        tmp_path,
+        "ppo_discrete.py",
+        "--env-id",
+        "tests.envs:CountingEnv-v0",
+        "--recurrent",
+        "--num-envs",
+        "1",
+        "--num-steps",
+        "64",
+        "--num-minibatches",
+        "1",
+        "--total-timesteps",
+        "256",
+    )
     checked = 0
     for before, call in zip(calls, calls[1:]):
         if call[0] == "value" and torch.all(call[1] == COUNTING_TIME_LIMIT):  # the final observation of a time limit
@@ -232,16 +290,44 @@ def test_final_observations_are_valued_from_the_state_that_just_acted(monkeypatc
     assert checked >= 5
 
 
-ALIGNED = {"ppo_discrete.py": ["--env-id", "tests.envs:Aligned-v0"], "ppo_continuous.py": ["--env-id", "tests.envs:AlignedBox-v0"]}
-ALIGNED_RUN = ["--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--total-timesteps", "256", "--save-model",
-               "--eval-episodes", "1"]  # fmt: skip
+ALIGNED = {
+    "ppo_discrete.py": ["--env-id", "tests.envs:Aligned-v0"],
+    "ppo_continuous.py": ["--env-id", "tests.envs:AlignedBox-v0"],
+}
+ALIGNED_RUN = [
+    "--num-envs",
+    "2",
+    "--num-steps",
+    "16",
+    "--num-minibatches",
+    "2",
+    "--total-timesteps",
+    "256",
+    "--save-model",
+    "--eval-episodes",
+    "1",
+]
 
 
-@pytest.mark.parametrize("script, flags", [(s, f) for s, f in ALIGNED.items()] + [("ppo_discrete.py", ALIGNED["ppo_discrete.py"] + ["--recurrent"])],
-                         ids=lambda v: " ".join(v) if isinstance(v, list) else v)  # fmt: skip
+@pytest.mark.parametrize(
+    "script, flags",
+    [(s, f) for s, f in ALIGNED.items()] + [("ppo_discrete.py", ALIGNED["ppo_discrete.py"] + ["--recurrent"])],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else v,
+)
 def test_resuming_mid_run_reproduces_the_uninterrupted_run(tmp_path, script, flags):
     # every episode ends at an iteration's end, so the resumed run's fresh episodes are the ones it would have had
-    full = train_in(tmp_path, script, *flags, *ALIGNED_RUN, "--checkpoint-every", "3", "--keep-checkpoints", "5", "--loss", "kl-penalty")
+    full = train_in(
+        tmp_path,
+        script,
+        *flags,
+        *ALIGNED_RUN,
+        "--checkpoint-every",
+        "3",
+        "--keep-checkpoints",
+        "5",
+        "--loss",
+        "kl-penalty",
+    )
     middle = sorted(glob.glob(f"{full.run_dir}/checkpoints/*.pt"))[0]  # iteration 3 of 8
     resumed_cwd = tmp_path / "resumed"
     resumed_cwd.mkdir()
@@ -252,7 +338,13 @@ def test_resuming_mid_run_reproduces_the_uninterrupted_run(tmp_path, script, fla
     for key in ["model", "optimizer", "rng", "kl_coef", "global_step", "obs_rms", "reward_rms"]:
         if key in before:
             assert_identical(before[key], after[key], key)
-    for tag in ["losses/value_loss", "losses/policy_loss", "losses/approx_kl", "charts/kl_coef", "charts/episodic_return"]:
+    for tag in [
+        "losses/value_loss",
+        "losses/policy_loss",
+        "losses/approx_kl",
+        "charts/kl_coef",
+        "charts/episodic_return",
+    ]:
         later = [(step, value) for step, value in zip(full.steps(tag), full.scalars(tag)) if step > 3 * 32]
         assert list(zip(resumed.steps(tag), resumed.scalars(tag))) == later, tag
 
@@ -260,7 +352,14 @@ def test_resuming_mid_run_reproduces_the_uninterrupted_run(tmp_path, script, fla
 @pytest.mark.parametrize("final", [False, True])
 def test_final_observations_count_in_the_statistics_only_with_norm_obs_final(monkeypatch, tmp_path, final):
     # 2 envs x 512 steps after a reset of 2: with --norm-obs-final (CleanRL) each ended episode's final observation too
-    state = run_main(monkeypatch, tmp_path, "ppo_continuous.py", "--env-id", "tests.envs:CountingBox-v0", *TINY,
-                     *(["--norm-obs-final"] if final else []))  # fmt: skip
+    state = run_main(
+        monkeypatch,
+        tmp_path,
+        "ppo_continuous.py",
+        "--env-id",
+        "tests.envs:CountingBox-v0",
+        *TINY,
+        *(["--norm-obs-final"] if final else []),
+    )
     ended = len(counting_episodes(1, 2, 512))
     assert state["obs_rms"]["count"] == pytest.approx(1e-4 + 2 + 2 * 512 + (ended if final else 0), abs=1e-6)

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 
-def naive_advantages(rewards, values, next_value, terminations, truncations, final_values,
-                     gamma, gae_lambda, gae, bootstrap_truncation):  # fmt: skip
+def naive_advantages(
+    rewards, values, next_value, terminations, truncations, final_values, gamma, gae_lambda, gae, bootstrap_truncation
+):
     """Sum each step's future forward, one env at a time, straight from the definitions."""
     num_steps, num_envs = rewards.shape
     advantages = np.zeros((num_steps, num_envs))

@@ -22,15 +22,25 @@ def test_cartpole(train):
 
 def test_multidiscrete(train):
     # random ~2.3 of 8; one component perfect alone gives at most 5; measured 7.5
-    run = train(SCRIPT, "--env-id", "tests.envs:MultiDiscreteTarget-v0", "--total-timesteps", "20480", "--learning-rate", "1e-3")
+    run = train(
+        SCRIPT, "--env-id", "tests.envs:MultiDiscreteTarget-v0", "--total-timesteps", "20480", "--learning-rate", "1e-3"
+    )
     assert last_100_mean(run) >= 6.5
 
 
 def test_action_masking(train):
     # the env raises on any masked action, so finishing proves none was sampled;
     # random over the 3 allowed actions ~2.7 of 8; measured 7.9
-    run = train(SCRIPT, "--env-id", "tests.envs:MaskedTarget-v0", "--action-masking", "--total-timesteps", "20480",
-                "--learning-rate", "1e-3")  # fmt: skip
+    run = train(
+        SCRIPT,
+        "--env-id",
+        "tests.envs:MaskedTarget-v0",
+        "--action-masking",
+        "--total-timesteps",
+        "20480",
+        "--learning-rate",
+        "1e-3",
+    )
     assert last_100_mean(run) >= 6.5
 
 

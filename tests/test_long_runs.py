@@ -19,7 +19,11 @@ import torch
 from tests.conftest import REPO, TINY, Run, assert_identical, run_script, train_in
 
 # each script on an env whose episodes end within the tiny budgets (Pong: a game lost 0-21 in ~800 steps)
-SCRIPTS = {"ppo_discrete.py": [], "ppo_continuous.py": ["--env-id", "Pendulum-v1"], "ppo_atari.py": ["--env-id", "PongNoFrameskip-v4"]}
+SCRIPTS = {
+    "ppo_discrete.py": [],
+    "ppo_continuous.py": ["--env-id", "Pendulum-v1"],
+    "ppo_atari.py": ["--env-id", "PongNoFrameskip-v4"],
+}
 TWICE = ["--num-envs", "2", "--num-steps", "64", "--total-timesteps", "2048"]  # 16 iterations
 SCHEDULES = ["--anneal-clip", "--loss", "kl-penalty", "--kl-target", "0.001"]  # every schedule moves
 
@@ -44,8 +48,20 @@ def full_runs(tmp_path_factory):
 
     def get(script):
         if script not in cache:
-            cache[script] = train_in(tmp_path_factory.mktemp("full"), script, *SCRIPTS[script], *TWICE, *SCHEDULES,
-                                     "--checkpoint-every", "4", "--keep-checkpoints", "2", "--save-model", "--eval-episodes", "3")  # fmt: skip
+            cache[script] = train_in(
+                tmp_path_factory.mktemp("full"),
+                script,
+                *SCRIPTS[script],
+                *TWICE,
+                *SCHEDULES,
+                "--checkpoint-every",
+                "4",
+                "--keep-checkpoints",
+                "2",
+                "--save-model",
+                "--eval-episodes",
+                "3",
+            )
         return cache[script]
 
     return get
@@ -57,7 +73,10 @@ def full_run(full_runs, script):
 
 
 def test_checkpoints_are_kept_and_hold_the_run(full_run, script):
-    assert [os.path.basename(path) for path in checkpoints(full_run)] == ["iteration_0000012.pt", "iteration_0000016.pt"]
+    assert [os.path.basename(path) for path in checkpoints(full_run)] == [
+        "iteration_0000012.pt",
+        "iteration_0000016.pt",
+    ]
     checkpoint = module(script).load_checkpoint(checkpoints(full_run)[0], "--resume")
     assert (checkpoint["iteration"], checkpoint["global_step"]) == (12, 12 * 128)
     assert checkpoint["kl_coef"] == full_run.scalars("charts/kl_coef")[12]  # the beta iteration 13 used
@@ -65,7 +84,10 @@ def test_checkpoints_are_kept_and_hold_the_run(full_run, script):
     assert set(rng) == {"python", "torch", "numpy"} and checkpoint["optimizer"]["state"]
     # the annealed learning rate is the one Adam stepped with, not only the one logged
     lr = checkpoint["optimizer"]["param_groups"][0]["lr"]
-    assert lr == pytest.approx(full_run.scalars("charts/learning_rate")[11], rel=1e-6) and lr < 0.5 * full_run.scalars("charts/learning_rate")[0]
+    assert (
+        lr == pytest.approx(full_run.scalars("charts/learning_rate")[11], rel=1e-6)
+        and lr < 0.5 * full_run.scalars("charts/learning_rate")[0]
+    )
 
 
 def test_resuming_an_older_checkpoint_keeps_the_new_ones(full_run, tmp_path, script):
@@ -73,8 +95,19 @@ def test_resuming_an_older_checkpoint_keeps_the_new_ones(full_run, tmp_path, scr
     shutil.copytree(full_run.run_dir, tmp_path / "runs" / os.path.basename(full_run.run_dir))
     run = Run(0, "", "", tmp_path)
     open(f"{run.run_dir}/checkpoints/iteration_0000099.pt.tmp", "wb").write(b"partial")
-    resumed = run_script(script, *SCRIPTS[script], *TWICE, *SCHEDULES, "--checkpoint-every", "3", "--keep-checkpoints", "1",
-                         "--resume", checkpoints(run)[0], cwd=tmp_path)  # fmt: skip
+    resumed = run_script(
+        script,
+        *SCRIPTS[script],
+        *TWICE,
+        *SCHEDULES,
+        "--checkpoint-every",
+        "3",
+        "--keep-checkpoints",
+        "1",
+        "--resume",
+        checkpoints(run)[0],
+        cwd=tmp_path,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert os.listdir(f"{run.run_dir}/checkpoints") == ["iteration_0000015.pt"]
 
@@ -91,7 +124,17 @@ def test_resume_continues_the_schedules(full_run, train, script):
 
 def test_resume_restores_the_state_bit_for_bit(full_run, train, script):
     # resuming at the run's end trains nothing, so the model it saves is the loaded state itself
-    resumed = train(script, *SCRIPTS[script], *TWICE, *SCHEDULES, "--resume", checkpoints(full_run)[-1], "--save-model", "--eval-episodes", "3")
+    resumed = train(
+        script,
+        *SCRIPTS[script],
+        *TWICE,
+        *SCHEDULES,
+        "--resume",
+        checkpoints(full_run)[-1],
+        "--save-model",
+        "--eval-episodes",
+        "3",
+    )
     before = module(script).load_checkpoint(checkpoints(full_run)[-1], "--resume")
     after = module(script).load_checkpoint(f"{resumed.run_dir}/{script[:-3]}.pt", "--resume")
     for key in ["model", "optimizer", "rng", "kl_coef", "global_step", "iteration", "obs_rms", "reward_rms"]:
@@ -106,8 +149,13 @@ def test_evaluation_reproduces_the_saved_model(full_run, script, tmp_path):
     assert len(logged) == 3
     returns = module(script).evaluate(model_path, 3, seed=1 + 10_000)
     np.testing.assert_allclose(returns, logged, rtol=1e-6)  # logged as float32
-    proc = subprocess.run([sys.executable, str(REPO / script), "--eval-checkpoint", model_path, "--eval-episodes", "3"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(REPO / script), "--eval-checkpoint", model_path, "--eval-episodes", "3"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"{np.mean(returns):.2f} +- {np.std(returns):.2f} over 3 episodes" in proc.stdout
     assert glob.glob(str(tmp_path / "runs" / "*" / "events.out.tfevents.*"))
@@ -120,7 +168,11 @@ def test_atari_evaluates_on_the_back_end_it_trained_on(full_runs, tmp_path, monk
     path = str(tmp_path / "ale.pt")
     torch.save(checkpoint, path)
     backends, make_envs = [], m.make_envs
-    monkeypatch.setattr(m, "make_envs", lambda args, video_folder=None: backends.append(args.env_backend) or make_envs(args, video_folder))
+    monkeypatch.setattr(
+        m,
+        "make_envs",
+        lambda args, video_folder=None: backends.append(args.env_backend) or make_envs(args, video_folder),
+    )
     assert len(m.evaluate(path, 1)) == 1 and backends == ["ale"]
     line = run_fails("ppo_atari.py", "--eval-checkpoint", path, "--capture-video")
     assert "--capture-video: the model trained on the ale back end" in line, line
@@ -128,8 +180,14 @@ def test_atari_evaluates_on_the_back_end_it_trained_on(full_runs, tmp_path, monk
 
 def start(cwd, script, *flags) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # lines arrive as printed
-    return subprocess.Popen([sys.executable, str(REPO / script), *SCRIPTS[script], *flags], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, str(REPO / script), *SCRIPTS[script], *flags],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def wait_for_training(proc: subprocess.Popen, cwd) -> None:
@@ -142,14 +200,32 @@ def wait_for_training(proc: subprocess.Popen, cwd) -> None:
     time.sleep(2)
 
 
-@pytest.mark.parametrize("script, signum, code, vector_mode", [
-    ("ppo_discrete.py", signal.SIGINT, 130, "sync"), ("ppo_discrete.py", signal.SIGTERM, 143, "sync"),
-    ("ppo_discrete.py", signal.SIGINT, 130, "async"), ("ppo_discrete.py", signal.SIGTERM, 143, "async"),
-    ("ppo_continuous.py", signal.SIGINT, 130, "async"), ("ppo_atari.py", signal.SIGINT, 130, "async"),
-    ("ppo_atari.py", signal.SIGTERM, 143, "sync"),
-], ids=str)  # fmt: skip
+@pytest.mark.parametrize(
+    "script, signum, code, vector_mode",
+    [
+        ("ppo_discrete.py", signal.SIGINT, 130, "sync"),
+        ("ppo_discrete.py", signal.SIGTERM, 143, "sync"),
+        ("ppo_discrete.py", signal.SIGINT, 130, "async"),
+        ("ppo_discrete.py", signal.SIGTERM, 143, "async"),
+        ("ppo_continuous.py", signal.SIGINT, 130, "async"),
+        ("ppo_atari.py", signal.SIGINT, 130, "async"),
+        ("ppo_atari.py", signal.SIGTERM, 143, "sync"),
+    ],
+    ids=str,
+)
 def test_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, script, signum, code, vector_mode):
-    proc = start(tmp_path, script, "--total-timesteps", "10000000", "--num-envs", "2", "--num-steps", "32", "--vector-mode", vector_mode)
+    proc = start(
+        tmp_path,
+        script,
+        "--total-timesteps",
+        "10000000",
+        "--num-envs",
+        "2",
+        "--num-steps",
+        "32",
+        "--vector-mode",
+        vector_mode,
+    )
     wait_for_training(proc, tmp_path)
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=120)
@@ -161,8 +237,11 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, script, sign
     assert module(script).load_checkpoint(path, "--resume")["global_step"] > 0
 
 
-LONG_ROLLOUT = {"ppo_discrete.py": ["--num-steps", "100000"], "ppo_continuous.py": ["--num-steps", "100000"],
-                "ppo_atari.py": ["--num-envs", "1", "--num-steps", "5000"]}
+LONG_ROLLOUT = {
+    "ppo_discrete.py": ["--num-steps", "100000"],
+    "ppo_continuous.py": ["--num-steps", "100000"],
+    "ppo_atari.py": ["--num-envs", "1", "--num-steps", "5000"],
+}
 
 
 def test_second_sigint_stops_at_once(tmp_path, script):
@@ -176,21 +255,32 @@ def test_second_sigint_stops_at_once(tmp_path, script):
     assert not glob.glob(str(tmp_path / "runs" / "*" / "checkpoints" / "*.pt"))
 
 
-@pytest.mark.parametrize("script, flags, expected", [
-    # an env that pays NaN: the first loss is NaN
-    ("ppo_discrete.py", ["--env-id", "tests.envs:NanReward-v0"], "iteration 1: the loss is nan"),
-    # a step far too large: the weights blow up within the first iteration
-    ("ppo_discrete.py", ["--learning-rate", "1e30", "--no-anneal-lr"], "iteration 1: the "),
-    ("ppo_continuous.py", ["--learning-rate", "1e30", "--no-anneal-lr"], "iteration 1: the "),
-    ("ppo_atari.py", ["--learning-rate", "1e30", "--no-anneal-lr"], "iteration 1: the "),
-], ids=str)  # fmt: skip
+@pytest.mark.parametrize(
+    "script, flags, expected",
+    [
+        # an env that pays NaN: the first loss is NaN
+        ("ppo_discrete.py", ["--env-id", "tests.envs:NanReward-v0"], "iteration 1: the loss is nan"),
+        # a step far too large: the weights blow up within the first iteration
+        ("ppo_discrete.py", ["--learning-rate", "1e30", "--no-anneal-lr"], "iteration 1: the "),
+        ("ppo_continuous.py", ["--learning-rate", "1e30", "--no-anneal-lr"], "iteration 1: the "),
+        ("ppo_atari.py", ["--learning-rate", "1e30", "--no-anneal-lr"], "iteration 1: the "),
+    ],
+    ids=str,
+)
 def test_non_finite_guard_stops_without_saving(tmp_path, script, flags, expected):
-    proc = subprocess.run([sys.executable, str(REPO / script), *SCRIPTS[script], *TINY, *flags, "--checkpoint-every", "1"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(REPO / script), *SCRIPTS[script], *TINY, *flags, "--checkpoint-every", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     line = proc.stderr.strip().splitlines()[-1]  # after ale-py's banner
-    assert f"{script}: stopped: {expected}" in line and "stopped without saving (last good checkpoint: none)" in line, line
+    assert f"{script}: stopped: {expected}" in line and "stopped without saving (last good checkpoint: none)" in line, (
+        line
+    )
     assert not glob.glob(str(tmp_path / "runs" / "*" / "checkpoints" / "*.pt"))
 
 
@@ -235,19 +325,28 @@ def malformed(tmp_path, full_run, script, kind: str) -> str:
     return path
 
 
-@pytest.mark.parametrize("kind, flags, expected", [
-    ("pickle-with-code", [], r"is not a readable checkpoint"),
-    ("truncated", [], r"is not a readable checkpoint"),
-    ("other-script", [], r"is not a checkpoint of {script} \(ppo37 ppo_\w+\.py checkpoint v2\)"),
-    ("missing-key", [], r"is a damaged checkpoint \(missing or wrong: optimizer\)"),
-    ("wrong-shape", [], r"does not fit the network of its own flags \(.*size mismatch"),
-    ("mismatched-env", ["--env-id", "BreakoutNoFrameskip-v4"], r"trained with --env-id \S+, this command has --env-id BreakoutNoFrameskip-v4"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kind, flags, expected",
+    [
+        ("pickle-with-code", [], r"is not a readable checkpoint"),
+        ("truncated", [], r"is not a readable checkpoint"),
+        ("other-script", [], r"is not a checkpoint of {script} \(ppo37 ppo_\w+\.py checkpoint v2\)"),
+        ("missing-key", [], r"is a damaged checkpoint \(missing or wrong: optimizer\)"),
+        ("wrong-shape", [], r"does not fit the network of its own flags \(.*size mismatch"),
+        (
+            "mismatched-env",
+            ["--env-id", "BreakoutNoFrameskip-v4"],
+            r"trained with --env-id \S+, this command has --env-id BreakoutNoFrameskip-v4",
+        ),
+    ],
+)
 def test_malformed_checkpoints_are_refused(run_fails, tmp_path, full_run, script, kind, flags, expected):
     path = checkpoints(full_run)[0] if kind == "mismatched-env" else malformed(tmp_path, full_run, script, kind)
     for flag in ["--resume", "--eval-checkpoint"] if kind != "mismatched-env" else ["--resume"]:
         line = run_fails(script, *SCRIPTS[script], *TWICE, *SCHEDULES, *flags, flag, path)
-        assert line.startswith(f"{script}: error: {flag}") and re.search(expected.format(script=re.escape(script)), line), line
+        assert line.startswith(f"{script}: error: {flag}") and re.search(
+            expected.format(script=re.escape(script)), line
+        ), line
     assert not (tmp_path / "pwned").exists(), "loading ran the pickle's code"
 
 
@@ -258,7 +357,9 @@ def test_same_seed_same_metrics(train, script, vector_mode):
         assert runs[0].scalars(tag) == runs[1].scalars(tag), tag
 
 
-VIDEO_ENVS = [(script, SCRIPTS[script]) for script in SCRIPTS] + [("ppo_continuous.py", ["--env-id", "Hopper-v5"])]  # MuJoCo: EGL
+VIDEO_ENVS = [(script, SCRIPTS[script]) for script in SCRIPTS] + [
+    ("ppo_continuous.py", ["--env-id", "Hopper-v5"])
+]  # MuJoCo: EGL
 
 
 @pytest.mark.parametrize("script, env", VIDEO_ENVS, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
@@ -267,4 +368,6 @@ def test_capture_video_writes_training_and_evaluation_videos(train, script, env)
     name = os.path.basename(run.run_dir)
     assert glob.glob(str(run.cwd / "videos" / name / "*.mp4"))
     assert glob.glob(str(run.cwd / "videos" / name / "eval" / "*.mp4"))
-    assert all(os.path.getsize(path) > 1000 for path in glob.glob(str(run.cwd / "videos" / "**" / "*.mp4"), recursive=True))
+    assert all(
+        os.path.getsize(path) > 1000 for path in glob.glob(str(run.cwd / "videos" / "**" / "*.mp4"), recursive=True)
+    )

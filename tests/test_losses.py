@@ -52,10 +52,16 @@ def test_value_loss_clipping(script):
     returns = torch.tensor([0.5, 1.0, 0.0])
     # clipped predictions: 0.2, 0.1, -0.2 -> squared errors 0.09, 0.81, 0.04
     # unclipped:           1.0, 0.1, -1.0 -> 0.25, 0.81, 1.0
-    assert script.value_loss(new, old, returns, 0.2, clip_vloss=True).item() == pytest.approx(0.5 * np.mean([0.25, 0.81, 1.0]))
+    assert script.value_loss(new, old, returns, 0.2, clip_vloss=True).item() == pytest.approx(
+        0.5 * np.mean([0.25, 0.81, 1.0])
+    )
     returns = torch.tensor([1.0, 1.0, -1.0])  # now clipping makes the first error larger: 0.64 > 0.0
-    assert script.value_loss(new, old, returns, 0.2, clip_vloss=True).item() == pytest.approx(0.5 * np.mean([0.64, 0.81, 0.64]))
-    assert script.value_loss(new, old, returns, 0.2, clip_vloss=False).item() == pytest.approx(0.5 * np.mean([0.0, 0.81, 0.0]))
+    assert script.value_loss(new, old, returns, 0.2, clip_vloss=True).item() == pytest.approx(
+        0.5 * np.mean([0.64, 0.81, 0.64])
+    )
+    assert script.value_loss(new, old, returns, 0.2, clip_vloss=False).item() == pytest.approx(
+        0.5 * np.mean([0.0, 0.81, 0.0])
+    )
 
 
 def test_masked_actions_get_zero_probability_and_zero_gradient():

@@ -84,7 +84,7 @@ def test_update_reproduces_the_rollout(module, shared_network):
     num_steps, num_envs = 12, 4
     obs = torch.stack([observe(num_envs) for _ in range(num_steps)])
     starts = (torch.rand(num_steps, num_envs) < 0.2).float()
-    state = agent.initial_lstm_state(num_envs)
+    state = agent.initial_state(num_envs)
     with torch.no_grad():
         for _ in range(3):  # so the rollout starts mid-episode, from a non-zero state
             *_, state = agent.get_action_and_value(observe(num_envs), lstm_state=state, starts=torch.zeros(num_envs))
@@ -140,12 +140,15 @@ FIRST_MINIBATCH = ["--recurrent", "--num-minibatches", "1", "--update-epochs", "
 RATIO_ONE = [
     (DISCRETE, ["--env-id", "CartPole-v1", "--num-envs", "4", "--num-steps", "64", "--total-timesteps", "6144"]),
     (DISCRETE, TINY + ["--env-id", "tests.envs:MultiDiscreteTarget-v0"]),
-    (DISCRETE, TINY + ["--env-id", "tests.envs:MaskedTarget-v0", "--action-masking"]),  # the env raises on a masked action
+    (
+        DISCRETE,
+        TINY + ["--env-id", "tests.envs:MaskedTarget-v0", "--action-masking"],
+    ),  # the env raises on a masked action
     (DISCRETE, TINY + ["--env-id", "tests.envs:CountingEnv-v0"]),  # time-limit truncations, bootstrapped
     (DISCRETE, TINY + ["--env-id", "tests.envs:CountingEnv-v0", "--shared-network"]),
     (ATARI, TINY + ["--env-backend", "gymnasium"]),
     (ATARI, TINY + ["--env-backend", "ale", "--no-shared-network"]),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("script, flags", RATIO_ONE, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
@@ -159,13 +162,25 @@ def test_first_minibatch_ratio_is_one(train, script, flags):
 
 
 def test_recurrent_target_kl_stops_before_a_minibatch_step(train):
-    run = train(DISCRETE, *TINY, "--recurrent", "--num-minibatches", "2", "--target-kl", "1e-10", "--kl-stop", "minibatch",
-                "--no-anneal-lr")  # fmt: skip
+    run = train(
+        DISCRETE,
+        *TINY,
+        "--recurrent",
+        "--num-minibatches",
+        "2",
+        "--target-kl",
+        "1e-10",
+        "--kl-stop",
+        "minibatch",
+        "--no-anneal-lr",
+    )
     assert run.scalars("charts/minibatch_steps") == [1] * ITERATIONS
 
 
 def test_recurrent_kl_penalty_adapts_beta(train):
-    run = train(DISCRETE, *TINY, "--recurrent", "--num-minibatches", "2", "--loss", "kl-penalty", "--kl-target", "0.001")
+    run = train(
+        DISCRETE, *TINY, "--recurrent", "--num-minibatches", "2", "--loss", "kl-penalty", "--kl-target", "0.001"
+    )
     betas, kls = run.scalars("charts/kl_coef"), run.scalars("losses/kl_after_update")
     assert len(betas) == len(kls) == ITERATIONS and betas[0] == 1.0
     for i in range(ITERATIONS - 1):

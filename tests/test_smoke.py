@@ -15,13 +15,21 @@ LOSSES = ["losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/a
 # Per script: the tiny budget (4 epochs x 4 minibatches), its env, its default learning rate, and
 # an env with time-limit truncations inside the budget
 SCRIPTS = {
-    "ppo_discrete.py": {"flags": TINY, "env_id": "CartPole-v1", "lr": 2.5e-4,
-                        "truncating": ["--env-id", "tests.envs:CountingEnv-v0"]},
-    "ppo_continuous.py": {"flags": TINY + ["--env-id", "Pendulum-v1", "--num-minibatches", "4", "--update-epochs", "4"],
-                          "env_id": "Pendulum-v1", "lr": 3e-4, "truncating": []},  # Pendulum: 200-step limit
+    "ppo_discrete.py": {
+        "flags": TINY,
+        "env_id": "CartPole-v1",
+        "lr": 2.5e-4,
+        "truncating": ["--env-id", "tests.envs:CountingEnv-v0"],
+    },
+    "ppo_continuous.py": {
+        "flags": TINY + ["--env-id", "Pendulum-v1", "--num-minibatches", "4", "--update-epochs", "4"],
+        "env_id": "Pendulum-v1",
+        "lr": 3e-4,
+        "truncating": [],
+    },  # Pendulum: 200-step limit
     # Breakout's time limit is out of reach: the ALE max-frames truncation is tested via the GAE tests
     "ppo_atari.py": {"flags": TINY, "env_id": "BreakoutNoFrameskip-v4", "lr": 2.5e-4, "truncating": None},
-}  # fmt: skip
+}
 CONTINUOUS = "ppo_continuous.py"
 ATARI = "ppo_atari.py"
 HOPPER = ["--env-id", "Hopper-v5"]  # a MuJoCo env whose random-policy episodes end within the budget
@@ -34,7 +42,9 @@ def baseline(tmp_path_factory):
 
     def get(script, *extra):
         if (script, extra) not in cache:
-            cache[script, extra] = train_in(tmp_path_factory.mktemp("baseline"), script, *SCRIPTS[script]["flags"], *extra)
+            cache[script, extra] = train_in(
+                tmp_path_factory.mktemp("baseline"), script, *SCRIPTS[script]["flags"], *extra
+            )
         return cache[script, extra]
 
     return get
@@ -56,7 +66,9 @@ def test_defaults_anneal_the_learning_rate_and_keep_the_clip(baseline, script):
         values = run.scalars(tag)
         assert len(values) == ITERATIONS and np.all(np.isfinite(values)), tag
     # where the time went: each part takes time, and together they take about what the run took
-    rollout, update, sps = (np.array(run.scalars(tag)) for tag in ["time/rollout_seconds", "time/update_seconds", "charts/SPS"])
+    rollout, update, sps = (
+        np.array(run.scalars(tag)) for tag in ["time/rollout_seconds", "time/update_seconds", "charts/SPS"]
+    )
     assert np.all(rollout > 0) and np.all(update > 0)
     steps = np.array(run.steps("charts/SPS"))
     assert 0.5 < (rollout + update).sum() / (steps[-1] / sps[-1]) <= 1.0 + 1e-6
@@ -64,19 +76,41 @@ def test_defaults_anneal_the_learning_rate_and_keep_the_clip(baseline, script):
 
 
 COMMON_FLAGS = [
-    ["--no-ortho-init"], ["--adam-eps", "1e-3"], ["--no-gae"], ["--gamma", "0.9", "--gae-lambda", "0.8"],
-    ["--no-norm-adv"], ["--no-clip-vloss"], ["--ent-coef", "0.05", "--vf-coef", "1", "--max-grad-norm", "5"],
-    ["--shared-network"], ["--no-bootstrap-truncation"], ["--seed", "2"],
-]  # fmt: skip
-CONTINUOUS_FLAGS = [["--no-norm-obs"], ["--clip-obs", "1"], ["--no-norm-reward"], ["--clip-reward", "0.1"],
-                    ["--state-dependent-std"], ["--norm-obs-final"], ["--norm-reward-restart", "termination"]]  # fmt: skip
+    ["--no-ortho-init"],
+    ["--adam-eps", "1e-3"],
+    ["--no-gae"],
+    ["--gamma", "0.9", "--gae-lambda", "0.8"],
+    ["--no-norm-adv"],
+    ["--no-clip-vloss"],
+    ["--ent-coef", "0.05", "--vf-coef", "1", "--max-grad-norm", "5"],
+    ["--shared-network"],
+    ["--no-bootstrap-truncation"],
+    ["--seed", "2"],
+]
+CONTINUOUS_FLAGS = [
+    ["--no-norm-obs"],
+    ["--clip-obs", "1"],
+    ["--no-norm-reward"],
+    ["--clip-reward", "0.1"],
+    ["--state-dependent-std"],
+    ["--norm-obs-final"],
+    ["--norm-reward-restart", "termination"],
+]
 CHANGING = (
-    [(script, [], flags) for script in SCRIPTS for flags in COMMON_FLAGS
-     if not (flags == ["--no-bootstrap-truncation"] and SCRIPTS[script]["truncating"] is None)
-     and not (flags == ["--shared-network"] and script == ATARI)]  # Atari's default; see ATARI_FLAGS
+    [
+        (script, [], flags)
+        for script in SCRIPTS
+        for flags in COMMON_FLAGS
+        if not (flags == ["--no-bootstrap-truncation"] and SCRIPTS[script]["truncating"] is None)
+        and not (flags == ["--shared-network"] and script == ATARI)
+    ]  # Atari's default; see ATARI_FLAGS
     + [(CONTINUOUS, [], flags) for flags in CONTINUOUS_FLAGS]
     # Hopper's 1000-step time limit is out of the tiny budget's reach: truncation is tested on Pendulum
-    + [(CONTINUOUS, HOPPER, flags) for flags in COMMON_FLAGS + CONTINUOUS_FLAGS if flags != ["--no-bootstrap-truncation"]]
+    + [
+        (CONTINUOUS, HOPPER, flags)
+        for flags in COMMON_FLAGS + CONTINUOUS_FLAGS
+        if flags != ["--no-bootstrap-truncation"]
+    ]
 )
 
 
@@ -119,7 +153,9 @@ def test_constant_learning_rate(train, script):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_anneal_clip(train, script):
     run = tiny(train, script, "--anneal-clip", "--clip-coef", "0.1")
-    np.testing.assert_allclose(run.scalars("charts/clip_coef"), 0.1 * (1 - np.arange(ITERATIONS) / ITERATIONS), rtol=1e-6)
+    np.testing.assert_allclose(
+        run.scalars("charts/clip_coef"), 0.1 * (1 - np.arange(ITERATIONS) / ITERATIONS), rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -176,7 +212,9 @@ def test_clip_action_sends_clipped_actions_and_trains_on_the_unclipped_ones(trai
     flags = ["--env-id", "tests.envs:UnclippedBox-v0", "--num-minibatches", "1", "--update-epochs", "1"]
     clipped = tiny(train, CONTINUOUS, *flags)
     lengths = clipped.scalars("charts/episodic_length")
-    assert lengths and all(ret >= -0.02 * n - 1e-6 for ret, n in zip(clipped.scalars("charts/episodic_return"), lengths))
+    assert lengths and all(
+        ret >= -0.02 * n - 1e-6 for ret, n in zip(clipped.scalars("charts/episodic_return"), lengths)
+    )
     assert max(abs(kl) for kl in clipped.scalars("losses/approx_kl")) < 1e-6
     assert max(clipped.scalars("losses/clipfrac")) == 0
     unclipped = tiny(train, CONTINUOUS, *flags, "--no-clip-action")
@@ -201,11 +239,15 @@ def test_save_model_and_evaluate(train):
 # Each Atari detail on the game where it matters (Pong has no lives; Breakout's rewards are all 1
 # early on, so clipping is checked on Pong's -1s), with both back ends
 ATARI_FLAGS = [
-    (["--noop-max", "5"], "PongNoFrameskip-v4"), (["--frame-skip", "2"], "PongNoFrameskip-v4"),
-    (["--no-episodic-life"], "BreakoutNoFrameskip-v4"), (["--no-fire-reset"], "BreakoutNoFrameskip-v4"),
-    (["--frame-size", "64"], "PongNoFrameskip-v4"), (["--frame-stack", "2"], "BreakoutNoFrameskip-v4"),
-    (["--no-shared-network"], "PongNoFrameskip-v4"), (["--no-scale-obs"], "BreakoutNoFrameskip-v4"),
-]  # fmt: skip
+    (["--noop-max", "5"], "PongNoFrameskip-v4"),
+    (["--frame-skip", "2"], "PongNoFrameskip-v4"),
+    (["--no-episodic-life"], "BreakoutNoFrameskip-v4"),
+    (["--no-fire-reset"], "BreakoutNoFrameskip-v4"),
+    (["--frame-size", "64"], "PongNoFrameskip-v4"),
+    (["--frame-stack", "2"], "BreakoutNoFrameskip-v4"),
+    (["--no-shared-network"], "PongNoFrameskip-v4"),
+    (["--no-scale-obs"], "BreakoutNoFrameskip-v4"),
+]
 
 
 @pytest.mark.parametrize("backend", ["gymnasium", "ale"])
@@ -222,8 +264,19 @@ def test_atari_flag_changes_training(train, baseline, backend, flags, env_id):
 def test_atari_logs_unclipped_full_game_scores(train, backend, flags):
     # Pong: a random policy loses whole games at about -21; per-life or clipped accounting could not
     # produce scores this low with episodes this long
-    run = tiny(train, ATARI, "--env-id", "PongNoFrameskip-v4", "--env-backend", backend, "--num-steps", "512",
-               "--total-timesteps", "2048", *flags)  # fmt: skip
+    run = tiny(
+        train,
+        ATARI,
+        "--env-id",
+        "PongNoFrameskip-v4",
+        "--env-backend",
+        backend,
+        "--num-steps",
+        "512",
+        "--total-timesteps",
+        "2048",
+        *flags,
+    )
     scores = run.scalars("charts/episodic_return")
     assert scores and all(-21 <= score <= -15 for score in scores), scores
     assert all(length > 500 for length in run.scalars("charts/episodic_length"))
