@@ -6,14 +6,48 @@
     torchrun --standalone --nproc_per_node 2 ppo_atari.py --env-id BreakoutNoFrameskip-v4   # 2 data-parallel workers
 
 Defaults reproduce CleanRL's ppo_atari.py (itself openai/baselines' ppo2 with the DeepMind
-wrappers). Comments cite the numbered details of "The 37 Implementation Details of PPO" (Huang et
-al., 2022); README.md maps every flag to its detail. Two environment back ends give observations of
+wrappers); "ours" marks the defaults that do not. Two environment back ends give observations of
 the same shape and the same episode accounting: `gymnasium` (a gymnasium vector env of the baselines
 wrappers written below) and `ale` (ale-py's multithreaded AtariVectorEnv). Their trajectories differ
 in details (the order of no-ops and FIRE at a reset, a new game's stack padded with zeros or copies,
-max-pooling of grayscale or RGB frames: README "Differences between the back ends"), so a model is
+max-pooling of grayscale or RGB frames: docs/flags.md, "Differences between the back ends"), so a model is
 evaluated on the back end it trained on. Frames are kept as uint8 everywhere, the rollout buffer
 included, and scaled only inside the network.
+Read it top to bottom: Arguments, Environment, Agent, PPO math, Training, `main`; the run control
+after `main` (workers, signals, checkpoints, evaluation, console) is not PPO and can wait.
+
+DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail -> flag -> where
+   1  vectorized environments          --num-envs --num-steps --env-backend   make_envs, collect_rollout
+   2  orthogonal init, constant bias   --ortho-init                           layer_init
+   3  Adam epsilon                     --adam-eps                             main
+   4  learning-rate annealing          --anneal-lr --learning-rate            train
+   5  GAE                              --gae --gamma --gae-lambda             compute_advantages
+   6  shuffled minibatches, K epochs   --num-minibatches --update-epochs      update, minibatches
+   7  advantage normalisation          --norm-adv                             ppo_loss
+   8  clipped surrogate objective      --clip-coef                            clipped_policy_loss
+   9  value-function loss clipping     --clip-vloss                           value_loss
+  10  overall loss, entropy bonus      --ent-coef --vf-coef                   ppo_loss
+  11  global gradient clipping         --max-grad-norm                        update
+  12  debug variables                  (logged: approx_kl, clipfrac, ...)     update, train
+  13  separate or shared networks      --shared-network                       Agent
+  14  no-op reset                      --noop-max                             NoopReset (ale: noop_max)
+  15  frame skip with max-pooling      --frame-skip                           MaxAndSkip (ale: maxpool)
+  16  a lost life ends an episode      --episodic-life                        EpisodicLife, GameScores
+  17  FIRE on reset                    --fire-reset                           FireReset (ale: use_fire_reset)
+  18  grayscale, resized frames        --frame-size                           WarpFrame
+  19  reward clipping to its sign      --clip-reward                          collect_rollout
+  20  frame stacking                   --frame-stack                          FrameStack (ale: stack_num)
+  21  shared Nature-CNN                --shared-network                       Agent
+  22  pixels scaled to [0, 1]          --scale-obs                            Agent.pixels
+  32  LSTM init                        --recurrent --ortho-init               lstm_init
+  33  LSTM state starts at zero        --recurrent                            Agent.initial_state
+  34  LSTM state reset at episode end  --recurrent                            lstm_sequence
+  35  minibatches of whole sequences   --recurrent                            minibatches
+  36  LSTM state of the rollout start  --recurrent --lstm-hidden-size         collect_rollout, update
+  aux early stop on approx KL          --target-kl --kl-stop                  update
+  aux clip-range annealing             --anneal-clip                          train
+  aux PPO-Penalty (adaptive KL)        --loss kl-penalty --kl-coef --kl-target kl_penalty_policy_loss
+  ours bootstrap at time limits        --bootstrap-truncation                 compute_advantages
 """
 
 import math
@@ -25,6 +59,7 @@ import sys
 import time
 import warnings
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -41,8 +76,11 @@ from torch.utils.tensorboard import SummaryWriter
 gym.register_envs(ale_py)
 
 
+# ==== Arguments: the algorithm's flags (fixed for a run's life), then run control (may change on resume) ====
+
+
 @dataclass
-class Args:
+class AlgorithmArgs:
     # Experiment
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """name of the experiment, part of the run name runs/<env>__<exp>__<seed>__<time>"""
@@ -50,32 +88,16 @@ class Args:
     """seed of python, numpy, torch and the environments"""
     torch_deterministic: bool = True
     """make torch deterministic (torch.backends.cudnn.deterministic)"""
-    cuda: bool = True
-    """use CUDA when it is available"""
-    compile: bool = False
-    """torch.compile the policy step and the minibatch loss (~10 s of compiling first; see README Speed)"""
-    track: bool = False
-    """also log to Weights & Biases (WANDB_MODE=offline logs without a network)"""
-    wandb_project_name: str = "ppo37"
-    """Weights & Biases project"""
-    wandb_entity: Optional[str] = None
-    """Weights & Biases entity (team); None uses your default"""
-    dist_backend: Optional[Literal["gloo", "nccl"]] = None
-    """under torchrun: torch.distributed backend (None: nccl with CUDA, gloo on CPU)"""
 
     # Environment
     env_id: str = "BreakoutNoFrameskip-v4"
     """an ale-py game id, e.g. PongNoFrameskip-v4 or ALE/Pong-v5 (run without ALE's own frame skip or sticky actions)"""
     env_backend: Literal["gymnasium", "ale"] = "gymnasium"
     """gymnasium: vector env of the wrappers in this file; ale: ale-py's C++ AtariVectorEnv"""
-    total_timesteps: int = 10000000
-    """environment steps (agent decisions) of the whole run, summed over all envs (and all workers under torchrun)"""
     num_envs: int = 8
     """detail 1: parallel environments (N), per worker under torchrun"""
     num_steps: int = 128
     """detail 1: steps per env per rollout (M); the batch is N x M (x workers under torchrun)"""
-    vector_mode: Literal["sync", "async"] = "sync"
-    """detail 1: gymnasium back end: step the envs in this process (sync) or one subprocess each (async)"""
     bootstrap_truncation: bool = True
     """on a time-limit truncation, bootstrap with V(final obs) (ours; off reproduces CleanRL)"""
 
@@ -149,6 +171,29 @@ class Args:
     kl_target: float = 0.01
     """PPO-Penalty: target KL; beta x2 when KL > 1.5 target, /2 when KL < target / 1.5"""
 
+
+@dataclass
+class RunControlArgs:
+    # Length, hardware, logging
+    total_timesteps: int = 10000000
+    """environment steps (agent decisions) of the whole run, summed over all envs (and all workers under torchrun)"""
+    vector_mode: Literal["sync", "async"] = "sync"
+    """detail 1: gymnasium back end: step the envs in this process (sync) or one subprocess each (async)"""
+    cuda: bool = True
+    """use CUDA when it is available"""
+    torch_threads: int = 0
+    """torch's CPU threads (0: torch's default, every core: the CNN's update uses them)"""
+    compile: bool = False
+    """torch.compile the policy step and the minibatch loss (~10 s of compiling first; see README Speed)"""
+    dist_backend: Optional[Literal["gloo", "nccl"]] = None
+    """under torchrun: torch.distributed backend (None: nccl with CUDA, gloo on CPU)"""
+    track: bool = False
+    """also log to Weights & Biases (WANDB_MODE=offline logs without a network)"""
+    wandb_project_name: str = "ppo37"
+    """Weights & Biases project"""
+    wandb_entity: Optional[str] = None
+    """Weights & Biases entity (team); None uses your default"""
+
     # Checkpoints, evaluation, video
     save_model: bool = False
     """write a checkpoint to runs/<run_name>/<exp_name>.pt at the end, then evaluate it (--eval-episodes)"""
@@ -165,128 +210,19 @@ class Args:
     capture_video: bool = False
     """record games of the first env to videos/<run_name>/ (gymnasium back end; evaluation in videos/<run_name>/eval)"""
 
+
+@dataclass
+class Args(RunControlArgs, AlgorithmArgs):
     def __post_init__(self):
         if self.frame_stack is None:  # memory comes from the LSTM instead of the stack
             self.frame_stack = 1 if self.recurrent else 4
 
 
-RUN_CONTROL = {
-    "total_timesteps",
-    "save_model",
-    "checkpoint_every",
-    "keep_checkpoints",
-    "resume",
-    "eval_episodes",
-    "eval_checkpoint",
-    "capture_video",
-    "track",
-    "wandb_project_name",
-    "wandb_entity",
-    "cuda",
-    "compile",
-    "vector_mode",
-    "dist_backend",
-}
+RUN_CONTROL = set(RunControlArgs.__dataclass_fields__)
 """Flags that may differ between a run and its resumption; every other flag must match the checkpoint's."""
 
 
-class UsageError(Exception):
-    """Bad input from the user: reported as one line on stderr with exit code 2."""
-
-
-def validate_args(args: Args, world_size: int = 1) -> None:
-    """Reject settings that cannot work, naming the flag and what would."""
-    for flag, value in [
-        ("--total-timesteps", args.total_timesteps),
-        ("--num-envs", args.num_envs),
-        ("--num-steps", args.num_steps),
-        ("--num-minibatches", args.num_minibatches),
-        ("--update-epochs", args.update_epochs),
-        ("--frame-skip", args.frame_skip),
-        ("--frame-stack", args.frame_stack),
-        ("--lstm-hidden-size", args.lstm_hidden_size),
-        ("--keep-checkpoints", args.keep_checkpoints),
-        ("--eval-episodes", args.eval_episodes),
-    ]:
-        if value <= 0:
-            raise UsageError(f"{flag} must be a positive integer, got {value}")
-    for flag, value in [
-        ("--learning-rate", args.learning_rate),
-        ("--adam-eps", args.adam_eps),
-        ("--clip-coef", args.clip_coef),
-        ("--max-grad-norm", args.max_grad_norm),
-        ("--kl-target", args.kl_target),
-        ("--target-kl", args.target_kl if args.target_kl is not None else 1.0),
-    ]:
-        if not value > 0:
-            raise UsageError(f"{flag} must be a positive number, got {value}")
-        if not math.isfinite(value):
-            raise UsageError(f"{flag} must be finite, got {value}")
-    for flag, value in [
-        ("--ent-coef", args.ent_coef),
-        ("--vf-coef", args.vf_coef),
-        ("--kl-coef", args.kl_coef),
-        ("--noop-max", args.noop_max),
-        ("--checkpoint-every", args.checkpoint_every),
-    ]:
-        if not value >= 0:
-            raise UsageError(f"{flag} must be zero or positive, got {value}")
-        if not math.isfinite(value):
-            raise UsageError(f"{flag} must be finite, got {value}")
-    if not 0 <= args.seed <= 2**32 - world_size:  # numpy seeds each worker with seed + rank
-        raise UsageError(f"--seed must be in [0, {2**32 - world_size}] (numpy's seed range), got {args.seed}")
-    if args.capture_video and args.env_backend == "ale":
-        raise UsageError(
-            "--capture-video records from the gymnasium back end (ale-py's vector env does not render); "
-            "add --env-backend gymnasium"
-        )
-    if args.frame_size < 36:
-        raise UsageError(
-            f"--frame-size {args.frame_size} is too small for the Nature CNN; use 36 or more (84 is the reference)"
-        )
-    if not 0 < args.gamma <= 1:
-        raise UsageError(f"--gamma must be in (0, 1], got {args.gamma}")
-    if not 0 <= args.gae_lambda <= 1:
-        raise UsageError(f"--gae-lambda must be in [0, 1], got {args.gae_lambda}")
-    batch_size = args.num_envs * args.num_steps
-    if batch_size % args.num_minibatches != 0:
-        divisors = [d for d in range(1, min(batch_size, 64) + 1) if batch_size % d == 0]
-        raise UsageError(
-            f"--num-minibatches {args.num_minibatches} does not divide the batch of {batch_size} "
-            f"(--num-envs {args.num_envs} x --num-steps {args.num_steps}); use one of {divisors}"
-        )
-    if args.recurrent and args.num_envs % args.num_minibatches != 0:
-        divisors = [d for d in range(1, args.num_envs + 1) if args.num_envs % d == 0]
-        raise UsageError(
-            f"--recurrent: --num-minibatches {args.num_minibatches} does not divide --num-envs {args.num_envs} "
-            f"(a minibatch is whole env sequences); use one of {divisors}"
-        )
-    minibatch_size = batch_size // args.num_minibatches
-    if args.recurrent:  # whole env sequences
-        minibatch_size = args.num_envs // args.num_minibatches * args.num_steps
-    if args.norm_adv and minibatch_size < 2:
-        raise UsageError(
-            f"--norm-adv: a minibatch of one sample has no standard deviation (--num-envs {args.num_envs} x "
-            f"--num-steps {args.num_steps} / --num-minibatches {args.num_minibatches}); use fewer minibatches or "
-            f"--no-norm-adv"
-        )
-    if args.total_timesteps < batch_size * world_size:
-        workers = f" x {world_size} workers" if world_size > 1 else ""
-        raise UsageError(
-            f"--total-timesteps {args.total_timesteps} is smaller than one batch of {batch_size * world_size} "
-            f"(--num-envs x --num-steps{workers}); use at least {batch_size * world_size}"
-        )
-    if args.compile and args.recurrent:
-        raise UsageError(
-            "--compile does not take --recurrent (the LSTM's step loop would unroll into one huge graph); "
-            "drop --compile"
-        )
-    if args.eval_checkpoint is not None and world_size > 1:
-        raise UsageError("--eval-checkpoint evaluates in one process; run it with python, not torchrun")
-    if args.dist_backend == "nccl" and not (args.cuda and torch.cuda.is_available()):
-        raise UsageError(
-            "--dist-backend nccl needs CUDA, which this machine or --no-cuda rules out; use --dist-backend gloo"
-        )
+# ==== Environment: two back ends, the same observations and episode accounting ====
 
 
 LIST_GAMES = (
@@ -489,6 +425,7 @@ class GameScores:
         self.lives = np.array(lives)
         self.scores = np.zeros(len(self.lives))
         self.lengths = np.zeros(len(self.lives), dtype=np.int64)
+        self.finished = []  # (global step, score, length) of the games that ended since the last log
 
     def update(self, raw_rewards, terminated, truncated, lives) -> list[tuple[int, float, int]]:
         """One vector step; `lives` as reported after it (after any reset). -> [(env, score, length)]
@@ -503,7 +440,7 @@ class GameScores:
         return ended
 
 
-# ---- Agent ----
+# ==== Agent ====
 
 
 def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0, ortho: bool = True) -> nn.Module:
@@ -543,6 +480,11 @@ def lstm_sequence(lstm: nn.LSTM, features: torch.Tensor, state: tuple, starts: t
         output, (h, c) = lstm(features[first:end], (keep * h, keep * c))
         outputs.append(output)
     return torch.cat(outputs).reshape(-1, lstm.hidden_size), (h, c)
+
+
+def select_envs(state: Optional[tuple], envs) -> Optional[tuple]:
+    """The LSTM state (h, c), each [L, N, H], of the envs `envs` (an index or mask over N); None stays None."""
+    return None if state is None else (state[0][:, envs], state[1][:, envs])
 
 
 class Agent(nn.Module):
@@ -591,8 +533,11 @@ class Agent(nn.Module):
         """uint8 frames [B, k, H, W] -> float; detail 22: scaled to [0, 1] here, not in the buffer."""
         return x.float() / 255.0 if self.scale_obs else x.float()
 
-    def initial_state(self, num_envs: int, device=None) -> tuple:
-        """detail 33: the zero LSTM state (h, c), each [L, N, H]; L = 1 shared LSTM, or 2: actor's, critic's."""
+    def initial_state(self, num_envs: int, device=None) -> Optional[tuple]:
+        """detail 33: the zero LSTM state (h, c), each [L, N, H], L = 1 shared LSTM or 2 (actor's, critic's);
+        None when feed-forward, so the training loop needs no recurrent branch."""
+        if not self.recurrent:
+            return None
         shape = (1 if self.shared_network else 2, num_envs, self.actor_lstm.hidden_size)
         return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
 
@@ -635,7 +580,7 @@ class Agent(nn.Module):
         return action, logprob, entropy, value, lstm_state
 
 
-# ---- Pure functions: advantages, losses (tested in tests/) ----
+# ==== PPO math: pure functions of tensors (tested in tests/) ====
 
 
 def compute_advantages(
@@ -715,34 +660,21 @@ def value_loss(new_values, old_values, returns, clip_coef: float, clip_vloss: bo
     return 0.5 * torch.max(unclipped, clipped).mean()
 
 
-def ppo_loss(
-    agent: Agent,
-    args: Args,
-    obs,
-    actions,
-    lstm_state,
-    starts,
-    old_logprobs,
-    advantages,
-    old_values,
-    returns,
-    clip_coef: float,
-    kl_coef: float,
-):
-    """The loss of one minibatch of B samples (inputs [B, ...] from the rollout buffers).
-
-    -> loss, pg_loss, v_loss, entropy_loss (scalars) and logratio, ratio [B] of new to old policy.
-    """
-    _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(obs, actions, lstm_state, starts)
-    logratio = newlogprob - old_logprobs
+def ppo_loss(agent: Agent, args: Args, mb: dict, lstm_state, clip_coef: float, kl_coef: float):
+    """The loss of one minibatch of B samples (`mb`: the batch's entries at its indices, [B, ...]; lstm_state: the
+    state its sequences started in, when recurrent) -> loss, pg_loss, v_loss, entropy_loss (scalars) and logratio,
+    ratio [B] of new to old policy."""
+    _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(mb["obs"], mb["actions"], lstm_state, mb["starts"])
+    logratio = newlogprob - mb["logprobs"]
     ratio = logratio.exp()
+    advantages = mb["advantages"]
     if args.norm_adv:  # detail 7
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     if args.loss == "clip":
         pg_loss = clipped_policy_loss(ratio, advantages, clip_coef)
     else:
         pg_loss = kl_penalty_policy_loss(ratio, logratio, advantages, kl_coef)
-    v_loss = value_loss(newvalue, old_values, returns, clip_coef, args.clip_vloss)
+    v_loss = value_loss(newvalue, mb["values"], mb["returns"], clip_coef, args.clip_vloss)
     entropy_loss = entropy.mean()
     loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss  # detail 10
     return loss, pg_loss, v_loss, entropy_loss, logratio, ratio
@@ -764,9 +696,682 @@ def explained_variance(y_pred: np.ndarray, y_true: np.ndarray) -> float:
     return np.nan if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y)
 
 
+# ==== Training: CleanRL's phases as functions (rollout, bootstrap and GAE, flatten, K-epoch update), one loop ====
+
+
+class Rollout:
+    """The rollout buffers, [T, N, ...]; entry t of each describes the transition taken at step t."""
+
+    def __init__(self, args: Args, obs_shape: tuple, device: torch.device):
+        shape = (args.num_steps, args.num_envs)
+        # frames stay uint8: a quarter of the memory of float32 storage
+        self.obs = torch.zeros((*shape, *obs_shape), dtype=torch.uint8, device=device)
+        self.actions = torch.zeros(shape, dtype=torch.long, device=device)
+        self.logprobs = torch.zeros(shape, device=device)
+        # what the envs return stays in NumPy until the rollout ends: one conversion per rollout, not per step
+        self.rewards = np.zeros(shape, np.float32)  # clipped to their sign (detail 19)
+        self.terminations = np.zeros(shape, np.float32)
+        self.truncations = np.zeros(shape, np.float32)
+        self.values = torch.zeros(shape, device=device)
+        self.final_values = torch.zeros(shape, device=device)  # V(final obs) where step t hit a time limit
+        self.starts = torch.zeros(shape, device=device)  # 1.0 where obs[t] is an episode's first
+        self.lstm_state = None  # detail 36: the LSTM state before step 0, from which the update re-runs
+
+
+def rollout_bytes(args: Args, observation_space, action_space) -> tuple[int, str]:
+    """-> memory of the rollout buffers and the network, and the flags that set it: per (step, env) uint8 frames,
+    an int64 action, 9 float32 (logprob, value, reward, GAE, ...); the network with its gradients and Adam's two
+    moments, whose first linear layer grows with the frame size."""
+    conv_size = ((args.frame_size - 8) // 4 + 1 - 4) // 2 + 1 - 2
+    network_bytes = 4 * 4 * 64 * max(conv_size, 1) ** 2 * 512
+    step_bytes = args.frame_stack * args.frame_size**2 + 8 + 36
+    flags = f"--num-envs {args.num_envs} x --num-steps {args.num_steps} x --frame-stack {args.frame_stack} x "
+    return args.num_envs * args.num_steps * step_bytes + network_bytes, f"{flags}--frame-size {args.frame_size}^2"
+
+
+@dataclass
+class EnvState:
+    """What the policy acts on next: the envs' latest frames, and the LSTM state it continues."""
+
+    obs: torch.Tensor  # [N, k, H, W] uint8
+    start: torch.Tensor  # [N] 1.0 where obs is an episode's first (a lost life too, detail 16)
+    lstm_state: Optional[tuple]  # (h, c) each [L, N, H]; None when feed-forward
+
+
+def collect_rollout(
+    envs, agent, policy_step, state: EnvState, rollout, scores, args: Args, global_step, steps_per_step
+):
+    """detail 1: num_steps steps of every env with the current policy; fills `rollout`, advances `state` and
+    -> the global step (which grows by `steps_per_step`, N x workers, each step)."""
+    device = rollout.obs.device
+    # detail 36: the LSTM state before the rollout, from which the update re-runs the sequences (None: feed-forward)
+    rollout.lstm_state = state.lstm_state and tuple(s.clone() for s in state.lstm_state)
+    for step in range(args.num_steps):
+        global_step += steps_per_step
+        rollout.obs[step] = state.obs
+        rollout.starts[step] = state.start
+        with torch.inference_mode():
+            action, logprob, _, value, state.lstm_state = policy_step(state.obs, None, state.lstm_state, state.start)
+        rollout.values[step] = value
+        rollout.actions[step] = action
+        rollout.logprobs[step] = logprob
+
+        next_obs, raw_reward, terminated, truncated, info = envs.step(action.cpu().numpy())
+        # detail 19: train on the reward's sign; log the raw game score of whole games
+        reward = np.sign(raw_reward) if args.clip_reward else raw_reward
+        rollout.rewards[step], rollout.terminations[step], rollout.truncations[step] = reward, terminated, truncated
+        state.start = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
+        state.obs = torch.as_tensor(next_obs, device=device)
+        for _env, score, length in scores.update(raw_reward, terminated, truncated, info["lives"]):
+            scores.finished.append((global_step, float(score), int(length)))
+
+        # A time limit is not a failure: value the final observation to bootstrap from it (ours)
+        time_limited = truncated & ~terminated
+        if args.bootstrap_truncation and time_limited.any():
+            final_obs = torch.as_tensor(np.stack(info["final_obs"][time_limited]), device=device)
+            # recurrent: the final obs continues its episode from the state that just acted
+            final_state = select_envs(state.lstm_state, time_limited)
+            with torch.inference_mode():
+                final_values = agent.get_value(final_obs, final_state, torch.zeros(len(final_obs), device=device))
+            rollout.final_values[step, time_limited] = final_values
+    return global_step
+
+
+def bootstrap_and_gae(agent: Agent, state: EnvState, rollout: Rollout, args: Args):
+    """detail 5: -> advantages, returns [T, N] of the rollout, bootstrapped with V(obs after its last step)."""
+    device = rollout.values.device
+    with torch.no_grad():
+        next_value = agent.get_value(state.obs, state.lstm_state, state.start)
+        rewards, terminations, truncations = (
+            torch.from_numpy(b).to(device) for b in (rollout.rewards, rollout.terminations, rollout.truncations)
+        )
+        advantages, returns = compute_advantages(
+            rewards,
+            rollout.values,
+            next_value,
+            terminations,
+            truncations,
+            rollout.final_values,
+            args.gamma,
+            args.gae_lambda,
+            args.gae,
+            args.bootstrap_truncation,
+        )
+    rollout.final_values.zero_()
+    return advantages, returns
+
+
+def flatten(rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> dict:
+    """[T, N, ...] -> the batch [T * N, ...], time-major (so a recurrent minibatch can take whole sequences)."""
+    batch_size = rollout.values.numel()
+    obs = rollout.obs.reshape(batch_size, *rollout.obs.shape[2:])
+    if obs.device.type == "cpu":  # frames channels-last [B, H, W, k] in memory: the CPU update runs 1.3-1.5x faster
+        obs = obs.contiguous(memory_format=torch.channels_last)
+    return {
+        "obs": obs,
+        "actions": rollout.actions.reshape(-1),
+        "starts": rollout.starts.reshape(-1),
+        "logprobs": rollout.logprobs.reshape(-1),
+        "advantages": advantages.reshape(-1),
+        "values": rollout.values.reshape(-1),
+        "returns": returns.reshape(-1),
+    }
+
+
+def update(agent, optimizer, minibatch_loss, batch: dict, lstm_state, args: Args, clip_coef: float, kl_coef: float):
+    """detail 6: K epochs over the batch in shuffled minibatches, one Adam step each; -> statistics of the update
+    (detail 12) by log tag. Raises NonFiniteError before a step with a non-finite loss or gradient."""
+    parameters = list(agent.parameters())
+    # detail 35, recurrent: shuffle envs, not steps, so each minibatch holds whole sequences
+    order = np.arange(args.num_envs if args.recurrent else len(batch["values"]))
+    clipfracs, minibatch_steps, stop_early = [], 0, False
+    for _epoch in range(args.update_epochs):
+        np.random.shuffle(order)
+        for mb_envs, mb_inds in minibatches(order, args.num_minibatches, args.num_steps, args.num_envs, args.recurrent):
+            mb = {key: value[mb_inds] for key, value in batch.items()}
+            # detail 36, recurrent: each sequence re-runs from the state its rollout started in
+            mb_state = select_envs(lstm_state, mb_envs)
+            loss, pg_loss, v_loss, entropy_loss, logratio, ratio = minibatch_loss(
+                agent, args, mb, mb_state, clip_coef, kl_coef
+            )
+
+            with torch.no_grad():
+                # detail 12: KL estimators from http://joschu.net/blog/kl-approx.html
+                old_approx_kl = (-logratio).mean()
+                approx_kl = all_mean_(((ratio - 1) - logratio).mean())  # over all workers: they stop together
+                clipfracs.append(((ratio - 1.0).abs() > clip_coef).float().mean().item())
+            if args.target_kl is not None and args.kl_stop == "minibatch" and approx_kl > 1.5 * args.target_kl:
+                stop_early = True  # SB3: skip this step and end the update
+                break
+
+            optimizer.zero_grad()
+            loss.backward()
+            loss = average_gradients_(parameters, loss)  # workers: every one steps with the mean gradient
+            grad_norm = nn.utils.clip_grad_norm_(parameters, args.max_grad_norm)  # detail 11
+            if not torch.isfinite(loss + grad_norm):  # guard: one NaN would spread to every weight
+                quantity, value = ("loss", loss) if not torch.isfinite(loss) else ("gradient norm", grad_norm)
+                raise NonFiniteError(f"the {quantity} is {value.item()}")
+            optimizer.step()
+            minibatch_steps += 1
+
+        if stop_early or (args.target_kl is not None and args.kl_stop == "epoch" and approx_kl > args.target_kl):
+            break
+
+    stats = {
+        "charts/minibatch_steps": minibatch_steps,
+        "losses/value_loss": v_loss.item(),
+        "losses/policy_loss": pg_loss.item(),
+        "losses/entropy": entropy_loss.item(),
+        "losses/old_approx_kl": old_approx_kl.item(),
+        "losses/approx_kl": approx_kl.item(),
+        "losses/clipfrac": np.mean(clipfracs),
+    }
+    if args.loss == "kl-penalty":  # PPO-Penalty: KL(old || new) on the whole batch after the update, to adapt beta
+        with torch.no_grad():
+            batch_size, kl_after = len(batch["values"]), 0.0
+            in_order = np.arange(args.num_envs if args.recurrent else batch_size)
+            for mb_envs, mb_inds in minibatches(
+                in_order, args.num_minibatches, args.num_steps, args.num_envs, args.recurrent
+            ):  # in minibatches: pixels are large
+                _, newlogprob, _, _, _ = agent.get_action_and_value(
+                    batch["obs"][mb_inds],
+                    batch["actions"][mb_inds],
+                    select_envs(lstm_state, mb_envs),
+                    batch["starts"][mb_inds],
+                )
+                logratio = newlogprob - batch["logprobs"][mb_inds]
+                kl_after += ((logratio.exp() - 1) - logratio).sum().item() / batch_size
+            device = batch["values"].device
+            stats["losses/kl_after_update"] = all_mean_(torch.tensor(kl_after, device=device)).item()
+    return stats
+
+
+def train(
+    args: Args, run: "Run", envs, agent: Agent, optimizer, global_step: int, start_iteration: int, kl_coef: float
+) -> tuple[int, float, int]:
+    """The PPO loop from `start_iteration` to the last; -> global step, beta and the last update's minibatch steps."""
+    num_iterations = run.num_iterations  # --total-timesteps // (N x M x workers)
+    # --compile: the same functions, compiled (the rollout's policy step, and the loss whose backward it also
+    # compiles); random numbers still come from torch's generator, so a seeded run takes the same actions
+    policy_step, minibatch_loss = agent.get_action_and_value, ppo_loss
+    if args.compile:
+        torch._inductor.config.fallback_random = True
+        policy_step, minibatch_loss = torch.compile(policy_step), torch.compile(minibatch_loss)
+    rollout = Rollout(args, envs.single_observation_space.shape, run.device)
+    memory = rollout.obs.numel() * rollout.obs.element_size() / 2**20
+    run.writer.add_text("memory", f"rollout observation buffer: {memory:.1f} MiB (uint8)")
+    # env seeds differ per worker, and a resumed run starts new games, seeded apart from the first start's
+    obs, info = envs.reset(seed=args.seed + (run.rank + run.world_size * (start_iteration - 1)) * args.num_envs)
+    scores = GameScores(info["lives"])  # full-game raw scores, counted per sub-env across lives and autoresets
+    state = EnvState(
+        obs=torch.as_tensor(obs, device=run.device),
+        start=torch.ones(args.num_envs, device=run.device),
+        lstm_state=agent.initial_state(args.num_envs, run.device),
+    )
+    minibatch_steps = 0
+    for iteration in range(start_iteration, num_iterations + 1):
+        # detail 4 (and the auxiliary clip annealing): linear decay to 0 over the run
+        frac = 1.0 - (iteration - 1.0) / num_iterations
+        lr_now = frac * args.learning_rate if args.anneal_lr else args.learning_rate
+        optimizer.param_groups[0]["lr"] = lr_now
+        clip_now = frac * args.clip_coef if args.anneal_clip else args.clip_coef
+
+        rollout_start = time.time()
+        global_step = collect_rollout(
+            envs, agent, policy_step, state, rollout, scores, args, global_step, args.num_envs * run.world_size
+        )
+        advantages, returns = bootstrap_and_gae(agent, state, rollout, args)
+        batch = flatten(rollout, advantages, returns)
+        update_start = time.time()
+        with run.guard(iteration):  # a non-finite loss or gradient stops the run before it is saved
+            logs = update(agent, optimizer, minibatch_loss, batch, rollout.lstm_state, args, clip_now, kl_coef)
+        minibatch_steps = logs["charts/minibatch_steps"]
+        if args.loss == "kl-penalty":
+            logs["charts/kl_coef"] = kl_coef
+            kl_coef = adapt_kl_coef(kl_coef, logs["losses/kl_after_update"], args.kl_target)
+
+        # Log (detail 12): the update's statistics, rank 0's; every worker's games; checkpoints (run control)
+        y_pred, y_true = batch["values"].cpu().numpy(), batch["returns"].cpu().numpy()
+        logs |= {
+            "charts/learning_rate": lr_now,
+            "charts/clip_coef": clip_now,
+            "losses/explained_variance": explained_variance(y_pred, y_true),
+            # where the iteration's time went: env steps and inference (with GAE), then the update
+            "time/rollout_seconds": update_start - rollout_start,
+            "time/update_seconds": time.time() - update_start,
+        }
+        if run.end_iteration(iteration, num_iterations, global_step, logs, scores, kl_coef):
+            break  # a signal: the run stopped with a checkpoint
+    return global_step, kl_coef, minibatch_steps
+
+
+def main(args: Args) -> Optional[dict]:
+    """Train (or only evaluate, with --eval-checkpoint); -> this worker's final state: weights, Adam
+    state, global step and the last update's minibatch steps."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's workers; 1 under plain python
+    validate_args(args, world_size)
+    if args.eval_checkpoint is not None:
+        return evaluate_checkpoint(args)
+    run = Run(args, world_size)  # checks, workers, the run directory, signals and seeding: see Run control
+
+    with sigint_blocked():  # sub-env processes inherit it: the run, not they, decides when a Ctrl-C stops
+        envs = make_envs(args, f"videos/{run.name}" if args.capture_video else None)  # either back end
+    lstm_hidden_size = args.lstm_hidden_size if args.recurrent else 0
+    num_actions = int(envs.single_action_space.n)
+    agent = Agent(
+        args.frame_stack,
+        args.frame_size,
+        num_actions,
+        args.shared_network,
+        args.scale_obs,
+        args.ortho_init,
+        lstm_hidden_size,
+    ).to(run.device)
+    broadcast_(list(agent.parameters()))  # every worker starts from rank 0's weights
+    # detail 3; fused: one kernel updates every parameter (the same Adam, fewer passes over memory)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
+    # a resumed run continues where its checkpoint left off: weights, Adam moments, schedules, beta, RNGs
+    global_step, start_iteration, kl_coef = run.start(agent, optimizer, args.kl_coef)
+
+    global_step, kl_coef, minibatch_steps = train(
+        args, run, envs, agent, optimizer, global_step, start_iteration, kl_coef
+    )
+    envs.close()
+    run.finish(global_step, kl_coef)  # the final checkpoint and its evaluation (--save-model); exit on a signal
+    return {
+        "model": agent.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "global_step": global_step,
+        "minibatch_steps": minibatch_steps,
+        "kl_coef": kl_coef,
+    }
+
+
+# ==== Run control: not PPO, skip on a first read ====
+# Input checks, workers, seeding, signals, writers, checkpoint files and their rotation, resume checks, evaluation,
+# the console line.
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line on stderr with exit code 2."""
+
+
+class NonFiniteError(Exception):
+    """A loss, gradient or parameter became NaN or infinite: the run stops (exit code 1)."""
+
+
+class WriteError(Exception):
+    """A checkpoint could not be written (full disk, read-only directory): the run stops (exit code 1)."""
+
+
+class SignalStop(Exception):
+    """SIGINT / SIGTERM where no iteration is left to finish (evaluation): stop at once, exit 128 + signum."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"{signal.Signals(signum).name}: stopped")
+        self.signum = signum
+
+
+class Run:
+    """One training run's control around the PPO loop: checks, workers, the run directory, signals, seeding
+    (on creation); restoring a checkpoint and opening the writers (`start`); logging, the console line and
+    checkpoints after each iteration (`end_iteration`); the final checkpoint, its evaluation and teardown (`finish`)."""
+
+    def __init__(self, args: Args, world_size: int):
+        self.args, self.world_size, self.checkpoint = args, world_size, None
+        if args.resume is not None:
+            self.checkpoint = load_checkpoint(args.resume, "--resume")
+            check_resume_args(args, self.checkpoint, world_size)
+        observation_space, action_space = check_env(args)
+        self.num_iterations = args.total_timesteps // (args.num_envs * args.num_steps * world_size)
+        self.rank, self.device = setup_workers(args, world_size)
+        check_memory(*rollout_bytes(args, observation_space, action_space), self.device)
+        if self.checkpoint is None:  # rank 0 names the run for everyone
+            env_name = args.env_id.replace(":", "_").replace("/", "_")
+            name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+            self.name = gather_objects(claim_run_dir(name) if self.rank == 0 else None)[0]
+        else:  # nothing left to train when the checkpoint is at --total-timesteps already: save and evaluate
+            self.name = self.checkpoint["run_name"]
+        # SIGINT / SIGTERM: finish the iteration, write a checkpoint, exit 130 / 143; a second signal exits at once
+        self.stop_signal, self.stop_requested = [], False
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGTERM, self.request_stop)
+        # Seeding: each worker samples its own actions and minibatches
+        random.seed(args.seed + self.rank)
+        np.random.seed(args.seed + self.rank)
+        torch.manual_seed(args.seed + self.rank)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        if args.torch_threads > 0:
+            torch.set_num_threads(args.torch_threads)
+        self.writer, self.wandb_run = NullWriter(), None
+        self.written, self.last_checkpoint = [], None  # the checkpoints this process wrote, oldest first
+        self.recent_returns = deque(maxlen=100)
+
+    def request_stop(self, signum, frame):
+        if self.stop_signal:
+            raise SystemExit(128 + signum)
+        self.stop_signal.append(signum)
+        if self.rank == 0:
+            name = signal.Signals(signum).name
+            print(
+                f"\n{name}: stopping after this iteration with a checkpoint (again: stop now)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def start(self, agent: nn.Module, optimizer, kl_coef: float, statistics: Optional[dict] = None):
+        """Restore a resumed run (weights, Adam, statistics, beta, RNGs), then open the writers (a damaged checkpoint
+        is refused before anything is written); -> global step, first iteration, beta."""
+        self.agent, self.optimizer, self.statistics = agent, optimizer, statistics or {}
+        global_step, self.start_iteration, checkpoint = 0, 1, self.checkpoint
+        if checkpoint is not None:
+            load_state(agent, checkpoint["model"], "--resume", self.args.resume)
+            load_state(optimizer, checkpoint["optimizer"], "--resume", self.args.resume)
+            for key, target in self.statistics.items():
+                if target is not None:
+                    load_state(target, checkpoint[key], "--resume", self.args.resume)
+            global_step, self.start_iteration, kl_coef = (
+                checkpoint["global_step"],
+                checkpoint["iteration"] + 1,
+                checkpoint["kl_coef"],
+            )
+            set_rng_states(checkpoint["rng"][self.rank], self.device)
+            self.last_checkpoint = self.args.resume
+        if self.rank == 0:
+            wandb_id, purge_step = (
+                (checkpoint["wandb_id"], checkpoint["global_step"] + 1) if checkpoint else (None, None)
+            )
+            self.writer, self.wandb_run = init_logging(self.args, self.name, wandb_id, purge_step)
+        table = "\n".join([f"|{key}|{value}|" for key, value in vars(self.args).items()])
+        self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+        if self.rank == 0:
+            workers = f" x {self.world_size} workers" if self.world_size > 1 else ""
+            steps = self.args.num_envs * self.args.num_steps
+            backend = f" ({self.args.env_backend} back end)" if hasattr(self.args, "env_backend") else ""  # Atari's
+            print(
+                f"{self.name}: {self.num_iterations} iterations of {steps} steps{workers} on {self.device}{backend}, "
+                f"logging to runs/{self.name}"
+            )
+        self.start_time, self.start_step = time.time(), global_step
+        return global_step, self.start_iteration, kl_coef
+
+    @contextmanager
+    def guard(self, iteration: int):
+        """A non-finite loss or gradient in the update stops every worker, naming the last good checkpoint."""
+        try:
+            yield
+        except NonFiniteError as e:
+            raise NonFiniteError(
+                f"iteration {iteration}: {e}; stopped without saving (last good checkpoint: "
+                f"{self.last_checkpoint or 'none'})"
+            ) from None
+
+    def end_iteration(self, iteration, num_iterations, global_step, logs: dict, stats, kl_coef) -> bool:
+        """Log (rank 0 writes every worker's episodes), print the console line, write a checkpoint every
+        --checkpoint-every iterations and when a signal asks to stop; -> whether to stop."""
+        reports = gather_objects((stats.finished, bool(self.stop_signal)))
+        for episodes, _ in reports:
+            for step_of_end, episode_return, episode_length in episodes:
+                self.writer.add_scalar("charts/episodic_return", episode_return, step_of_end)
+                self.writer.add_scalar("charts/episodic_length", episode_length, step_of_end)
+                self.recent_returns.append(episode_return)
+        stats.finished = []
+        self.stop_requested = any(stopping for _, stopping in reports)  # a signal to any worker stops them all
+        sps = int((global_step - self.start_step) / (time.time() - self.start_time))
+        for tag, value in logs.items():
+            self.writer.add_scalar(tag, value, global_step)
+        self.writer.add_scalar("charts/SPS", sps, global_step)
+        if self.rank == 0:
+            print_status(iteration, num_iterations, global_step, self.args, self.world_size, sps, self.recent_returns)
+        if self.stop_requested or (self.args.checkpoint_every and iteration % self.args.checkpoint_every == 0):
+            path = f"runs/{self.name}/checkpoints/iteration_{iteration:07d}.pt"
+            self.last_checkpoint = self.write_checkpoint(path, iteration, global_step, kl_coef)
+            if self.rank == 0:
+                self.written.append(self.last_checkpoint)
+                rotate_checkpoints(f"runs/{self.name}/checkpoints", self.written, self.args.keep_checkpoints)
+        return self.stop_requested
+
+    def write_checkpoint(self, path: str, iteration: int, global_step: int, kl_coef: float) -> str:
+        """Called by every worker (each adds its RNG states); rank 0 writes. Weights, Adam state and statistics are
+        equal everywhere, so every worker refuses a non-finite state together: no file this script writes holds one."""
+        checkpoint = {
+            "format": CHECKPOINT_FORMAT,
+            "args": vars(self.args),
+            "run_name": self.name,
+            "iteration": iteration,
+            "global_step": global_step,
+            "kl_coef": kl_coef,
+            "model": self.agent.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            **{key: target.state_dict() if target is not None else None for key, target in self.statistics.items()},
+            "wandb_id": self.wandb_run.id if self.wandb_run else None,
+        }
+        bad = first_non_finite(checkpoint)
+        if bad is not None:
+            raise NonFiniteError(
+                f"iteration {iteration}: {bad} is not finite; stopped without saving "
+                f"(last good checkpoint: {self.last_checkpoint or 'none'})"
+            )
+        checkpoint["rng"] = gather_objects(rng_states(self.device))
+        if self.rank == 0:
+            try:
+                save_checkpoint(path, checkpoint)
+            except OSError as e:
+                raise WriteError(
+                    f"cannot write {path}: {e.strerror or e}; stopped (last good checkpoint: "
+                    f"{self.last_checkpoint or 'none'})"
+                ) from None
+        return path
+
+    def finish(self, global_step: int, kl_coef: float) -> None:
+        """After the loop: the continue-command when a signal stopped it, else the --save-model checkpoint and its
+        evaluation; close the writers, leave the process group together, exit 128 + signum after a signal."""
+        args, rank, stop_signal = self.args, self.rank, self.stop_signal
+        if self.stop_requested:
+            if rank == 0:
+                launcher = "python" if self.world_size == 1 else "torchrun <the same launch flags>"
+                argv = sys.argv
+                command = " ".join(a for i, a in enumerate(argv) if "--resume" not in (a.split("=")[0], argv[i - 1]))
+                print(
+                    f"stopped at step {global_step}; continue with: {launcher} {command} --resume "
+                    f"{self.last_checkpoint}",
+                    file=sys.stderr,
+                )
+        elif args.save_model:
+            iteration = max(self.num_iterations, self.start_iteration - 1)
+            model_path = self.write_checkpoint(f"runs/{self.name}/{args.exp_name}.pt", iteration, global_step, kl_coef)
+            if rank == 0:
+                print(f"model saved to {model_path}")
+                video_folder = f"videos/{self.name}/eval" if args.capture_video else None
+                signal.signal(signal.SIGINT, stop_at_once)  # no iteration left to finish: a signal stops evaluation
+                signal.signal(signal.SIGTERM, stop_at_once)
+                try:
+                    if stop_signal:
+                        raise SignalStop(stop_signal[0])
+                    seed, device = args.seed + 10_000, self.device
+                    returns = evaluate(model_path, args.eval_episodes, seed, device, video_folder=video_folder)
+                    report_evaluation(self.writer, model_path, returns, global_step)
+                except SignalStop as stop:
+                    name = signal.Signals(stop.signum).name
+                    print(f"{name}: evaluation stopped; the model is saved in {model_path}", file=sys.stderr)
+                    self.stop_requested, stop_signal[:] = True, [stop.signum]
+        self.writer.close()
+        if self.wandb_run:
+            self.wandb_run.finish()
+        if dist.is_initialized():  # leave together: no worker tears the group down while another still uses it
+            dist.barrier()
+            dist.destroy_process_group()
+        if self.stop_requested:
+            sys.exit(128 + (stop_signal[0] if stop_signal else signal.SIGTERM))
+
+
+def print_status(iteration, num_iterations, global_step, args: Args, world_size, sps, recent_returns) -> None:
+    """The console line: a live line on a terminal, plain periodic lines (about 20 per run) in logs."""
+    mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "n/a"
+    eta = format_seconds((args.total_timesteps - global_step) / max(sps, 1))
+    total = num_iterations * args.num_envs * args.num_steps * world_size
+    status = (
+        f"step {global_step}/{total} ({100 * iteration / num_iterations:.0f}%) | "
+        f"SPS {sps} | return {mean_return} (last {len(recent_returns)} episodes) | ETA {eta}"
+    )
+    if sys.stdout.isatty():
+        print("\r" + status + "\033[K", end="\n" if iteration == num_iterations else "", flush=True)
+    elif iteration % max(1, num_iterations // 20) == 0 or iteration == num_iterations:
+        print(status, flush=True)
+
+
 def format_seconds(seconds: float) -> str:
     minutes, seconds = divmod(int(seconds), 60)
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
+
+
+def validate_args(args: Args, world_size: int = 1) -> None:
+    """Reject settings that cannot work, naming the flag and what would."""
+    for flag, value in [
+        ("--total-timesteps", args.total_timesteps),
+        ("--num-envs", args.num_envs),
+        ("--num-steps", args.num_steps),
+        ("--num-minibatches", args.num_minibatches),
+        ("--update-epochs", args.update_epochs),
+        ("--frame-skip", args.frame_skip),
+        ("--frame-stack", args.frame_stack),
+        ("--lstm-hidden-size", args.lstm_hidden_size),
+        ("--keep-checkpoints", args.keep_checkpoints),
+        ("--eval-episodes", args.eval_episodes),
+    ]:
+        if value <= 0:
+            raise UsageError(f"{flag} must be a positive integer, got {value}")
+    for flag, value in [
+        ("--learning-rate", args.learning_rate),
+        ("--adam-eps", args.adam_eps),
+        ("--clip-coef", args.clip_coef),
+        ("--max-grad-norm", args.max_grad_norm),
+        ("--kl-target", args.kl_target),
+        ("--target-kl", args.target_kl if args.target_kl is not None else 1.0),
+    ]:
+        if not value > 0:
+            raise UsageError(f"{flag} must be a positive number, got {value}")
+        if not math.isfinite(value):
+            raise UsageError(f"{flag} must be finite, got {value}")
+    for flag, value in [
+        ("--ent-coef", args.ent_coef),
+        ("--vf-coef", args.vf_coef),
+        ("--kl-coef", args.kl_coef),
+        ("--noop-max", args.noop_max),
+        ("--checkpoint-every", args.checkpoint_every),
+        ("--torch-threads", args.torch_threads),
+    ]:
+        if not value >= 0:
+            raise UsageError(f"{flag} must be zero or positive, got {value}")
+        if not math.isfinite(value):
+            raise UsageError(f"{flag} must be finite, got {value}")
+    if not 0 <= args.seed <= 2**32 - world_size:  # numpy seeds each worker with seed + rank
+        raise UsageError(f"--seed must be in [0, {2**32 - world_size}] (numpy's seed range), got {args.seed}")
+    if args.capture_video and args.env_backend == "ale":
+        raise UsageError(
+            "--capture-video records from the gymnasium back end (ale-py's vector env does not render); "
+            "add --env-backend gymnasium"
+        )
+    if args.frame_size < 36:
+        raise UsageError(
+            f"--frame-size {args.frame_size} is too small for the Nature CNN; use 36 or more (84 is the reference)"
+        )
+    if not 0 < args.gamma <= 1:
+        raise UsageError(f"--gamma must be in (0, 1], got {args.gamma}")
+    if not 0 <= args.gae_lambda <= 1:
+        raise UsageError(f"--gae-lambda must be in [0, 1], got {args.gae_lambda}")
+    batch_size = args.num_envs * args.num_steps
+    if batch_size % args.num_minibatches != 0:
+        divisors = [d for d in range(1, min(batch_size, 64) + 1) if batch_size % d == 0]
+        raise UsageError(
+            f"--num-minibatches {args.num_minibatches} does not divide the batch of {batch_size} "
+            f"(--num-envs {args.num_envs} x --num-steps {args.num_steps}); use one of {divisors}"
+        )
+    if args.recurrent and args.num_envs % args.num_minibatches != 0:
+        divisors = [d for d in range(1, args.num_envs + 1) if args.num_envs % d == 0]
+        raise UsageError(
+            f"--recurrent: --num-minibatches {args.num_minibatches} does not divide --num-envs {args.num_envs} "
+            f"(a minibatch is whole env sequences); use one of {divisors}"
+        )
+    minibatch_size = batch_size // args.num_minibatches
+    if args.recurrent:  # whole env sequences
+        minibatch_size = args.num_envs // args.num_minibatches * args.num_steps
+    if args.norm_adv and minibatch_size < 2:
+        raise UsageError(
+            f"--norm-adv: a minibatch of one sample has no standard deviation (--num-envs {args.num_envs} x "
+            f"--num-steps {args.num_steps} / --num-minibatches {args.num_minibatches}); use fewer minibatches or "
+            f"--no-norm-adv"
+        )
+    if args.total_timesteps < batch_size * world_size:
+        workers = f" x {world_size} workers" if world_size > 1 else ""
+        raise UsageError(
+            f"--total-timesteps {args.total_timesteps} is smaller than one batch of {batch_size * world_size} "
+            f"(--num-envs x --num-steps{workers}); use at least {batch_size * world_size}"
+        )
+    if args.compile and args.recurrent:
+        raise UsageError(
+            "--compile does not take --recurrent (the LSTM's step loop would unroll into one huge graph); "
+            "drop --compile"
+        )
+    if args.eval_checkpoint is not None and world_size > 1:
+        raise UsageError("--eval-checkpoint evaluates in one process; run it with python, not torchrun")
+    if args.dist_backend == "nccl" and not (args.cuda and torch.cuda.is_available()):
+        raise UsageError(
+            "--dist-backend nccl needs CUDA, which this machine or --no-cuda rules out; use --dist-backend gloo"
+        )
+
+
+def check_env(args: Args) -> tuple:
+    """Check that --env-id is an Atari game of ale-py, before anything is written; -> (None, None): the spaces
+    follow from the flags."""
+    atari_game(args.env_id)
+    return None, None
+
+
+def check_memory(num_bytes: int, flags: str, device: torch.device) -> None:
+    """Refuse rollout buffers larger than the memory free on `device` (CUDA's free memory, or the host's
+    MemAvailable on Linux), before any is allocated: a clear error instead of an allocator traceback or an OOM kill."""
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        try:
+            with open("/proc/meminfo") as f:
+                free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+        except (OSError, StopIteration):  # not Linux: no check
+            return
+    if num_bytes > free:
+        raise UsageError(
+            f"{flags}: the rollout buffers need {num_bytes / 2**30:,.1f} GiB, more than the "
+            f"{free / 2**30:,.1f} GiB free on {device}; use smaller values"
+        )
+
+
+def claim_run_dir(run_name: str) -> str:
+    """Create runs/<run_name> and -> its name; a name another run holds already (two runs started in the
+    same second) gets a suffix _2, _3, ..., so a run never writes into another run's directory."""
+    os.makedirs("runs", exist_ok=True)
+    for k in range(1, 10_000):
+        name = run_name if k == 1 else f"{run_name}_{k}"
+        try:
+            os.mkdir(f"runs/{name}")
+            return name
+        except FileExistsError:
+            continue
+    raise UsageError(f"runs/{run_name}: 10000 runs of this name exist already; use another --exp-name")
+
+
+def stop_at_once(signum, frame):
+    raise SignalStop(signum)
+
+
+@contextmanager
+def sigint_blocked():
+    """SIGINT blocked while sub-env processes start: they inherit the mask, so a Ctrl-C reaches only the run."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 # ---- Data parallel (torchrun): W workers, each with its own envs, step with the mean gradient ----
@@ -830,53 +1435,6 @@ class NullWriter:
         return lambda *args, **kwargs: None
 
 
-# ---- Run directory, memory and signals ----
-
-
-def check_memory(num_bytes: int, flags: str, device: torch.device) -> None:
-    """Refuse rollout buffers larger than the memory free on `device` (CUDA's free memory, or the host's
-    MemAvailable on Linux), before any is allocated: a clear error instead of an allocator traceback or an OOM kill."""
-    if device.type == "cuda":
-        free = torch.cuda.mem_get_info(device)[0]
-    else:
-        try:
-            with open("/proc/meminfo") as f:
-                free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-        except (OSError, StopIteration):  # not Linux: no check
-            return
-    if num_bytes > free:
-        raise UsageError(
-            f"{flags}: the rollout buffers need {num_bytes / 2**30:,.1f} GiB, more than the "
-            f"{free / 2**30:,.1f} GiB free on {device}; use smaller values"
-        )
-
-
-def claim_run_dir(run_name: str) -> str:
-    """Create runs/<run_name> and -> its name; a name another run holds already (two runs started in the
-    same second) gets a suffix _2, _3, ..., so a run never writes into another run's directory."""
-    os.makedirs("runs", exist_ok=True)
-    for k in range(1, 10_000):
-        name = run_name if k == 1 else f"{run_name}_{k}"
-        try:
-            os.mkdir(f"runs/{name}")
-            return name
-        except FileExistsError:
-            continue
-    raise UsageError(f"runs/{run_name}: 10000 runs of this name exist already; use another --exp-name")
-
-
-class SignalStop(Exception):
-    """SIGINT / SIGTERM where no iteration is left to finish (evaluation): stop at once, exit 128 + signum."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"{signal.Signals(signum).name}: stopped")
-        self.signum = signum
-
-
-def stop_at_once(signum, frame):
-    raise SignalStop(signum)
-
-
 # ---- Checkpoints: everything needed to continue a run, written atomically, loaded without code ----
 
 CHECKPOINT_FORMAT = "ppo37 ppo_atari.py checkpoint v2"
@@ -892,14 +1450,6 @@ CHECKPOINT_KEYS = {
     "rng",
     "wandb_id",
 }
-
-
-class NonFiniteError(Exception):
-    """A loss, gradient or parameter became NaN or infinite: the run stops (exit code 1)."""
-
-
-class WriteError(Exception):
-    """A checkpoint could not be written (full disk, read-only directory): the run stops (exit code 1)."""
 
 
 def first_non_finite(state, where: str = "") -> Optional[str]:
@@ -1065,7 +1615,7 @@ def evaluate(
     next_obs, info = envs.reset(seed=seed)
     game_scores, returns = GameScores(info["lives"]), []
     next_start = torch.ones(1, device=device)
-    lstm_state = agent.initial_state(1, device) if saved.recurrent else None
+    lstm_state = agent.initial_state(1, device)
     while len(returns) < eval_episodes:
         with torch.no_grad():
             x = torch.as_tensor(next_obs, device=device)
@@ -1109,438 +1659,22 @@ def report_evaluation(writer, checkpoint_path: str, returns: list[float], global
     )
 
 
-def main(args: Args) -> Optional[dict]:
-    """Train (or only evaluate, with --eval-checkpoint); -> this worker's final state: weights, Adam
-    state, global step and the last update's minibatch steps."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's workers; 1 under plain python
-    validate_args(args, world_size)
-    if args.eval_checkpoint is not None:  # evaluation only; a signal stops it at once (exit 130 / 143)
-        signal.signal(signal.SIGINT, stop_at_once)
-        signal.signal(signal.SIGTERM, stop_at_once)
-        checkpoint = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
-        saved = Args(**checkpoint["args"])
-        atari_game(saved.env_id)
-        video_folder = f"videos/{checkpoint['run_name']}/eval" if args.capture_video else None
-        print(f"evaluating {args.eval_checkpoint} over {args.eval_episodes} episodes", flush=True)
-        returns = evaluate(args.eval_checkpoint, args.eval_episodes, saved.seed + 10_000, video_folder=video_folder)
-        writer, wandb_run = init_logging(args, checkpoint["run_name"], checkpoint["wandb_id"])
-        report_evaluation(writer, args.eval_checkpoint, returns, checkpoint["global_step"])
-        writer.close()
-        if wandb_run:
-            wandb_run.finish()
-        return
-    checkpoint = None
-    if args.resume is not None:
-        checkpoint = load_checkpoint(args.resume, "--resume")
-        check_resume_args(args, checkpoint, world_size)
-    atari_game(args.env_id)  # a clear error for an unknown or non-Atari id, before anything is written
-    batch_size = args.num_envs * args.num_steps  # per worker; the global batch is world_size times this
-    num_iterations = args.total_timesteps // (batch_size * world_size)
-    rank, device = setup_workers(args, world_size)
-    # per (step, env): uint8 frames, an int64 action, 9 float32 (logprob, value, reward, GAE, ...); and the
-    # network with its gradients and Adam's two moments, whose first linear layer grows with the frame size
-    conv_size = ((args.frame_size - 8) // 4 + 1 - 4) // 2 + 1 - 2
-    network_bytes = 4 * 4 * 64 * max(conv_size, 1) ** 2 * 512
-    step_bytes = args.frame_stack * args.frame_size**2 + 8 + 36
-    flags = f"--num-envs {args.num_envs} x --num-steps {args.num_steps} x --frame-stack {args.frame_stack} x "
-    check_memory(batch_size * step_bytes + network_bytes, f"{flags}--frame-size {args.frame_size}^2", device)
-    if checkpoint is None:  # rank 0 names the run for everyone
-        env_name = args.env_id.replace(":", "_").replace("/", "_")
-        run_name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        run_name = gather_objects(claim_run_dir(run_name) if rank == 0 else None)[0]
-    else:  # nothing left to train when the checkpoint is at --total-timesteps already: save and evaluate
-        run_name = checkpoint["run_name"]
-
-    # SIGINT / SIGTERM: finish the iteration, write a checkpoint, exit 130 / 143; a second signal exits at once
-    stop_signal = []
-
-    def request_stop(signum, frame):
-        if stop_signal:
-            raise SystemExit(128 + signum)
-        stop_signal.append(signum)
-        if rank == 0:
-            print(
-                f"\n{signal.Signals(signum).name}: stopping after this iteration with a checkpoint (again: stop now)",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-
-    # Seeding: each worker samples its own actions and minibatches
-    random.seed(args.seed + rank)
-    np.random.seed(args.seed + rank)
-    torch.manual_seed(args.seed + rank)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-
-    # Env setup (detail 1), either back end; observations are uint8 [N, k, H, W]. Sub-env processes
-    # inherit a blocked SIGINT: a Ctrl-C reaches them too, and the run, not they, decides when to stop
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    envs = make_envs(args, f"videos/{run_name}" if args.capture_video else None)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    obs_shape = envs.single_observation_space.shape
-    num_actions = int(envs.single_action_space.n)
-
-    lstm_hidden_size = args.lstm_hidden_size if args.recurrent else 0
-    agent = Agent(
-        args.frame_stack,
-        args.frame_size,
-        num_actions,
-        args.shared_network,
-        args.scale_obs,
-        args.ortho_init,
-        lstm_hidden_size,
-    )
-    agent = agent.to(device)
-    broadcast_(list(agent.parameters()))  # every worker starts from rank 0's weights
-    # detail 3; fused: one kernel updates every parameter (the same Adam, fewer passes over memory)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
-    # --compile: the same functions, compiled (the rollout's policy step, and the loss whose backward it also
-    # compiles); random numbers still come from torch's generator, so a seeded run takes the same actions
-    policy_step, minibatch_loss = agent.get_action_and_value, ppo_loss
-    if args.compile:
-        torch._inductor.config.fallback_random = True
-        policy_step, minibatch_loss = torch.compile(policy_step), torch.compile(minibatch_loss)
-    global_step, start_iteration, kl_coef, last_checkpoint = 0, 1, args.kl_coef, None
-    if checkpoint is not None:  # continue where the checkpoint left off: weights, Adam moments, schedules, beta, RNGs
-        load_state(agent, checkpoint["model"], "--resume", args.resume)
-        load_state(optimizer, checkpoint["optimizer"], "--resume", args.resume)
-        global_step, start_iteration, kl_coef = (
-            checkpoint["global_step"],
-            checkpoint["iteration"] + 1,
-            checkpoint["kl_coef"],
-        )
-        set_rng_states(checkpoint["rng"][rank], device)
-        last_checkpoint = args.resume
-    # logging opens once the checkpoint is restored: a damaged one is refused before anything is written
-    writer, wandb_run = NullWriter(), None
-    if rank == 0:
-        wandb_id, purge_step = (checkpoint["wandb_id"], checkpoint["global_step"] + 1) if checkpoint else (None, None)
-        writer, wandb_run = init_logging(args, run_name, wandb_id, purge_step)
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
-    written = []  # the checkpoints this process wrote, oldest first
-
-    def write_checkpoint(path: str, iteration: int) -> str:
-        """Called by every worker (each adds its RNG states); rank 0 writes. Weights and Adam state are equal
-        everywhere, so every worker refuses a non-finite state together: no file this script writes holds one."""
-        checkpoint = {
-            "format": CHECKPOINT_FORMAT,
-            "args": vars(args),
-            "run_name": run_name,
-            "iteration": iteration,
-            "global_step": global_step,
-            "kl_coef": kl_coef,
-            "model": agent.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "wandb_id": wandb_run.id if wandb_run else None,
-        }
-        bad = first_non_finite(checkpoint)
-        if bad is not None:
-            raise NonFiniteError(
-                f"iteration {iteration}: {bad} is not finite; stopped without saving "
-                f"(last good checkpoint: {last_checkpoint or 'none'})"
-            )
-        checkpoint["rng"] = gather_objects(rng_states(device))
-        if rank == 0:
-            try:
-                save_checkpoint(path, checkpoint)
-            except OSError as e:
-                raise WriteError(
-                    f"cannot write {path}: {e.strerror or e}; stopped (last good checkpoint: "
-                    f"{last_checkpoint or 'none'})"
-                ) from None
-        return path
-
-    # Rollout storage, [T, N, ...]; frames stay uint8: a quarter of the memory of float32 storage
-    obs = torch.zeros((args.num_steps, args.num_envs, *obs_shape), dtype=torch.uint8, device=device)
-    actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
-    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
-    # what the envs return stays in NumPy until the rollout ends: one conversion per rollout, not per step
-    rewards = np.zeros((args.num_steps, args.num_envs), np.float32)
-    terminations = np.zeros((args.num_steps, args.num_envs), np.float32)
-    truncations = np.zeros((args.num_steps, args.num_envs), np.float32)
-    values = torch.zeros((args.num_steps, args.num_envs), device=device)
-    final_values = torch.zeros((args.num_steps, args.num_envs), device=device)
-    starts = torch.zeros((args.num_steps, args.num_envs), device=device)  # 1.0: obs[t] is an episode's first
-    writer.add_text("memory", f"rollout observation buffer: {obs.numel() * obs.element_size() / 2**20:.1f} MiB (uint8)")
-
-    start_time, start_step = time.time(), global_step
-    # env seeds differ per worker, and a resumed run starts new games, seeded apart from the first start's
-    next_obs_np, info = envs.reset(seed=args.seed + (rank + world_size * (start_iteration - 1)) * args.num_envs)
-    # Full-game raw scores, counted here per sub-env across lives and autoresets
-    game_scores = GameScores(info["lives"])
-    finished_episodes = []  # (global step, return, length) of this worker's episodes since the last log
-    recent_returns = deque(maxlen=100)
-    next_obs = torch.as_tensor(next_obs_np, device=device)
-    next_start = torch.ones(args.num_envs, device=device)
-    lstm_state = agent.initial_state(args.num_envs, device) if args.recurrent else None
-    interactive = sys.stdout.isatty()
-    print_every = max(1, num_iterations // 20)
-    if rank == 0:
-        workers = f" x {world_size} workers" if world_size > 1 else ""
-        print(
-            f"{run_name}: {num_iterations} iterations of {batch_size} steps{workers} on {device} "
-            f"({args.env_backend} back end), "
-            f"logging to runs/{run_name}"
-        )
-
-    stop_requested, minibatch_steps = False, 0
-    for iteration in range(start_iteration, num_iterations + 1):
-        # detail 4 (and the auxiliary clip annealing): linear decay to 0 over the run
-        frac = 1.0 - (iteration - 1.0) / num_iterations
-        lr_now = frac * args.learning_rate if args.anneal_lr else args.learning_rate
-        optimizer.param_groups[0]["lr"] = lr_now
-        clip_now = frac * args.clip_coef if args.anneal_clip else args.clip_coef
-
-        # ---- Rollout: num_steps of every env with the current policy ----
-        rollout_start = time.time()
-        # detail 36: the LSTM state before the rollout, from which the update re-runs the sequences
-        rollout_lstm_state = (lstm_state[0].clone(), lstm_state[1].clone()) if args.recurrent else None
-        for step in range(args.num_steps):
-            global_step += args.num_envs * world_size
-            obs[step] = next_obs
-            starts[step] = next_start
-            with torch.inference_mode():
-                action, logprob, _, value, lstm_state = policy_step(next_obs, None, lstm_state, next_start)
-            values[step] = value
-            actions[step] = action
-            logprobs[step] = logprob
-
-            next_obs_np, raw_reward, terminated, truncated, info = envs.step(action.cpu().numpy())
-            # detail 19: train on the reward's sign; log the raw game score of whole games
-            reward = np.sign(raw_reward) if args.clip_reward else raw_reward
-            rewards[step], terminations[step], truncations[step] = (
-                reward,
-                terminated,
-                truncated,
-            )  # NumPy: no per-step tensors
-            next_start = torch.as_tensor(
-                terminated | truncated, dtype=torch.float32, device=device
-            )  # a lost life too (detail 16)
-            next_obs = torch.as_tensor(next_obs_np, device=device)
-            for _i, score, length in game_scores.update(raw_reward, terminated, truncated, info["lives"]):
-                finished_episodes.append((global_step, float(score), int(length)))
-
-            # A time limit is not a failure: value the final observation to bootstrap from it (ours)
-            time_limited = truncated & ~terminated
-            if args.bootstrap_truncation and time_limited.any():
-                final_obs = torch.as_tensor(np.stack(info["final_obs"][time_limited]), device=device)
-                # recurrent: the final obs continues its episode from the state that just acted
-                final_state = (
-                    (lstm_state[0][:, time_limited], lstm_state[1][:, time_limited]) if args.recurrent else None
-                )
-                with torch.inference_mode():
-                    final_values[step, time_limited] = agent.get_value(
-                        final_obs, final_state, torch.zeros(len(final_obs), device=device)
-                    )
-
-        # ---- Bootstrap and advantages (detail 5) ----
-        with torch.no_grad():
-            next_value = agent.get_value(next_obs, lstm_state, next_start)
-            rewards_t, terminations_t, truncations_t = (
-                torch.from_numpy(b).to(device) for b in (rewards, terminations, truncations)
-            )
-            advantages, returns = compute_advantages(
-                rewards_t,
-                values,
-                next_value,
-                terminations_t,
-                truncations_t,
-                final_values,
-                args.gamma,
-                args.gae_lambda,
-                args.gae,
-                args.bootstrap_truncation,
-            )
-        final_values.zero_()
-
-        # ---- Flatten the batch ----
-        b_obs = obs.reshape(batch_size, *obs_shape)
-        if device.type == "cpu":  # frames channels-last [B, H, W, k] in memory: the CPU update runs 1.3-1.5x faster
-            b_obs = b_obs.contiguous(memory_format=torch.channels_last)
-        b_actions = actions.reshape(-1)
-        b_logprobs = logprobs.reshape(-1)
-        b_advantages = advantages.reshape(-1)
-        b_returns = returns.reshape(-1)
-        b_values = values.reshape(-1)
-        b_starts = starts.reshape(-1)
-
-        # ---- Update: K epochs of shuffled minibatches (detail 6) ----
-        update_start = time.time()
-        # detail 35, recurrent: shuffle envs, not steps, so each minibatch holds whole sequences
-        order = np.arange(args.num_envs if args.recurrent else batch_size)
-        clipfracs = []
-        minibatch_steps = 0
-        stop_early = False
-        for _epoch in range(args.update_epochs):
-            np.random.shuffle(order)
-            for mb_envs, mb_inds in minibatches(
-                order, args.num_minibatches, args.num_steps, args.num_envs, args.recurrent
-            ):
-                mb_lstm_state = None
-                if args.recurrent:  # detail 36: re-run each sequence from the state the rollout started in
-                    mb_lstm_state = (rollout_lstm_state[0][:, mb_envs], rollout_lstm_state[1][:, mb_envs])
-                loss, pg_loss, v_loss, entropy_loss, logratio, ratio = minibatch_loss(
-                    agent,
-                    args,
-                    b_obs[mb_inds],
-                    b_actions[mb_inds],
-                    mb_lstm_state,
-                    b_starts[mb_inds],
-                    b_logprobs[mb_inds],
-                    b_advantages[mb_inds],
-                    b_values[mb_inds],
-                    b_returns[mb_inds],
-                    clip_now,
-                    kl_coef,
-                )
-
-                with torch.no_grad():
-                    # detail 12: KL estimators from http://joschu.net/blog/kl-approx.html
-                    old_approx_kl = (-logratio).mean()
-                    approx_kl = all_mean_(((ratio - 1) - logratio).mean())  # over all workers: they stop together
-                    clipfracs.append(((ratio - 1.0).abs() > clip_now).float().mean().item())
-                if args.target_kl is not None and args.kl_stop == "minibatch" and approx_kl > 1.5 * args.target_kl:
-                    stop_early = True  # SB3: skip this step and end the update
-                    break
-
-                optimizer.zero_grad()
-                loss.backward()
-                if world_size > 1:  # parallelized gradient update: every worker steps with the mean gradient
-                    loss = average_gradients_(list(agent.parameters()), loss)
-                grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)  # detail 11
-                if not torch.isfinite(loss + grad_norm):  # guard: one NaN would spread to every weight
-                    quantity = "loss" if not torch.isfinite(loss) else "gradient norm"
-                    raise NonFiniteError(
-                        f"iteration {iteration}: the {quantity} is "
-                        f"{(loss if quantity == 'loss' else grad_norm).item()}; "
-                        f"stopped without saving (last good checkpoint: {last_checkpoint or 'none'})"
-                    )
-                optimizer.step()
-
-                minibatch_steps += 1
-
-            if stop_early or (args.target_kl is not None and args.kl_stop == "epoch" and approx_kl > args.target_kl):
-                break
-
-        if args.loss == "kl-penalty":
-            # PPO-Penalty: measure KL(old || new) on the whole batch after the update, then adapt beta
-            with torch.no_grad():
-                kl_after = 0.0
-                in_order = np.arange(args.num_envs if args.recurrent else batch_size)
-                for mb_envs, mb_inds in minibatches(
-                    in_order, args.num_minibatches, args.num_steps, args.num_envs, args.recurrent
-                ):
-                    # in minibatches: pixels are large
-                    mb_lstm_state = (
-                        (rollout_lstm_state[0][:, mb_envs], rollout_lstm_state[1][:, mb_envs])
-                        if args.recurrent
-                        else None
-                    )
-                    _, newlogprob, _, _, _ = agent.get_action_and_value(
-                        b_obs[mb_inds], b_actions[mb_inds], mb_lstm_state, b_starts[mb_inds]
-                    )
-                    logratio = newlogprob - b_logprobs[mb_inds]
-                    kl_after += ((logratio.exp() - 1) - logratio).sum().item() / batch_size
-                kl_after = all_mean_(torch.tensor(kl_after, device=device)).item()  # beta stays equal on all workers
-            writer.add_scalar("losses/kl_after_update", kl_after, global_step)
-            writer.add_scalar("charts/kl_coef", kl_coef, global_step)
-            kl_coef = adapt_kl_coef(kl_coef, kl_after, args.kl_target)
-
-        # ---- Log (detail 12): rank 0 writes every worker's episodes; losses are rank 0's ----
-        update_end = time.time()
-        reports = gather_objects((finished_episodes, bool(stop_signal)))
-        for episodes, _ in reports:
-            for step_of_end, episode_return, episode_length in episodes:
-                writer.add_scalar("charts/episodic_return", episode_return, step_of_end)
-                writer.add_scalar("charts/episodic_length", episode_length, step_of_end)
-                recent_returns.append(episode_return)
-        finished_episodes = []
-        stop_requested = any(stopping for _, stopping in reports)  # a signal to any worker stops them all here
-        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
-        sps = int((global_step - start_step) / (time.time() - start_time))
-        writer.add_scalar("charts/learning_rate", lr_now, global_step)
-        writer.add_scalar("charts/clip_coef", clip_now, global_step)
-        writer.add_scalar("charts/minibatch_steps", minibatch_steps, global_step)
-        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
-        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
-        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
-        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
-        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
-        writer.add_scalar("losses/explained_variance", explained_variance(y_pred, y_true), global_step)
-        writer.add_scalar("charts/SPS", sps, global_step)
-        # where the iteration's time went (rank 0): env steps and inference (with GAE), then the update
-        writer.add_scalar("time/rollout_seconds", update_start - rollout_start, global_step)
-        writer.add_scalar("time/update_seconds", update_end - update_start, global_step)
-
-        mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "n/a"
-        eta = format_seconds((args.total_timesteps - global_step) / max(sps, 1))
-        status = (
-            f"step {global_step}/{num_iterations * batch_size * world_size} "
-            f"({100 * iteration / num_iterations:.0f}%) | "
-            f"SPS {sps} | return {mean_return} (last {len(recent_returns)} games) | ETA {eta}"
-        )
-        if rank == 0 and interactive:  # a live line on a terminal, plain periodic lines in logs
-            print("\r" + status + "\033[K", end="\n" if iteration == num_iterations else "", flush=True)
-        elif rank == 0 and (iteration % print_every == 0 or iteration == num_iterations):
-            print(status, flush=True)
-
-        # ---- Checkpoint: every --checkpoint-every iterations, and when asked to stop ----
-        if stop_requested or (args.checkpoint_every and iteration % args.checkpoint_every == 0):
-            last_checkpoint = write_checkpoint(f"runs/{run_name}/checkpoints/iteration_{iteration:07d}.pt", iteration)
-            if rank == 0:
-                written.append(last_checkpoint)
-                rotate_checkpoints(f"runs/{run_name}/checkpoints", written, args.keep_checkpoints)
-        if stop_requested:
-            break
-
-    envs.close()
-    if stop_requested:
-        if rank == 0:
-            launcher = "python" if world_size == 1 else "torchrun <the same launch flags>"
-            command = " ".join(
-                arg for i, arg in enumerate(sys.argv) if "--resume" not in (arg.split("=")[0], sys.argv[i - 1])
-            )
-            print(
-                f"stopped at step {global_step}; continue with: {launcher} {command} --resume {last_checkpoint}",
-                file=sys.stderr,
-            )
-    elif args.save_model:
-        model_path = write_checkpoint(f"runs/{run_name}/{args.exp_name}.pt", max(num_iterations, start_iteration - 1))
-        if rank == 0:
-            print(f"model saved to {model_path}")
-            video_folder = f"videos/{run_name}/eval" if args.capture_video else None
-            signal.signal(signal.SIGINT, stop_at_once)  # no iteration left to finish: a signal stops the evaluation
-            signal.signal(signal.SIGTERM, stop_at_once)
-            try:
-                if stop_signal:
-                    raise SignalStop(stop_signal[0])
-                returns = evaluate(model_path, args.eval_episodes, args.seed + 10_000, device, video_folder)
-                report_evaluation(writer, model_path, returns, global_step)
-            except SignalStop as stop:
-                name = signal.Signals(stop.signum).name
-                print(f"{name}: evaluation stopped; the model is saved in {model_path}", file=sys.stderr)
-                stop_requested, stop_signal[:] = True, [stop.signum]
+def evaluate_checkpoint(args: Args) -> None:
+    """--eval-checkpoint: evaluate a saved policy and log to its run directory; a signal stops it at once
+    (exit 130 / 143)."""
+    signal.signal(signal.SIGINT, stop_at_once)
+    signal.signal(signal.SIGTERM, stop_at_once)
+    checkpoint = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
+    saved = Args(**checkpoint["args"])
+    check_env(saved)
+    video_folder = f"videos/{checkpoint['run_name']}/eval" if args.capture_video else None
+    print(f"evaluating {args.eval_checkpoint} over {args.eval_episodes} episodes", flush=True)
+    returns = evaluate(args.eval_checkpoint, args.eval_episodes, saved.seed + 10_000, video_folder=video_folder)
+    writer, wandb_run = init_logging(args, checkpoint["run_name"], checkpoint["wandb_id"])
+    report_evaluation(writer, args.eval_checkpoint, returns, checkpoint["global_step"])
     writer.close()
     if wandb_run:
         wandb_run.finish()
-    if dist.is_initialized():  # leave together: no worker tears the group down while another still uses it
-        dist.barrier()
-        dist.destroy_process_group()
-    if stop_requested:
-        sys.exit(128 + (stop_signal[0] if stop_signal else signal.SIGTERM))
-    return {
-        "model": agent.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "global_step": global_step,
-        "minibatch_steps": minibatch_steps,
-        "kl_coef": kl_coef,
-    }
 
 
 if __name__ == "__main__":

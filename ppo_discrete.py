@@ -897,8 +897,9 @@ class Run:
         if self.rank == 0:
             workers = f" x {self.world_size} workers" if self.world_size > 1 else ""
             steps = self.args.num_envs * self.args.num_steps
+            backend = f" ({self.args.env_backend} back end)" if hasattr(self.args, "env_backend") else ""  # Atari's
             print(
-                f"{self.name}: {self.num_iterations} iterations of {steps} steps{workers} on {self.device}, "
+                f"{self.name}: {self.num_iterations} iterations of {steps} steps{workers} on {self.device}{backend}, "
                 f"logging to runs/{self.name}"
             )
         self.start_time, self.start_step = time.time(), global_step

@@ -19,7 +19,7 @@ SHARED = {
     **dict.fromkeys(["compute_advantages", "clipped_policy_loss", "kl_penalty_policy_loss", "adapt_kl_coef"], ALL),
     **dict.fromkeys(["value_loss", "explained_variance", "layer_init"], ALL),
     # recurrent policies (details 32-36)
-    **dict.fromkeys(["lstm_init", "lstm_sequence", "minibatches"], RECURRENT),
+    **dict.fromkeys(["lstm_init", "lstm_sequence", "select_envs", "minibatches"], RECURRENT),
     # training loop pieces
     "EpisodeStats": MLP,
     # run control: errors, workers, signals, checkpoint files, resume checks, writers, evaluation, console
@@ -29,7 +29,8 @@ SHARED = {
     **dict.fromkeys(["first_non_finite", "save_checkpoint", "load_checkpoint", "load_state"], ALL),
     **dict.fromkeys(["rotate_checkpoints", "check_resume_args", "rng_states", "set_rng_states"], ALL),
     **dict.fromkeys(["init_logging", "report_evaluation"], ALL),
-    **dict.fromkeys(["Run", "print_status", "sigint_blocked", "evaluate_checkpoint", "make_envs"], MLP),
+    **dict.fromkeys(["Run", "print_status", "sigint_blocked", "evaluate_checkpoint"], ALL),
+    "make_envs": MLP,
 }
 """name -> the scripts that must each hold an identical copy of it."""
 
