@@ -41,7 +41,7 @@ FAULTS = [
     Fault(
         "own-gradient",
         "ppo_discrete.py",
-        "loss = average_gradients_(list(agent.parameters()), loss)",
+        "loss = average_gradients_(parameters, loss)",
         "pass  # own gradient",
         ["tests/test_distributed.py::test_workers_end_bit_identical[ppo_discrete.py]"],
     ),
@@ -76,28 +76,28 @@ FAULTS = [
     Fault(
         "final-obs-unnormalised",
         "ppo_continuous.py",
-        'final_obs = observe(np.stack(info["final_obs"][time_limited]), update=False)',
+        'final_obs = norm.observe(np.stack(info["final_obs"][time_limited]), update=False, device=device)',
         'final_obs = torch.as_tensor(np.stack(info["final_obs"][time_limited]), dtype=torch.float32).reshape(int(time_limited.sum()), -1)',
         ["tests/test_faults.py::test_final_observations_are_valued_normalised"],
     ),
     Fault(
         "final-obs-lstm-state",
         "ppo_discrete.py",
-        "final_state = (lstm_state[0][:, time_limited], lstm_state[1][:, time_limited]) if args.recurrent else None",
-        "final_state = (rollout_lstm_state[0][:, time_limited], rollout_lstm_state[1][:, time_limited]) if args.recurrent else None",
+        "final_state = select_envs(state.lstm_state, time_limited)",
+        "final_state = select_envs(rollout.lstm_state, time_limited)",
         ["tests/test_faults.py::test_final_observations_are_valued_from_the_state_that_just_acted"],
     ),
     Fault(
         "resume-without-rng",
         "ppo_continuous.py",
-        'set_rng_states(checkpoint["rng"][rank], device)',
+        'set_rng_states(checkpoint["rng"][self.rank], self.device)',
         "pass  # RNGs not restored",
         ["tests/test_faults.py", "-k", "resuming_mid_run and continuous"],
     ),
     Fault(
         "resume-without-adam",
         "ppo_discrete.py",
-        'load_state(optimizer, checkpoint["optimizer"], "--resume", args.resume)',
+        'load_state(optimizer, checkpoint["optimizer"], "--resume", self.args.resume)',
         "pass  # Adam's moments not restored",
         ["tests/test_faults.py", "-k", "resuming_mid_run and discrete"],
     ),
@@ -146,8 +146,8 @@ FAULTS = [
     Fault(
         "eval-checkpoint-ignores-signals",
         "ppo_atari.py",
-        "        signal.signal(signal.SIGTERM, stop_at_once)\n        checkpoint = load_checkpoint(args.eval_checkpoint",
-        "        checkpoint = load_checkpoint(args.eval_checkpoint",
+        "    signal.signal(signal.SIGTERM, stop_at_once)\n    checkpoint = load_checkpoint(args.eval_checkpoint",
+        "    checkpoint = load_checkpoint(args.eval_checkpoint",
         ["tests/test_faults.py", "-k", "eval_checkpoint_at_once and atari"],
     ),
     Fault(
