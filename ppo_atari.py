@@ -184,7 +184,7 @@ class RunControlArgs:
     torch_threads: int = 0
     """torch's CPU threads (0: torch's default, every core: the CNN's update uses them)"""
     compile: bool = False
-    """torch.compile the policy step and the minibatch loss (~10 s of compiling first; see README Speed)"""
+    """torch.compile the policy step and the minibatch loss (~10 s of compiling first; see docs/speed.md)"""
     dist_backend: Optional[Literal["gloo", "nccl"]] = None
     """under torchrun: torch.distributed backend (None: nccl with CUDA, gloo on CPU)"""
     track: bool = False
@@ -202,7 +202,7 @@ class RunControlArgs:
     keep_checkpoints: int = 3
     """how many of the latest checkpoints to keep in runs/<run_name>/checkpoints/"""
     resume: Optional[str] = None
-    """continue the run of this checkpoint to --total-timesteps (repeat the run's flags; see README)"""
+    """continue the run of this checkpoint to --total-timesteps (repeat the run's flags; see docs/long-runs.md)"""
     eval_episodes: int = 10
     """full games of the argmax policy evaluated after --save-model or by --eval-checkpoint (env seed: seed + 10000)"""
     eval_checkpoint: Optional[str] = None
@@ -716,17 +716,6 @@ class Rollout:
         self.final_values = torch.zeros(shape, device=device)  # V(final obs) where step t hit a time limit
         self.starts = torch.zeros(shape, device=device)  # 1.0 where obs[t] is an episode's first
         self.lstm_state = None  # detail 36: the LSTM state before step 0, from which the update re-runs
-
-
-def rollout_bytes(args: Args, observation_space, action_space) -> tuple[int, str]:
-    """-> memory of the rollout buffers and the network, and the flags that set it: per (step, env) uint8 frames,
-    an int64 action, 9 float32 (logprob, value, reward, GAE, ...); the network with its gradients and Adam's two
-    moments, whose first linear layer grows with the frame size."""
-    conv_size = ((args.frame_size - 8) // 4 + 1 - 4) // 2 + 1 - 2
-    network_bytes = 4 * 4 * 64 * max(conv_size, 1) ** 2 * 512
-    step_bytes = args.frame_stack * args.frame_size**2 + 8 + 36
-    flags = f"--num-envs {args.num_envs} x --num-steps {args.num_steps} x --frame-stack {args.frame_stack} x "
-    return args.num_envs * args.num_steps * step_bytes + network_bytes, f"{flags}--frame-size {args.frame_size}^2"
 
 
 @dataclass
@@ -1326,6 +1315,17 @@ def check_env(args: Args) -> tuple:
     follow from the flags."""
     atari_game(args.env_id)
     return None, None
+
+
+def rollout_bytes(args: Args, observation_space, action_space) -> tuple[int, str]:
+    """-> memory of the rollout buffers and the network, and the flags that set it: per (step, env) uint8 frames,
+    an int64 action, 9 float32 (logprob, value, reward, GAE, ...); the network with its gradients and Adam's two
+    moments, whose first linear layer grows with the frame size."""
+    conv_size = ((args.frame_size - 8) // 4 + 1 - 4) // 2 + 1 - 2
+    network_bytes = 4 * 4 * 64 * max(conv_size, 1) ** 2 * 512
+    step_bytes = args.frame_stack * args.frame_size**2 + 8 + 36
+    flags = f"--num-envs {args.num_envs} x --num-steps {args.num_steps} x --frame-stack {args.frame_stack} x "
+    return args.num_envs * args.num_steps * step_bytes + network_bytes, f"{flags}--frame-size {args.frame_size}^2"
 
 
 def check_memory(num_bytes: int, flags: str, device: torch.device) -> None:

@@ -163,7 +163,7 @@ class RunControlArgs:
     torch_threads: int = 1
     """torch's CPU threads (1 suits these small networks: more threads only add synchronisation; 0: torch's default)"""
     compile: bool = False
-    """torch.compile the policy step and the minibatch loss (CPU: ~10 s of compiling first; see README Speed)"""
+    """torch.compile the policy step and the minibatch loss (CPU: ~10 s of compiling first; see docs/speed.md)"""
     dist_backend: Optional[Literal["gloo", "nccl"]] = None
     """under torchrun: torch.distributed backend (None: nccl with CUDA, gloo on CPU)"""
     track: bool = False
@@ -181,7 +181,7 @@ class RunControlArgs:
     keep_checkpoints: int = 3
     """how many of the latest checkpoints to keep in runs/<run_name>/checkpoints/"""
     resume: Optional[str] = None
-    """continue the run of this checkpoint to --total-timesteps (repeat the run's flags; see README)"""
+    """continue the run of this checkpoint to --total-timesteps (repeat the run's flags; see docs/long-runs.md)"""
     eval_episodes: int = 10
     """mean-action episodes (statistics frozen) evaluated after --save-model or by --eval-checkpoint (seed + 10000)"""
     eval_checkpoint: Optional[str] = None
@@ -483,13 +483,6 @@ class Rollout:
         self.truncations = np.zeros(shape, np.float32)
         self.values = torch.zeros(shape, device=device)
         self.final_values = torch.zeros(shape, device=device)  # V(final obs) where step t hit a time limit
-
-
-def rollout_bytes(args: Args, observation_space: gym.Space, action_space: gym.Space) -> tuple[int, str]:
-    """-> memory of the rollout buffers and the flags that set it: per (step, env) a float32 observation and
-    action, and 8 float32 (logprob, value, reward, GAE, ...)."""
-    step_bytes = 4 * int(np.prod(observation_space.shape)) + 4 * int(np.prod(action_space.shape)) + 32
-    return args.num_envs * args.num_steps * step_bytes, f"--num-envs {args.num_envs} x --num-steps {args.num_steps}"
 
 
 class Normalization:
@@ -1111,6 +1104,13 @@ def check_env(args: Args) -> tuple[gym.Space, gym.Space]:
         return env.observation_space, env.action_space
     finally:
         env.close()
+
+
+def rollout_bytes(args: Args, observation_space: gym.Space, action_space: gym.Space) -> tuple[int, str]:
+    """-> memory of the rollout buffers and the flags that set it: per (step, env) a float32 observation and
+    action, and 8 float32 (logprob, value, reward, GAE, ...)."""
+    step_bytes = 4 * int(np.prod(observation_space.shape)) + 4 * int(np.prod(action_space.shape)) + 32
+    return args.num_envs * args.num_steps * step_bytes, f"--num-envs {args.num_envs} x --num-steps {args.num_steps}"
 
 
 def check_memory(num_bytes: int, flags: str, device: torch.device) -> None:

@@ -166,7 +166,7 @@ class RunControlArgs:
     keep_checkpoints: int = 3
     """how many of the latest checkpoints to keep in runs/<run_name>/checkpoints/"""
     resume: Optional[str] = None
-    """continue the run of this checkpoint to --total-timesteps (repeat the run's flags; see README)"""
+    """continue the run of this checkpoint to --total-timesteps (repeat the run's flags; see docs/long-runs.md)"""
     eval_episodes: int = 10
     """episodes of the argmax policy evaluated after --save-model or by --eval-checkpoint (env seed: seed + 10000)"""
     eval_checkpoint: Optional[str] = None
@@ -521,14 +521,6 @@ class Rollout:
         if args.action_masking:
             self.action_masks = torch.ones((*shape, sum(nvec)), dtype=torch.bool, device=device)
         self.lstm_state = None  # detail 36: the LSTM state before step 0, from which the update re-runs
-
-
-def rollout_bytes(args: Args, observation_space: gym.Space, action_space: gym.Space) -> tuple[int, str]:
-    """-> memory of the rollout buffers and the flags that set it: per (step, env) a float32 observation, int64
-    actions, a bool mask and 9 float32 (logprob, value, reward, GAE, ...)."""
-    nvec = action_layout(action_space)[0]
-    step_bytes = 4 * int(np.prod(observation_space.shape)) + 8 * len(nvec) + sum(nvec) + 36
-    return args.num_envs * args.num_steps * step_bytes, f"--num-envs {args.num_envs} x --num-steps {args.num_steps}"
 
 
 @dataclass
@@ -1152,6 +1144,14 @@ def check_env(args: Args) -> tuple[gym.Space, gym.Space]:
         return env.observation_space, env.action_space
     finally:
         env.close()
+
+
+def rollout_bytes(args: Args, observation_space: gym.Space, action_space: gym.Space) -> tuple[int, str]:
+    """-> memory of the rollout buffers and the flags that set it: per (step, env) a float32 observation, int64
+    actions, a bool mask and 9 float32 (logprob, value, reward, GAE, ...)."""
+    nvec = action_layout(action_space)[0]
+    step_bytes = 4 * int(np.prod(observation_space.shape)) + 8 * len(nvec) + sum(nvec) + 36
+    return args.num_envs * args.num_steps * step_bytes, f"--num-envs {args.num_envs} x --num-steps {args.num_steps}"
 
 
 def check_memory(num_bytes: int, flags: str, device: torch.device) -> None:
