@@ -33,12 +33,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def read_events(run_dir: str, tag: str) -> list[tuple[float, int, float]]:
-    """(wall time, step, value) of every event logged under `tag` in a run's TensorBoard files, in write order."""
+    """(wall time, step, value) of every event logged under `tag` in a run's TensorBoard files, in write order.
+
+    A resumed run opens its writer with a purge step (the checkpoint's step + 1): events of earlier files at or
+    after that step were logged by the interrupted process after its checkpoint, and are dropped, as TensorBoard
+    drops them."""
     from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import SessionLog
 
     events = []
     for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
         for event in LegacyEventFileLoader(path).Load():
+            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+                events = [(wall_time, step, value) for wall_time, step, value in events if step < event.step]
             events.extend(
                 (event.wall_time, event.step, value.simple_value) for value in event.summary.value if value.tag == tag
             )

@@ -1,6 +1,7 @@
 """The benchmark runner's pure helpers (the numbers the README's result tables quote come from them)."""
 
 import math
+from pathlib import Path
 
 from benchmarks.run import window_bounds, window_means
 
@@ -12,3 +13,22 @@ def test_window_means_average_the_episodes_that_ended_in_each_window():
     # 4 windows; the last, 300-450, takes the remainder (steps 350 and 449); none ended in 200-300
     assert means[:2] == [1.0, 3.0] and math.isnan(means[2]) and means[3] == 12.0 and len(means) == 4
     assert window_means(steps, returns, window_steps=1000, last_step=450) == [6.2]
+
+
+def test_a_resumed_run_is_read_once(tmp_path):
+    """A resumed run's writer purges what the interrupted process logged after its checkpoint: the reader counts
+    each iteration and each episode once, as TensorBoard does."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from benchmarks.run import read_scalars
+    from tests.conftest import TINY, train_in
+
+    run = train_in(tmp_path, "ppo_discrete.py", *TINY, "--checkpoint-every", "4")  # 8 iterations, checkpoints 4, 8
+    (checkpoint,) = [path for path in (Path(run.run_dir) / "checkpoints").iterdir() if "0000004" in path.name]
+    train_in(tmp_path, "ppo_discrete.py", *TINY, "--checkpoint-every", "4", "--resume", str(checkpoint))
+    reference = EventAccumulator(run.run_dir, size_guidance={"scalars": 0})
+    reference.Reload()
+    for tag in ["charts/SPS", "charts/episodic_return"]:
+        steps = [step for step, _ in read_scalars(run.run_dir, tag)]
+        assert steps == [event.step for event in reference.Scalars(tag)]
+    assert len(read_scalars(run.run_dir, "charts/SPS")) == 8
