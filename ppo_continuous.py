@@ -202,13 +202,23 @@ RUN_CONTROL = set(RunControlArgs.__dataclass_fields__)
 # ==== Environment ====
 
 
+def make_gym_env(env_id: str, **kwargs) -> gym.Env:
+    """gym.make; MuJoCo renders without a display through EGL when a video is recorded."""
+    if kwargs.get("render_mode") == "rgb_array":
+        os.environ.setdefault("MUJOCO_GL", "egl")
+    return gym.make(env_id, **kwargs)
+
+
 def make_env(env_id: str, video_folder: Optional[str] = None):
     def thunk():
         if video_folder is None:
-            return gym.make(env_id)
-        os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo renders without a display through EGL
-        # episodes 0, 1, 8, 27, ... (gymnasium's cubic schedule) as mp4 files
-        return gym.wrappers.RecordVideo(gym.make(env_id, render_mode="rgb_array"), video_folder, disable_logger=True)
+            env = make_gym_env(env_id)
+        else:  # episodes 0, 1, 8, 27, ... (gymnasium's cubic schedule) as mp4 files
+            env = make_gym_env(env_id, render_mode="rgb_array")
+            env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
+        if not isinstance(env.observation_space, gym.spaces.Box):  # Discrete -> one-hot, Dict / Tuple -> concatenated
+            env = gym.wrappers.FlattenObservation(env)
+        return env
 
     return thunk
 
@@ -1092,11 +1102,7 @@ def check_env(args: Args) -> tuple[gym.Space, gym.Space]:
                 f"--env-id {env_id} has a {type(space).__name__} action space; ppo_continuous.py handles Box, "
                 f"use {fits}"
             )
-        if not isinstance(env.observation_space, gym.spaces.Box):
-            raise UsageError(
-                f"--env-id {env_id} has a {type(env.observation_space).__name__} observation space; "
-                f"ppo_continuous.py needs a Box (wrap the env to flatten it)"
-            )
+        check_observation_space(env_id, env.observation_space)
         if clip_action and not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
             raise UsageError(
                 f"--clip-action: the action space of {env_id} is unbounded ({space}); pass --no-clip-action"
@@ -1106,10 +1112,25 @@ def check_env(args: Args) -> tuple[gym.Space, gym.Space]:
         env.close()
 
 
+def check_observation_space(env_id: str, space: gym.Space) -> None:
+    """Observations must flatten to a vector (Box, Discrete, MultiDiscrete, MultiBinary, Dict / Tuple of those);
+    images belong to ppo_atari.py."""
+    if isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) >= 2:
+        raise UsageError(
+            f"--env-id {env_id} has image observations {space.shape}; this script trains on vectors: "
+            f"use ppo_atari.py for Atari pixels (or a RAM variant such as ALE/Pong-ram-v5)"
+        )
+    if not isinstance(gym.spaces.flatten_space(space), gym.spaces.Box):
+        raise UsageError(
+            f"--env-id {env_id} has a {type(space).__name__} observation space, which does not flatten to a vector; "
+            f"wrap the env to return a Box, Discrete, MultiDiscrete, MultiBinary, or a Dict or Tuple of those"
+        )
+
+
 def rollout_bytes(args: Args, observation_space: gym.Space, action_space: gym.Space) -> tuple[int, str]:
     """-> memory of the rollout buffers and the flags that set it: per (step, env) a float32 observation and
     action, and 8 float32 (logprob, value, reward, GAE, ...)."""
-    step_bytes = 4 * int(np.prod(observation_space.shape)) + 4 * int(np.prod(action_space.shape)) + 32
+    step_bytes = 4 * gym.spaces.flatdim(observation_space) + 4 * int(np.prod(action_space.shape)) + 32
     return args.num_envs * args.num_steps * step_bytes, f"--num-envs {args.num_envs} x --num-steps {args.num_steps}"
 
 

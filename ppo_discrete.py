@@ -37,6 +37,7 @@ DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail 
   ours bootstrap at time limits        --bootstrap-truncation                 compute_advantages
 """
 
+import importlib
 import math
 import os
 import pickle
@@ -187,12 +188,26 @@ RUN_CONTROL = set(RunControlArgs.__dataclass_fields__)
 # ==== Environment ====
 
 
+def make_gym_env(env_id: str, **kwargs) -> gym.Env:
+    """gym.make; ale-py's games (ALE/...) register when ale-py is imported, and ALE/<Game>-ram-v5 gives the
+    console's 128 bytes of RAM as the observation (ale-py 0.9+ registers it as obs_type="ram")."""
+    if env_id.startswith("ALE/"):
+        importlib.import_module("ale_py")
+        if env_id not in gym.registry and "-ram-" in env_id:
+            return gym.make(env_id.replace("-ram-", "-"), obs_type="ram", **kwargs)
+    return gym.make(env_id, **kwargs)
+
+
 def make_env(env_id: str, video_folder: Optional[str] = None):
     def thunk():
         if video_folder is None:
-            return gym.make(env_id)
-        # episodes 0, 1, 8, 27, ... (gymnasium's cubic schedule) as mp4 files
-        return gym.wrappers.RecordVideo(gym.make(env_id, render_mode="rgb_array"), video_folder, disable_logger=True)
+            env = make_gym_env(env_id)
+        else:  # episodes 0, 1, 8, 27, ... (gymnasium's cubic schedule) as mp4 files
+            env = make_gym_env(env_id, render_mode="rgb_array")
+            env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
+        if not isinstance(env.observation_space, gym.spaces.Box):  # Discrete -> one-hot, Dict / Tuple -> concatenated
+            env = gym.wrappers.FlattenObservation(env)
+        return env
 
     return thunk
 
@@ -1115,7 +1130,7 @@ def check_env(args: Args) -> tuple[gym.Space, gym.Space]:
     """Make one env of --env-id and check that this script can train on it; -> its observation and action spaces."""
     env_id, action_masking = args.env_id, args.action_masking
     try:
-        env = gym.make(env_id)
+        env = make_gym_env(env_id)
     except (gym.error.Error, ImportError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(
@@ -1129,11 +1144,7 @@ def check_env(args: Args) -> tuple[gym.Space, gym.Space]:
                 f"--env-id {env_id} has a {type(env.action_space).__name__} action space; ppo_discrete.py "
                 f"handles Discrete and MultiDiscrete, use {fits}"
             )
-        if not isinstance(env.observation_space, gym.spaces.Box):
-            raise UsageError(
-                f"--env-id {env_id} has a {type(env.observation_space).__name__} observation space; "
-                f"ppo_discrete.py needs a Box (wrap the env, e.g. one-hot Discrete observations)"
-            )
+        check_observation_space(env_id, env.observation_space)
         if action_masking:
             _, info = env.reset(seed=0)
             if "action_mask" not in info:
@@ -1146,11 +1157,26 @@ def check_env(args: Args) -> tuple[gym.Space, gym.Space]:
         env.close()
 
 
+def check_observation_space(env_id: str, space: gym.Space) -> None:
+    """Observations must flatten to a vector (Box, Discrete, MultiDiscrete, MultiBinary, Dict / Tuple of those);
+    images belong to ppo_atari.py."""
+    if isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) >= 2:
+        raise UsageError(
+            f"--env-id {env_id} has image observations {space.shape}; this script trains on vectors: "
+            f"use ppo_atari.py for Atari pixels (or a RAM variant such as ALE/Pong-ram-v5)"
+        )
+    if not isinstance(gym.spaces.flatten_space(space), gym.spaces.Box):
+        raise UsageError(
+            f"--env-id {env_id} has a {type(space).__name__} observation space, which does not flatten to a vector; "
+            f"wrap the env to return a Box, Discrete, MultiDiscrete, MultiBinary, or a Dict or Tuple of those"
+        )
+
+
 def rollout_bytes(args: Args, observation_space: gym.Space, action_space: gym.Space) -> tuple[int, str]:
     """-> memory of the rollout buffers and the flags that set it: per (step, env) a float32 observation, int64
     actions, a bool mask and 9 float32 (logprob, value, reward, GAE, ...)."""
     nvec = action_layout(action_space)[0]
-    step_bytes = 4 * int(np.prod(observation_space.shape)) + 8 * len(nvec) + sum(nvec) + 36
+    step_bytes = 4 * gym.spaces.flatdim(observation_space) + 8 * len(nvec) + sum(nvec) + 36
     return args.num_envs * args.num_steps * step_bytes, f"--num-envs {args.num_envs} x --num-steps {args.num_steps}"
 
 

@@ -268,6 +268,71 @@ class AlignedBoxEnv(AlignedEnv):
 ALIGNED_LENGTH = 8
 
 
+class DiscreteTargetEnv(gym.Env):
+    """A contextual bandit with Discrete observations: the observation is a target in Discrete(4), each step
+    pays 1 when the action hits it. Episodes last 8 steps: a random policy earns 2, a perfect one 8."""
+
+    observation_space = gym.spaces.Discrete(4)
+    action_space = gym.spaces.Discrete(4)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.target = 0, int(self.np_random.integers(4))
+        return self.target, {}
+
+    def step(self, action):
+        self.t += 1
+        reward = float(int(action) == self.target)
+        self.target = int(self.np_random.integers(4))
+        return self.target, reward, self.t >= 8, False, {}
+
+
+class DictTargetEnv(DiscreteTargetEnv):
+    """The same bandit with Dict observations: the target among 3 and two numbers of noise."""
+
+    observation_space = gym.spaces.Dict(
+        {"target": gym.spaces.Discrete(3), "noise": gym.spaces.Box(-1.0, 1.0, (2,), np.float32)}
+    )
+    action_space = gym.spaces.Discrete(3)
+
+    def _observe(self):
+        return {"target": self.target, "noise": self.np_random.uniform(-1, 1, 2).astype(np.float32)}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.target = int(self.np_random.integers(3))
+        return self._observe(), {}
+
+    def step(self, action):
+        self.t += 1
+        reward = float(int(action) == self.target)
+        self.target = int(self.np_random.integers(3))
+        return self._observe(), reward, self.t >= 8, False, {}
+
+
+class DictBoxTargetEnv(DictTargetEnv):
+    """Dict observations, a Box action: each step pays 1 - |action - goal|, the goal -0.6, 0 or 0.6 as the
+    target says. A policy blind to the target earns at most 4.8 per 8-step episode (always 0), a perfect one 8."""
+
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def step(self, action):
+        self.t += 1
+        reward = 1.0 - abs(float(np.asarray(action).reshape(-1)[0]) - 0.6 * (self.target - 1))
+        self.target = int(self.np_random.integers(3))
+        return self._observe(), reward, self.t >= 8, False, {}
+
+
+class SequenceObsEnv(DictBoxTargetEnv):
+    """Observations of varying length, which no flattening makes a vector."""
+
+    observation_space = gym.spaces.Sequence(gym.spaces.Discrete(2))
+
+
+register("SequenceObs-v0", entry_point=SequenceObsEnv)
+register("DiscreteTarget-v0", entry_point=DiscreteTargetEnv)
+register("DictTarget-v0", entry_point=DictTargetEnv)
+register("DictBoxTarget-v0", entry_point=DictBoxTargetEnv)
 register("CountingEnv-v0", entry_point=CountingEnv, max_episode_steps=COUNTING_TIME_LIMIT)
 register("CountingBox-v0", entry_point=CountingBoxEnv, max_episode_steps=COUNTING_TIME_LIMIT)
 register("MatrixBox-v0", entry_point=MatrixBoxEnv)

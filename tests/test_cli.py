@@ -137,6 +137,12 @@ HUGE_ROLLOUT = (
 )
 BAD_INPUT = [(script, *case) for script in FLAGS for case in COMMON_BAD] + [
     ("ppo_discrete.py", ["--env-id", "NoSuchEnv-v0"], r"--env-id NoSuchEnv-v0: .*pprint_registry"),
+    ("ppo_discrete.py", ["--env-id", "ALE/Pong-v5"], r"--env-id ALE/Pong-v5 has image observations .*ppo_atari.py"),
+    (
+        "ppo_continuous.py",
+        ["--env-id", "tests.envs:SequenceObs-v0"],
+        r"Sequence observation space, which does not flatten to a vector; wrap the env",
+    ),
     ("ppo_continuous.py", ["--env-id", "NoSuchEnv-v0"], r"--env-id NoSuchEnv-v0: .*pprint_registry"),
     ("ppo_atari.py", ["--env-id", "NoSuchGameNoFrameskip-v4"], r"--env-id NoSuchGameNoFrameskip-v4: .*get_all_rom_ids"),
     ("ppo_atari.py", ["--env-id", "CartPole-v1"], r"--env-id CartPole-v1 is not an Atari game .*use ppo_discrete\.py"),

@@ -281,3 +281,10 @@ def test_atari_logs_unclipped_full_game_scores(train, backend, flags):
     assert scores and all(-21 <= score <= -15 for score in scores), scores
     assert all(length > 500 for length in run.scalars("charts/episodic_length"))
     assert np.all(np.isfinite(run.scalars("losses/value_loss")))
+
+
+def test_atari_ram_observations_train_in_ppo_discrete(tmp_path):
+    """ALE ids work in ppo_discrete.py (ale-py registers its games on import): the console's RAM, 128 bytes, is
+    the observation."""
+    run = train_in(tmp_path, "ppo_discrete.py", "--env-id", "ALE/Pong-ram-v5", *TINY)
+    assert len(run.scalars("losses/value_loss")) == 8
