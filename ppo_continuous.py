@@ -40,6 +40,7 @@ DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail 
   ours bootstrap at time limits        --bootstrap-truncation                 compute_advantages
 """
 
+import json
 import math
 import os
 import pickle
@@ -828,6 +829,8 @@ class Run:
         self.writer, self.wandb_run = NullWriter(), None
         self.written, self.last_checkpoint = [], None  # the checkpoints this process wrote, oldest first
         self.recent_returns = deque(maxlen=100)
+        # for runs/<run>/summary.json: what this process did, and how it ended
+        self.created, self.global_step, self.episodes, self.sps, self.evaluation = time.time(), 0, 0, 0, None
 
     def request_stop(self, signum, frame):
         if self.stop_signal:
@@ -883,6 +886,7 @@ class Run:
         try:
             yield
         except NonFiniteError as e:
+            self.write_summary("non-finite")
             raise NonFiniteError(
                 f"iteration {iteration}: {e}; stopped without saving (last good checkpoint: "
                 f"{self.last_checkpoint or 'none'})"
@@ -900,6 +904,8 @@ class Run:
         stats.finished = []
         self.stop_requested = any(stopping for _, stopping in reports)  # a signal to any worker stops them all
         sps = int((global_step - self.start_step) / (time.time() - self.start_time))
+        self.global_step, self.sps = global_step, sps
+        self.episodes += sum(len(episodes) for episodes, _ in reports)
         for tag, value in logs.items():
             self.writer.add_scalar(tag, value, global_step)
         self.writer.add_scalar("charts/SPS", sps, global_step)
@@ -930,6 +936,7 @@ class Run:
         }
         bad = first_non_finite(checkpoint)
         if bad is not None:
+            self.write_summary("non-finite")
             raise NonFiniteError(
                 f"iteration {iteration}: {bad} is not finite; stopped without saving "
                 f"(last good checkpoint: {self.last_checkpoint or 'none'})"
@@ -961,7 +968,9 @@ class Run:
                 )
         elif args.save_model:
             iteration = max(self.num_iterations, self.start_iteration - 1)
-            model_path = self.write_checkpoint(f"runs/{self.name}/{args.exp_name}.pt", iteration, global_step, kl_coef)
+            model_path = self.last_checkpoint = self.write_checkpoint(
+                f"runs/{self.name}/{args.exp_name}.pt", iteration, global_step, kl_coef
+            )
             if rank == 0:
                 print(f"model saved to {model_path}")
                 video_folder = f"videos/{self.name}/eval" if args.capture_video else None
@@ -973,10 +982,12 @@ class Run:
                     seed, device = args.seed + 10_000, self.device
                     returns = evaluate(model_path, args.eval_episodes, seed, device, video_folder=video_folder)
                     report_evaluation(self.writer, model_path, returns, global_step)
+                    self.evaluation = returns
                 except SignalStop as stop:
                     name = signal.Signals(stop.signum).name
                     print(f"{name}: evaluation stopped; the model is saved in {model_path}", file=sys.stderr)
                     self.stop_requested, stop_signal[:] = True, [stop.signum]
+        self.write_summary(f"signal {signal.Signals(stop_signal[0]).name}" if self.stop_requested else "finished")
         self.writer.close()
         if self.wandb_run:
             self.wandb_run.finish()
@@ -985,6 +996,35 @@ class Run:
             dist.destroy_process_group()
         if self.stop_requested:
             sys.exit(128 + (stop_signal[0] if stop_signal else signal.SIGTERM))
+
+    def write_summary(self, ended: str) -> None:
+        """runs/<run>/summary.json (rank 0), written atomically when the run ends: how it ended ("finished",
+        "signal SIGINT" / "signal SIGTERM", "non-finite") and what this process did (a resumed run counts its
+        episodes and time from its resumption), so CI and sweeps need not parse TensorBoard files."""
+        if self.rank != 0:
+            return
+        summary = {
+            "run": self.name,
+            "script": os.path.basename(__file__),
+            "env_id": self.args.env_id,
+            "seed": self.args.seed,
+            "ended": ended,
+            "global_step": self.global_step,
+            "total_timesteps": self.args.total_timesteps,
+            "episodes": self.episodes,
+            "wall_seconds": round(time.time() - self.created, 3),
+            "sps": self.sps,
+            "mean_return_last_100": float(np.mean(self.recent_returns)) if self.recent_returns else None,
+            "last_checkpoint": self.last_checkpoint,
+            "eval_mean_return": float(np.mean(self.evaluation)) if self.evaluation else None,
+        }
+        path = f"runs/{self.name}/summary.json"
+        try:
+            with open(f"{path}.tmp", "w") as f:
+                json.dump(summary, f, indent=2)
+            os.replace(f"{path}.tmp", path)
+        except OSError as e:  # the run's own error (a full disk, say) is the one to report
+            print(f"warning: cannot write {path}: {e.strerror or e}", file=sys.stderr)
 
 
 def print_status(iteration, num_iterations, global_step, args: Args, world_size, sps, recent_returns) -> None:

@@ -3,6 +3,7 @@ determinism and safe loading, in each script."""
 
 import glob
 import importlib
+import json
 import os
 import pickle
 import re
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -235,6 +237,9 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, script, sign
     rel = os.path.relpath(path, tmp_path)
     assert f"--vector-mode {vector_mode} --resume {rel}" in stderr.strip().splitlines()[-1]
     assert module(script).load_checkpoint(path, "--resume")["global_step"] > 0
+    (summary,) = glob.glob(str(tmp_path / "runs" / "*" / "summary.json"))
+    summary = json.loads(Path(summary).read_text())
+    assert summary["ended"] == f"signal {signal.Signals(signum).name}" and summary["last_checkpoint"] == rel
 
 
 LONG_ROLLOUT = {
@@ -282,6 +287,8 @@ def test_non_finite_guard_stops_without_saving(tmp_path, script, flags, expected
         line
     )
     assert not glob.glob(str(tmp_path / "runs" / "*" / "checkpoints" / "*.pt"))
+    (summary,) = glob.glob(str(tmp_path / "runs" / "*" / "summary.json"))
+    assert json.loads(Path(summary).read_text())["ended"] == "non-finite"
 
 
 def test_interrupted_write_leaves_the_previous_checkpoint(tmp_path, script):
