@@ -182,7 +182,7 @@ class RunControlArgs:
     keep_checkpoints: int = 3
     """how many of the latest checkpoints to keep in runs/<run_name>/checkpoints/"""
     resume: Optional[str] = None
-    """continue the run of this checkpoint to --total-timesteps (repeat the run's flags; see docs/long-runs.md)"""
+    """continue the run of this checkpoint, with the flags it saved (flags given must match, except run control)"""
     eval_episodes: int = 10
     """mean-action episodes (statistics frozen) evaluated after --save-model or by --eval-checkpoint (seed + 10000)"""
     eval_checkpoint: Optional[str] = None
@@ -1417,8 +1417,8 @@ def check_resume_args(args: Args, checkpoint: dict, world_size: int = 1) -> None
             flag = "--" + name.replace("_", "-")
             raise UsageError(
                 f"--resume: the checkpoint was trained with {flag} {saved.get(name)}, this command has {flag} {value}; "
-                "repeat the run's flags (only --total-timesteps and the checkpoint, evaluation and logging flags "
-                "may change)"
+                f"drop {flag} (--resume alone continues with the run's flags; only --total-timesteps and the "
+                "checkpoint, evaluation and logging flags may change)"
             )
 
 
@@ -1546,10 +1546,22 @@ def evaluate_checkpoint(args: Args) -> None:
         wandb_run.finish()
 
 
+def resume_defaults(argv: list[str]) -> Optional[Args]:
+    """With --resume PATH, the flags saved in that checkpoint become the defaults, so `--resume PATH` alone
+    continues the run as it was started; a flag given on the command line still overrides (and check_resume_args
+    refuses a changed algorithm flag). None without --resume."""
+    path = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--resume=")), None)
+    if path is None and "--resume" in argv[:-1]:
+        path = argv[argv.index("--resume") + 1]
+    if path is None:
+        return None
+    saved = load_checkpoint(path, "--resume")["args"]
+    return Args(**{**vars(Args()), **saved, "resume": None, "eval_checkpoint": None})
+
+
 if __name__ == "__main__":
-    args = tyro.cli(Args)
     try:
-        main(args)
+        main(tyro.cli(Args, default=resume_defaults(sys.argv[1:])))
     except UsageError as e:  # under torchrun every worker finds the same error: rank 0 reports it
         if os.environ.get("RANK", "0") == "0":
             print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)

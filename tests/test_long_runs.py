@@ -378,3 +378,35 @@ def test_capture_video_writes_training_and_evaluation_videos(train, script, env)
     assert all(
         os.path.getsize(path) > 1000 for path in glob.glob(str(run.cwd / "videos" / "**" / "*.mp4"), recursive=True)
     )
+
+
+def test_resume_alone_continues_with_the_saved_flags(tmp_path):
+    """`--resume PATH` alone continues the run as it was started (the checkpoint's flags are the defaults): the same
+    checkpoints as a resumption that repeats every flag; a changed algorithm flag is refused, naming it."""
+    flags = [
+        *TWICE,
+        "--learning-rate",
+        "1e-3",
+        "--shared-network",
+        "--checkpoint-every",
+        "4",
+        "--keep-checkpoints",
+        "9",
+    ]
+    (tmp_path / "run").mkdir()
+    run = train_in(tmp_path / "run", "ppo_discrete.py", *flags)
+    resume = os.path.relpath(checkpoints(run)[0], tmp_path / "run")  # iteration 4 of 16
+    resumed = {}
+    for name, command in [("alone", []), ("repeated", flags)]:
+        shutil.copytree(tmp_path / "run", tmp_path / name)
+        copy = Run(0, "", "", tmp_path / name)
+        for later in checkpoints(copy)[1:]:
+            os.remove(later)
+        train_in(tmp_path / name, "ppo_discrete.py", *command, "--resume", resume)
+        resumed[name] = [torch.load(path, weights_only=True) for path in checkpoints(copy)]
+    assert len(resumed["alone"]) == len(resumed["repeated"]) == 4  # iterations 4, 8, 12, 16
+    for alone, repeated in zip(resumed["alone"], resumed["repeated"], strict=True):
+        assert alone["args"] == repeated["args"]
+        assert_identical(alone["model"], repeated["model"], f"iteration {alone['iteration']}")
+    refused = run_script("ppo_discrete.py", "--resume", resume, "--learning-rate", "5e-4", cwd=tmp_path / "alone")
+    assert refused.returncode == 2 and "drop --learning-rate" in refused.stderr.strip().splitlines()[-1]
