@@ -40,6 +40,7 @@ DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail 
   ours bootstrap at time limits        --bootstrap-truncation                 compute_advantages
 """
 
+import glob
 import json
 import math
 import os
@@ -801,6 +802,7 @@ class Run:
     checkpoints after each iteration (`end_iteration`); the final checkpoint, its evaluation and teardown (`finish`)."""
 
     def __init__(self, args: Args, world_size: int):
+        check_tracking(args)
         self.args, self.world_size, self.checkpoint = args, world_size, None
         if args.resume is not None:
             self.checkpoint = load_checkpoint(args.resume, "--resume")
@@ -831,6 +833,7 @@ class Run:
         self.recent_returns = deque(maxlen=100)
         # for runs/<run>/summary.json: what this process did, and how it ended
         self.created, self.global_step, self.episodes, self.sps, self.evaluation = time.time(), 0, 0, 0, None
+        self.videos = set()  # the video files logged to W&B
 
     def request_stop(self, signum, frame):
         if self.stop_signal:
@@ -909,6 +912,7 @@ class Run:
         for tag, value in logs.items():
             self.writer.add_scalar(tag, value, global_step)
         self.writer.add_scalar("charts/SPS", sps, global_step)
+        upload_videos(self.wandb_run, f"videos/{self.name}", self.videos)
         if self.rank == 0:
             print_status(iteration, num_iterations, global_step, self.args, self.world_size, sps, self.recent_returns)
         if self.stop_requested or (self.args.checkpoint_every and iteration % self.args.checkpoint_every == 0):
@@ -988,6 +992,7 @@ class Run:
                     print(f"{name}: evaluation stopped; the model is saved in {model_path}", file=sys.stderr)
                     self.stop_requested, stop_signal[:] = True, [stop.signum]
         self.write_summary(f"signal {signal.Signals(stop_signal[0]).name}" if self.stop_requested else "finished")
+        upload_videos(self.wandb_run, f"videos/{self.name}", self.videos)
         self.writer.close()
         if self.wandb_run:
             self.wandb_run.finish()
@@ -1498,6 +1503,32 @@ def evaluate(
     return returns
 
 
+def check_tracking(args: Args) -> None:
+    """--track needs a W&B login, unless W&B logs offline: one line before anything runs, not a traceback later."""
+    if not args.track or os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
+        return
+    import wandb
+
+    if not wandb.login(prompt=False):
+        raise UsageError(
+            "--track: not logged in to Weights & Biases; run `wandb login` (or set WANDB_API_KEY), "
+            "or log locally with WANDB_MODE=offline"
+        )
+
+
+def upload_videos(wandb_run, folder: str, uploaded: set) -> None:
+    """--track --capture-video: log the mp4 files of `folder` (and below) not yet in `uploaded` to the W&B run."""
+    if wandb_run is None or not os.path.isdir(folder):
+        return
+    import wandb
+
+    for path in sorted(glob.glob(os.path.join(folder, "**", "*.mp4"), recursive=True)):
+        if path not in uploaded:
+            uploaded.add(path)
+            tag = "videos/eval" if os.sep + "eval" + os.sep in path else "videos/train"
+            wandb_run.log({tag: wandb.Video(path, format="mp4")}, commit=False)
+
+
 def init_logging(args: Args, run_name: str, wandb_id: Optional[str], purge_step: Optional[int] = None):
     """-> TensorBoard writer of runs/<run_name>, and the W&B run (resumed when `wandb_id` is given) or None."""
     wandb_run = None
@@ -1533,6 +1564,7 @@ def evaluate_checkpoint(args: Args) -> None:
     (exit 130 / 143)."""
     signal.signal(signal.SIGINT, stop_at_once)
     signal.signal(signal.SIGTERM, stop_at_once)
+    check_tracking(args)
     checkpoint = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
     saved = Args(**checkpoint["args"])
     check_env(saved)
@@ -1541,6 +1573,8 @@ def evaluate_checkpoint(args: Args) -> None:
     returns = evaluate(args.eval_checkpoint, args.eval_episodes, saved.seed + 10_000, video_folder=video_folder)
     writer, wandb_run = init_logging(args, checkpoint["run_name"], checkpoint["wandb_id"])
     report_evaluation(writer, args.eval_checkpoint, returns, checkpoint["global_step"])
+    if video_folder:
+        upload_videos(wandb_run, video_folder, set())
     writer.close()
     if wandb_run:
         wandb_run.finish()

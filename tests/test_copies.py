@@ -28,7 +28,7 @@ SHARED = {
     **dict.fromkeys(["setup_workers", "all_mean_", "average_gradients_", "broadcast_", "gather_objects"], ALL),
     **dict.fromkeys(["first_non_finite", "save_checkpoint", "load_checkpoint", "load_state"], ALL),
     **dict.fromkeys(["rotate_checkpoints", "check_resume_args", "rng_states", "set_rng_states"], ALL),
-    **dict.fromkeys(["init_logging", "report_evaluation"], ALL),
+    **dict.fromkeys(["init_logging", "report_evaluation", "check_tracking", "upload_videos", "resume_defaults"], ALL),
     **dict.fromkeys(["Run", "print_status", "sigint_blocked", "evaluate_checkpoint"], ALL),
     "make_envs": MLP,
 }
