@@ -586,45 +586,47 @@ class Agent(nn.Module):
 
 
 def compute_advantages(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    next_value: torch.Tensor,
-    terminations: torch.Tensor,
-    truncations: torch.Tensor,
-    final_values: torch.Tensor,
+    rewards: np.ndarray,
+    values: np.ndarray,
+    next_value: np.ndarray,
+    terminations: np.ndarray,
+    truncations: np.ndarray,
+    final_values: np.ndarray,
     gamma: float,
     gae_lambda: float,
     gae: bool = True,
     bootstrap_truncation: bool = True,
 ):
-    """Advantages and returns of one rollout.
+    """Advantages and returns of one rollout, in NumPy (the backward scan takes T tiny steps: NumPy's are a fraction
+    of a tensor op's overhead, and elementwise float32 arithmetic rounds the same in both).
 
     rewards, values, terminations, truncations, final_values: [T, N] float, step t's transition;
     final_values[t] = V(final obs) where step t was truncated; next_value: [N] = V(obs after step T-1).
     Returns advantages, returns: [T, N].
     """
     num_steps = rewards.shape[0]
-    ended = torch.maximum(terminations, truncations)  # the episode ended at step t: no credit flows back past it
+    ended = np.maximum(terminations, truncations)  # the episode ended at step t: no credit flows back past it
     # Value of the state step t led to: the next stored value while the episode goes on; at a time
     # limit, V(final obs) if bootstrapping truncation; 0 after a true termination (or any end in CleanRL).
-    next_values = torch.cat([values[1:], next_value.unsqueeze(0)])
-    end_values = final_values * truncations * (1 - terminations) if bootstrap_truncation else torch.zeros_like(values)
-    bootstrap = torch.where(ended.bool(), end_values, next_values)
-    advantages = torch.zeros_like(rewards)
-    returns = torch.zeros_like(rewards)
+    next_values = np.concatenate([values[1:], next_value[None]])
+    end_values = final_values * truncations * (1 - terminations) if bootstrap_truncation else np.zeros_like(values)
+    bootstrap = np.where(ended.astype(bool), end_values, next_values)
+    advantages = np.zeros_like(rewards)
+    returns = np.zeros_like(rewards)
     if gae:
         # detail 5: A_t = delta_t + gamma * lambda * A_{t+1}, cut where the episode ended
-        last_gae = torch.zeros_like(next_value)
+        deltas = rewards + gamma * bootstrap - values  # [T, N], every step at once
+        decays = gamma * gae_lambda * (1 - ended)
+        last_gae = np.zeros_like(next_value)
         for t in reversed(range(num_steps)):
-            delta = rewards[t] + gamma * bootstrap[t] - values[t]
-            last_gae = delta + gamma * gae_lambda * (1 - ended[t]) * last_gae
+            last_gae = deltas[t] + decays[t] * last_gae
             advantages[t] = last_gae
         returns = advantages + values
     else:
         # discounted returns, bootstrapped at the segment end (and at time limits when enabled)
         next_return = next_value
         for t in reversed(range(num_steps)):
-            next_return = rewards[t] + gamma * torch.where(ended[t].bool(), end_values[t], next_return)
+            next_return = rewards[t] + gamma * np.where(ended[t].astype(bool), end_values[t], next_return)
             returns[t] = next_return
         advantages = returns - values
     return advantages, returns
@@ -769,27 +771,25 @@ def collect_rollout(
 
 
 def bootstrap_and_gae(agent: Agent, state: EnvState, rollout: Rollout, args: Args):
-    """detail 5: -> advantages, returns [T, N] of the rollout, bootstrapped with V(obs after its last step)."""
+    """detail 5: -> advantages, returns [T, N] of the rollout (tensors on the device), bootstrapped with V(obs after
+    its last step)."""
     device = rollout.values.device
     with torch.no_grad():
-        next_value = agent.get_value(state.obs, state.lstm_state, state.start)
-        rewards, terminations, truncations = (
-            torch.from_numpy(b).to(device) for b in (rollout.rewards, rollout.terminations, rollout.truncations)
-        )
-        advantages, returns = compute_advantages(
-            rewards,
-            rollout.values,
-            next_value,
-            terminations,
-            truncations,
-            rollout.final_values,
-            args.gamma,
-            args.gae_lambda,
-            args.gae,
-            args.bootstrap_truncation,
-        )
+        next_value = agent.get_value(state.obs, state.lstm_state, state.start).cpu().numpy()
+    advantages, returns = compute_advantages(
+        rollout.rewards,
+        rollout.values.cpu().numpy(),
+        next_value,
+        rollout.terminations,
+        rollout.truncations,
+        rollout.final_values.cpu().numpy(),
+        args.gamma,
+        args.gae_lambda,
+        args.gae,
+        args.bootstrap_truncation,
+    )
     rollout.final_values.zero_()
-    return advantages, returns
+    return torch.from_numpy(advantages).to(device), torch.from_numpy(returns).to(device)
 
 
 def flatten(rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> dict:
@@ -959,8 +959,8 @@ def main(args: Args) -> Optional[dict]:
         lstm_hidden_size,
     ).to(run.device)
     broadcast_(list(agent.parameters()))  # every worker starts from rank 0's weights
-    # detail 3; fused: one kernel updates every parameter (the same Adam, fewer passes over memory)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
+    # detail 3; torch's fused Adam: one kernel updates every parameter (FusedAdam, in run control)
+    optimizer = FusedAdam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     # a resumed run continues where its checkpoint left off: weights, Adam moments, schedules, beta, RNGs
     global_step, start_iteration, kl_coef = run.start(agent, optimizer, args.kl_coef)
 
@@ -1478,6 +1478,76 @@ class NullWriter:
 
     def __getattr__(self, name):
         return lambda *args, **kwargs: None
+
+
+# ---- Adam: torch's own kernel, without torch.optim's start-up cost ----
+
+
+class FusedAdam:
+    """torch.optim.Adam(params, lr, eps=eps, fused=True): the same kernel, the same state_dict (a checkpoint loads
+    into either), without torch.optim, whose first use imports torch._dynamo: a second of every run's start-up."""
+
+    def __init__(self, params, lr: float, eps: float, betas: tuple = (0.9, 0.999)):
+        self.params = list(params)
+        self.param_groups = [
+            {"lr": lr, "betas": betas, "eps": eps, "weight_decay": 0, "amsgrad": False, "maximize": False}
+            | {"foreach": None, "capturable": False, "differentiable": False, "fused": True}
+            | {"decoupled_weight_decay": False, "params": list(range(len(self.params)))}
+        ]
+        self.state = {}  # parameter index -> step, exp_avg, exp_avg_sq (torch's layout), made at the first step
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        group = self.param_groups[0]
+        for i, p in enumerate(self.params):
+            if i not in self.state:
+                self.state[i] = {
+                    "step": torch.zeros((), device=p.device),
+                    "exp_avg": torch.zeros_like(p),
+                    "exp_avg_sq": torch.zeros_like(p),
+                }
+        states = [self.state[i] for i in range(len(self.params))]
+        steps = [s["step"] for s in states]
+        torch._foreach_add_(steps, 1)
+        torch._fused_adam_(
+            self.params,
+            [p.grad for p in self.params],
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [],
+            steps,
+            amsgrad=False,
+            lr=group["lr"],
+            beta1=group["betas"][0],
+            beta2=group["betas"][1],
+            weight_decay=0.0,
+            eps=group["eps"],
+            maximize=False,
+        )
+
+    def state_dict(self) -> dict:
+        return {"state": self.state, "param_groups": [dict(group) for group in self.param_groups]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        (group,) = state_dict["param_groups"]
+        if len(group["params"]) != len(self.params) or not state_dict["state"].keys() <= set(group["params"]):
+            raise ValueError("the optimizer's parameters are not this network's")
+        state = {}
+        for i, saved in state_dict["state"].items():
+            p = self.params[group["params"].index(i)]
+            if saved["exp_avg"].shape != p.shape or saved["exp_avg_sq"].shape != p.shape:
+                raise ValueError(f"the optimizer's state of parameter {i} has shape {tuple(saved['exp_avg'].shape)}")
+            state[i] = {
+                "step": saved["step"].to(torch.float32, copy=True).to(p.device),
+                "exp_avg": saved["exp_avg"].to(p, copy=True),
+                "exp_avg_sq": saved["exp_avg_sq"].to(p, copy=True),
+            }
+        self.state = state
+        self.param_groups[0] |= {key: value for key, value in group.items() if key in ("lr", "betas", "eps")}
 
 
 # ---- Checkpoints: everything needed to continue a run, written atomically, loaded without code ----

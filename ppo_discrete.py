@@ -150,6 +150,9 @@ class RunControlArgs:
     """use CUDA when it is available"""
     torch_threads: int = 1
     """torch's CPU threads (1 suits these small networks: more threads only add synchronisation; 0: torch's default)"""
+    numpy_policy: bool = True
+    """ours: the rollout's policy step in NumPy (feed-forward on the CPU; the same network and noise, 3x faster per
+    step than torch's; see NumpyPolicy); off: torch's forward, as the update uses"""
     compile: bool = False
     """torch.compile the policy step and the minibatch loss (CPU: ~10 s of compiling first; see docs/speed.md)"""
     dist_backend: Optional[Literal["gloo", "nccl"]] = None
@@ -402,45 +405,47 @@ def logprob_and_entropy(logits: torch.Tensor, actions: torch.Tensor, nvec: list[
 
 
 def compute_advantages(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    next_value: torch.Tensor,
-    terminations: torch.Tensor,
-    truncations: torch.Tensor,
-    final_values: torch.Tensor,
+    rewards: np.ndarray,
+    values: np.ndarray,
+    next_value: np.ndarray,
+    terminations: np.ndarray,
+    truncations: np.ndarray,
+    final_values: np.ndarray,
     gamma: float,
     gae_lambda: float,
     gae: bool = True,
     bootstrap_truncation: bool = True,
 ):
-    """Advantages and returns of one rollout.
+    """Advantages and returns of one rollout, in NumPy (the backward scan takes T tiny steps: NumPy's are a fraction
+    of a tensor op's overhead, and elementwise float32 arithmetic rounds the same in both).
 
     rewards, values, terminations, truncations, final_values: [T, N] float, step t's transition;
     final_values[t] = V(final obs) where step t was truncated; next_value: [N] = V(obs after step T-1).
     Returns advantages, returns: [T, N].
     """
     num_steps = rewards.shape[0]
-    ended = torch.maximum(terminations, truncations)  # the episode ended at step t: no credit flows back past it
+    ended = np.maximum(terminations, truncations)  # the episode ended at step t: no credit flows back past it
     # Value of the state step t led to: the next stored value while the episode goes on; at a time
     # limit, V(final obs) if bootstrapping truncation; 0 after a true termination (or any end in CleanRL).
-    next_values = torch.cat([values[1:], next_value.unsqueeze(0)])
-    end_values = final_values * truncations * (1 - terminations) if bootstrap_truncation else torch.zeros_like(values)
-    bootstrap = torch.where(ended.bool(), end_values, next_values)
-    advantages = torch.zeros_like(rewards)
-    returns = torch.zeros_like(rewards)
+    next_values = np.concatenate([values[1:], next_value[None]])
+    end_values = final_values * truncations * (1 - terminations) if bootstrap_truncation else np.zeros_like(values)
+    bootstrap = np.where(ended.astype(bool), end_values, next_values)
+    advantages = np.zeros_like(rewards)
+    returns = np.zeros_like(rewards)
     if gae:
         # detail 5: A_t = delta_t + gamma * lambda * A_{t+1}, cut where the episode ended
-        last_gae = torch.zeros_like(next_value)
+        deltas = rewards + gamma * bootstrap - values  # [T, N], every step at once
+        decays = gamma * gae_lambda * (1 - ended)
+        last_gae = np.zeros_like(next_value)
         for t in reversed(range(num_steps)):
-            delta = rewards[t] + gamma * bootstrap[t] - values[t]
-            last_gae = delta + gamma * gae_lambda * (1 - ended[t]) * last_gae
+            last_gae = deltas[t] + decays[t] * last_gae
             advantages[t] = last_gae
         returns = advantages + values
     else:
         # discounted returns, bootstrapped at the segment end (and at time limits when enabled)
         next_return = next_value
         for t in reversed(range(num_steps)):
-            next_return = rewards[t] + gamma * torch.where(ended[t].bool(), end_values[t], next_return)
+            next_return = rewards[t] + gamma * np.where(ended[t].astype(bool), end_values[t], next_return)
             returns[t] = next_return
         advantages = returns - values
     return advantages, returns
@@ -522,21 +527,21 @@ def explained_variance(y_pred: np.ndarray, y_true: np.ndarray) -> float:
 class Rollout:
     """The rollout buffers, [T, N, ...]; entry t of each describes the transition taken at step t."""
 
-    def __init__(self, args: Args, obs_dim: int, nvec: list[int], device: torch.device):
+    def __init__(self, args: Args, obs_dim: int, nvec: list[int]):
+        # NumPy, where the envs' outputs arrive: one conversion to tensors per rollout (`flatten`), not per step
         shape = (args.num_steps, args.num_envs)
-        self.obs = torch.zeros((*shape, obs_dim), device=device)
-        self.actions = torch.zeros((*shape, len(nvec)), dtype=torch.long, device=device)
-        self.logprobs = torch.zeros(shape, device=device)
-        # what the envs return stays in NumPy until the rollout ends: one conversion per rollout, not per step
+        self.obs = np.zeros((*shape, obs_dim), np.float32)
+        self.actions = np.zeros((*shape, len(nvec)), np.int64)
+        self.logprobs = np.zeros(shape, np.float32)
         self.rewards = np.zeros(shape, np.float32)
         self.terminations = np.zeros(shape, np.float32)
         self.truncations = np.zeros(shape, np.float32)
-        self.values = torch.zeros(shape, device=device)
-        self.final_values = torch.zeros(shape, device=device)  # V(final obs) where step t hit a time limit
-        self.starts = torch.zeros(shape, device=device)  # 1.0 where obs[t] is an episode's first
+        self.values = np.zeros(shape, np.float32)
+        self.final_values = np.zeros(shape, np.float32)  # V(final obs) where step t hit a time limit
+        self.starts = np.zeros(shape, np.float32)  # 1.0 where obs[t] is an episode's first
         self.action_masks = None  # [T, N, sum(nvec)] bool, the allowed actions with --action-masking
         if args.action_masking:
-            self.action_masks = torch.ones((*shape, sum(nvec)), dtype=torch.bool, device=device)
+            self.action_masks = np.ones((*shape, sum(nvec)), bool)
         self.lstm_state = None  # detail 36: the LSTM state before step 0, from which the update re-runs
 
 
@@ -544,21 +549,18 @@ class Rollout:
 class EnvState:
     """What the policy acts on next: the envs' latest observation, and the LSTM state it continues."""
 
-    obs: torch.Tensor  # [N, obs_dim]
-    start: torch.Tensor  # [N] 1.0 where obs is an episode's first
-    mask: Optional[torch.Tensor]  # [N, sum(nvec)] bool, the allowed actions with --action-masking
-    lstm_state: Optional[tuple]  # (h, c) each [L, N, H]; None when feed-forward
+    obs: np.ndarray  # [N, obs_dim] float32
+    start: np.ndarray  # [N] 1.0 where obs is an episode's first
+    mask: Optional[np.ndarray]  # [N, sum(nvec)] bool, the allowed actions with --action-masking
+    lstm_state: Optional[tuple]  # (h, c) tensors, each [L, N, H]; None when feed-forward
 
 
 def reset_envs(envs: gym.vector.VectorEnv, agent: Agent, args: Args, seed: int, device: torch.device) -> EnvState:
     obs, info = envs.reset(seed=seed)
-    mask = None
-    if args.action_masking:
-        mask = torch.as_tensor(read_action_mask(info, args.num_envs, sum(agent.nvec)), device=device)
     return EnvState(
-        obs=torch.as_tensor(obs, dtype=torch.float32, device=device).reshape(args.num_envs, -1),
-        start=torch.ones(args.num_envs, device=device),
-        mask=mask,
+        obs=obs.reshape(args.num_envs, -1).astype(np.float32),
+        start=np.ones(args.num_envs, np.float32),
+        mask=read_action_mask(info, args.num_envs, sum(agent.nvec)) if args.action_masking else None,
         lstm_state=agent.initial_state(args.num_envs, device),
     )
 
@@ -579,33 +581,86 @@ class EpisodeStats:
             self.returns[i], self.lengths[i] = 0.0, 0
 
 
+def torch_policy(agent: Agent, policy_step, device: torch.device):
+    """The rollout's policy step with the agent's torch forward (`policy_step`: get_action_and_value, or it compiled):
+    NumPy obs [N, obs_dim], mask, LSTM state, starts [N] -> NumPy action [N, n_components], logprob [N], value [N],
+    and the LSTM state after the step."""
+
+    def step(obs, mask, lstm_state, start):
+        with torch.inference_mode():
+            action, logprob, _, value, lstm_state = policy_step(
+                torch.from_numpy(obs).to(device),
+                None,
+                None if mask is None else torch.from_numpy(mask).to(device),
+                lstm_state,
+                torch.from_numpy(start).to(device),
+            )
+        return action.cpu().numpy(), logprob.cpu().numpy(), value.cpu().numpy(), lstm_state
+
+    return step
+
+
+class NumpyPolicy:
+    """The rollout's policy step of a feed-forward agent on the CPU, in NumPy: get_action_and_value's network and
+    sampling on NumPy views of the agent's weights (the optimizer updates them in place, so the views stay
+    current). A 64-unit MLP's step is mostly per-call overhead, and NumPy's is a fraction of torch's. The noise comes
+    from torch's generator, as in sample_actions; the float32 sums may round apart from torch's in the last bit."""
+
+    def __init__(self, agent: Agent):
+        def layers(trunk: nn.Sequential, head: nn.Linear) -> list:  # [(weight [in, out], bias [out])] as views
+            return [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in (*trunk[::2], head)]
+
+        self.actor, self.critic = (
+            layers(agent.actor_trunk, agent.actor_head),
+            layers(agent.critic_trunk, agent.critic_head),
+        )
+        self.shared_network, self.splits = agent.shared_network, np.cumsum(agent.nvec)[:-1]
+
+    @staticmethod
+    def trunk(x: np.ndarray, layers: list) -> np.ndarray:
+        for weight, bias in layers:
+            x = np.tanh(x @ weight + bias)
+        return x
+
+    def __call__(self, obs: np.ndarray, mask: Optional[np.ndarray], lstm_state=None, start=None):
+        actor_hidden = self.trunk(obs, self.actor[:-1])
+        critic_hidden = actor_hidden if self.shared_network else self.trunk(obs, self.critic[:-1])
+        value = (critic_hidden @ self.critic[-1][0] + self.critic[-1][1])[:, 0]
+        logits = actor_hidden @ self.actor[-1][0] + self.actor[-1][1]
+        if mask is not None:
+            logits = np.where(mask, logits, np.float32(-1e8))  # mask_logits
+        noise = torch.empty(logits.shape).exponential_().numpy()  # sample_actions' Gumbel-max
+        actions, logprob = [], 0.0
+        for part, part_noise in zip(np.split(logits, self.splits, -1), np.split(noise, self.splits, -1)):
+            action = (part - np.log(part_noise)).argmax(-1)
+            shifted = part - part.max(-1, keepdims=True)  # log_softmax, then the chosen action's entry
+            log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+            logprob = logprob + np.take_along_axis(log_p, action[:, None], -1)[:, 0]
+            actions.append(action)
+        return np.stack(actions, -1), logprob, value, None
+
+
 def collect_rollout(envs, agent, policy_step, state: EnvState, rollout, stats, args: Args, global_step, steps_per_step):
     """detail 1: num_steps steps of every env with the current policy; fills `rollout`, advances `state` and
     -> the global step (which grows by `steps_per_step`, N x workers, each step)."""
-    device = rollout.obs.device
+    device = next(agent.parameters()).device
     to_env_actions = action_layout(envs.single_action_space)[1]
     # detail 36: the LSTM state before the rollout, from which the update re-runs the sequences (None: feed-forward)
     rollout.lstm_state = state.lstm_state and tuple(s.clone() for s in state.lstm_state)
     for step in range(args.num_steps):
         global_step += steps_per_step
-        rollout.obs[step] = state.obs
-        rollout.starts[step] = state.start
+        rollout.obs[step], rollout.starts[step] = state.obs, state.start
         if args.action_masking:
             rollout.action_masks[step] = state.mask
-        with torch.inference_mode():
-            action, logprob, _, value, state.lstm_state = policy_step(
-                state.obs, None, state.mask, state.lstm_state, state.start
-            )
-        rollout.values[step] = value
-        rollout.actions[step] = action
-        rollout.logprobs[step] = logprob
+        action, logprob, value, state.lstm_state = policy_step(state.obs, state.mask, state.lstm_state, state.start)
+        rollout.actions[step], rollout.logprobs[step], rollout.values[step] = action, logprob, value
 
-        next_obs, reward, terminated, truncated, info = envs.step(to_env_actions(action.cpu().numpy()))
+        next_obs, reward, terminated, truncated, info = envs.step(to_env_actions(action))
         rollout.rewards[step], rollout.terminations[step], rollout.truncations[step] = reward, terminated, truncated
-        state.start = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
-        state.obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device).reshape(args.num_envs, -1)
+        state.start = (terminated | truncated).astype(np.float32)
+        state.obs = next_obs.reshape(args.num_envs, -1).astype(np.float32)
         if args.action_masking:
-            state.mask = torch.as_tensor(read_action_mask(info, args.num_envs, sum(agent.nvec)), device=device)
+            state.mask = read_action_mask(info, args.num_envs, sum(agent.nvec))
 
         # A time limit is not a failure: value the final observation to bootstrap from it (ours)
         time_limited = truncated & ~terminated
@@ -616,46 +671,50 @@ def collect_rollout(envs, agent, policy_step, state: EnvState, rollout, stats, a
             final_state = select_envs(state.lstm_state, time_limited)
             with torch.inference_mode():
                 final_values = agent.get_value(final_obs, final_state, torch.zeros(len(final_obs), device=device))
-            rollout.final_values[step, time_limited] = final_values
+            rollout.final_values[step, time_limited] = final_values.cpu().numpy()
         stats.add(reward, terminated | truncated, global_step)
     return global_step
 
 
 def bootstrap_and_gae(agent: Agent, state: EnvState, rollout: Rollout, args: Args):
-    """detail 5: -> advantages, returns [T, N] of the rollout, bootstrapped with V(obs after its last step)."""
-    device = rollout.values.device
+    """detail 5: -> advantages, returns [T, N] of the rollout (tensors on the device), bootstrapped with V(obs after
+    its last step)."""
+    device = next(agent.parameters()).device
     with torch.no_grad():
-        next_value = agent.get_value(state.obs, state.lstm_state, state.start)
-        rewards, terminations, truncations = (
-            torch.from_numpy(b).to(device) for b in (rollout.rewards, rollout.terminations, rollout.truncations)
-        )
-        advantages, returns = compute_advantages(
-            rewards,
-            rollout.values,
-            next_value,
-            terminations,
-            truncations,
-            rollout.final_values,
-            args.gamma,
-            args.gae_lambda,
-            args.gae,
-            args.bootstrap_truncation,
-        )
-    rollout.final_values.zero_()
-    return advantages, returns
+        next_obs, next_start = (torch.from_numpy(x).to(device) for x in (state.obs, state.start))
+        next_value = agent.get_value(next_obs, state.lstm_state, next_start).cpu().numpy()
+    advantages, returns = compute_advantages(
+        rollout.rewards,
+        rollout.values,
+        next_value,
+        rollout.terminations,
+        rollout.truncations,
+        rollout.final_values,
+        args.gamma,
+        args.gae_lambda,
+        args.gae,
+        args.bootstrap_truncation,
+    )
+    rollout.final_values.fill(0.0)
+    return torch.from_numpy(advantages).to(device), torch.from_numpy(returns).to(device)
 
 
 def flatten(rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> dict:
-    """[T, N, ...] -> the batch [T * N, ...], time-major (so a recurrent minibatch can take whole sequences)."""
-    batch_size = rollout.values.numel()
+    """[T, N, ...] -> the batch [T * N, ...] of tensors on the device, time-major (so a recurrent minibatch can take
+    whole sequences)."""
+    batch_size, device = rollout.values.size, advantages.device
+
+    def tensor(x: Optional[np.ndarray], *shape) -> Optional[torch.Tensor]:
+        return None if x is None else torch.from_numpy(x.reshape(batch_size, *shape)).to(device)
+
     return {
-        "obs": rollout.obs.reshape(batch_size, -1),
-        "actions": rollout.actions.reshape(batch_size, -1),
-        "masks": rollout.action_masks.reshape(batch_size, -1) if rollout.action_masks is not None else None,
-        "starts": rollout.starts.reshape(-1),
-        "logprobs": rollout.logprobs.reshape(-1),
+        "obs": tensor(rollout.obs, -1),
+        "actions": tensor(rollout.actions, -1),
+        "masks": tensor(rollout.action_masks, -1),
+        "starts": tensor(rollout.starts),
+        "logprobs": tensor(rollout.logprobs),
         "advantages": advantages.reshape(-1),
-        "values": rollout.values.reshape(-1),
+        "values": tensor(rollout.values),
         "returns": returns.reshape(-1),
     }
 
@@ -729,7 +788,10 @@ def train(
     if args.compile:
         torch._inductor.config.fallback_random = True
         policy_step, minibatch_loss = torch.compile(policy_step), torch.compile(minibatch_loss)
-    rollout = Rollout(args, int(np.prod(envs.single_observation_space.shape)), agent.nvec, run.device)
+    policy_step = torch_policy(agent, policy_step, run.device)
+    if args.numpy_policy and not (args.recurrent or args.compile or run.device.type != "cpu"):
+        policy_step = NumpyPolicy(agent)
+    rollout = Rollout(args, int(np.prod(envs.single_observation_space.shape)), agent.nvec)
     stats = EpisodeStats(args.num_envs)
     # env seeds differ per worker, and a resumed run starts new episodes, seeded apart from the first start's
     seed = args.seed + (run.rank + run.world_size * (start_iteration - 1)) * args.num_envs
@@ -787,8 +849,8 @@ def main(args: Args) -> Optional[dict]:
     agent = Agent(obs_dim, nvec, args.shared_network, args.ortho_init, args.lstm_hidden_size if args.recurrent else 0)
     agent = agent.to(run.device)
     broadcast_(list(agent.parameters()))  # every worker starts from rank 0's weights
-    # detail 3; fused: one kernel updates every parameter (the same Adam, fewer tiny ops)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
+    # detail 3; torch's fused Adam: one kernel updates every parameter (FusedAdam, in run control)
+    optimizer = FusedAdam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     # a resumed run continues where its checkpoint left off: weights, Adam moments, schedules, beta, RNGs
     global_step, start_iteration, kl_coef = run.start(agent, optimizer, args.kl_coef)
 
@@ -1330,6 +1392,76 @@ class NullWriter:
 
     def __getattr__(self, name):
         return lambda *args, **kwargs: None
+
+
+# ---- Adam: torch's own kernel, without torch.optim's start-up cost ----
+
+
+class FusedAdam:
+    """torch.optim.Adam(params, lr, eps=eps, fused=True): the same kernel, the same state_dict (a checkpoint loads
+    into either), without torch.optim, whose first use imports torch._dynamo: a second of every run's start-up."""
+
+    def __init__(self, params, lr: float, eps: float, betas: tuple = (0.9, 0.999)):
+        self.params = list(params)
+        self.param_groups = [
+            {"lr": lr, "betas": betas, "eps": eps, "weight_decay": 0, "amsgrad": False, "maximize": False}
+            | {"foreach": None, "capturable": False, "differentiable": False, "fused": True}
+            | {"decoupled_weight_decay": False, "params": list(range(len(self.params)))}
+        ]
+        self.state = {}  # parameter index -> step, exp_avg, exp_avg_sq (torch's layout), made at the first step
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        group = self.param_groups[0]
+        for i, p in enumerate(self.params):
+            if i not in self.state:
+                self.state[i] = {
+                    "step": torch.zeros((), device=p.device),
+                    "exp_avg": torch.zeros_like(p),
+                    "exp_avg_sq": torch.zeros_like(p),
+                }
+        states = [self.state[i] for i in range(len(self.params))]
+        steps = [s["step"] for s in states]
+        torch._foreach_add_(steps, 1)
+        torch._fused_adam_(
+            self.params,
+            [p.grad for p in self.params],
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [],
+            steps,
+            amsgrad=False,
+            lr=group["lr"],
+            beta1=group["betas"][0],
+            beta2=group["betas"][1],
+            weight_decay=0.0,
+            eps=group["eps"],
+            maximize=False,
+        )
+
+    def state_dict(self) -> dict:
+        return {"state": self.state, "param_groups": [dict(group) for group in self.param_groups]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        (group,) = state_dict["param_groups"]
+        if len(group["params"]) != len(self.params) or not state_dict["state"].keys() <= set(group["params"]):
+            raise ValueError("the optimizer's parameters are not this network's")
+        state = {}
+        for i, saved in state_dict["state"].items():
+            p = self.params[group["params"].index(i)]
+            if saved["exp_avg"].shape != p.shape or saved["exp_avg_sq"].shape != p.shape:
+                raise ValueError(f"the optimizer's state of parameter {i} has shape {tuple(saved['exp_avg'].shape)}")
+            state[i] = {
+                "step": saved["step"].to(torch.float32, copy=True).to(p.device),
+                "exp_avg": saved["exp_avg"].to(p, copy=True),
+                "exp_avg_sq": saved["exp_avg_sq"].to(p, copy=True),
+            }
+        self.state = state
+        self.param_groups[0] |= {key: value for key, value in group.items() if key in ("lr", "betas", "eps")}
 
 
 # ---- Checkpoints: everything needed to continue a run, written atomically, loaded without code ----
