@@ -654,6 +654,15 @@ def adapt_kl_coef(kl_coef: float, kl: float, kl_target: float) -> float:
     return kl_coef
 
 
+def clip_grad_norm_(parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """detail 11: scale the gradients so that their global L2 norm is at most `max_norm`; -> the norm before.
+    torch.nn.utils.clip_grad_norm_'s own ops (so the same numbers), without its per-call grouping and checks."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (total_norm + 1e-6), max=1.0))
+    return total_norm
+
+
 def value_loss(new_values, old_values, returns, clip_coef: float, clip_vloss: bool = True) -> torch.Tensor:
     """0.5 * squared error; detail 9: the max of the unclipped and the clipped error."""
     unclipped = (new_values - returns) ** 2
@@ -819,6 +828,7 @@ def update(agent, optimizer, minibatch_loss, batch: dict, lstm_state, args: Args
     for _epoch in range(args.update_epochs):
         np.random.shuffle(order)
         for mb_envs, mb_inds in minibatches(order, args.num_minibatches, args.num_steps, args.num_envs, args.recurrent):
+            mb_inds = torch.from_numpy(mb_inds)  # one index tensor for every field
             mb = {key: value[mb_inds] for key, value in batch.items()}
             # detail 36, recurrent: each sequence re-runs from the state its rollout started in
             mb_state = select_envs(lstm_state, mb_envs)
@@ -838,7 +848,7 @@ def update(agent, optimizer, minibatch_loss, batch: dict, lstm_state, args: Args
             optimizer.zero_grad()
             loss.backward()
             loss = average_gradients_(parameters, loss)  # workers: every one steps with the mean gradient
-            grad_norm = nn.utils.clip_grad_norm_(parameters, args.max_grad_norm)  # detail 11
+            grad_norm = clip_grad_norm_(parameters, args.max_grad_norm)  # detail 11
             if not torch.isfinite(loss + grad_norm):  # guard: one NaN would spread to every weight
                 quantity, value = ("loss", loss) if not torch.isfinite(loss) else ("gradient norm", grad_norm)
                 raise NonFiniteError(f"the {quantity} is {value.item()}")

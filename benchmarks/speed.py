@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py                                   # every script: its defaults and a --num-envs sweep
     python benchmarks/speed.py --no-sweep --workers 1 2          # each script's defaults, 1 vs 2 torchrun workers
+    bash benchmarks/cleanrl_venv.sh && python benchmarks/speed.py --cleanrl ../cleanrl   # against CleanRL's scripts
 
 Each configuration trains for a warm-up iteration plus enough iterations to measure (tracking and
 video off) in a fresh process. From the TensorBoard events it takes the SPS after the warm-up
@@ -10,6 +11,9 @@ time spent in the rollout (env steps, inference, GAE) and in the update, and fro
 the peak resident memory. When stable-baselines3 is installed, the same invocation runs SB3's
 PPO with the same hyperparameters at each script's default --num-envs and reports our SPS as a
 multiple of it. Writes <out>/speed.md, <out>/speed.csv and <out>/speed.png (SPS against --num-envs).
+
+With --cleanrl DIR (a clone of github.com/vwxyzjn/cleanrl) it runs, instead, our scripts and CleanRL's side by side,
+interleaved, whole processes at their defaults (benchmarks/vs_cleanrl.py); writes <out>/vs_cleanrl.{md,csv}.
 """
 
 import csv
@@ -102,7 +106,18 @@ class Args:
     sb3: bool = True
     """also run stable-baselines3 when it is installed"""
     out: str = "benchmarks/results/speed"
-    """output folder (speed.md, speed.csv)"""
+    """output folder (speed.md, speed.csv; vs_cleanrl.md, vs_cleanrl.csv with --cleanrl)"""
+    cleanrl: Optional[str] = None
+    """a clone of github.com/vwxyzjn/cleanrl: run its PPO scripts against ours, side by side (nothing else)"""
+    cleanrl_python: str = os.path.join(os.path.dirname(REPO), "cleanrl-venv", "bin", "python")
+    """the Python of the virtualenv CleanRL's scripts run in (made by bash benchmarks/cleanrl_venv.sh)"""
+    pairs: int = 3
+    """--cleanrl: runs of each side per workload, interleaved"""
+    workloads: list[str] = field(
+        default_factory=lambda: ["cartpole", "halfcheetah", "breakout-ale", "breakout", "smoke"]
+    )
+    """--cleanrl: which workloads (cartpole 500k steps, halfcheetah 100k, breakout-ale and breakout 6,144 steps with
+    --env-backend ale and the default, smoke 2,048 CartPole steps)"""
 
 
 def measure(
@@ -178,6 +193,11 @@ def measure_sb3(script: str) -> Optional[float]:
 
 
 def main(args: Args) -> None:
+    if args.cleanrl is not None:
+        from benchmarks.vs_cleanrl import run
+
+        run(args.cleanrl, args.cleanrl_python, args.workloads, args.pairs, args.out)
+        return
     os.makedirs(args.out, exist_ok=True)
     try:
         import stable_baselines3  # noqa: F401

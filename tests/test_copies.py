@@ -17,7 +17,7 @@ RECURRENT = {"ppo_discrete.py", "ppo_atari.py"}
 SHARED = {
     # PPO math
     **dict.fromkeys(["compute_advantages", "clipped_policy_loss", "kl_penalty_policy_loss", "adapt_kl_coef"], ALL),
-    **dict.fromkeys(["value_loss", "explained_variance", "layer_init"], ALL),
+    **dict.fromkeys(["value_loss", "explained_variance", "layer_init", "clip_grad_norm_", "FusedAdam"], ALL),
     # recurrent policies (details 32-36)
     **dict.fromkeys(["lstm_init", "lstm_sequence", "select_envs", "minibatches"], RECURRENT),
     # training loop pieces
