@@ -24,7 +24,7 @@ def check_mean_gradients(module, checked: list) -> None:
     """Before each gradient clip (after the all-reduce), recompute every worker's minibatch loss from the
     inputs all workers gather, on a copy of the network (equal on all workers), and compare the gradient
     about to be used with the mean of their gradients."""
-    loss_fn, clip = module.ppo_loss, torch.nn.utils.clip_grad_norm_
+    loss_fn, clip = module.ppo_loss, module.clip_grad_norm_
     last = {}
 
     def recording_loss(agent, *args):
@@ -45,7 +45,7 @@ def check_mean_gradients(module, checked: list) -> None:
         return clip(parameters, max_norm, *args, **kwargs)
 
     module.ppo_loss = recording_loss
-    torch.nn.utils.clip_grad_norm_ = checking_clip
+    module.clip_grad_norm_ = checking_clip
 
 
 def record_envs(module, records: dict) -> None:
