@@ -62,8 +62,8 @@ FAULTS = [
     Fault(
         "atari-gae",
         "ppo_atari.py",
-        "last_gae = delta + gamma * gae_lambda * (1 - ended[t]) * last_gae",
-        "last_gae = delta + gamma * (1 - ended[t]) * last_gae",
+        "decays = gamma * gae_lambda * (1 - ended)",
+        "decays = gamma * (1 - ended)",
         ["tests/test_gae.py", "-k", "ppo_atari"],
     ),
     Fault(
@@ -146,8 +146,8 @@ FAULTS = [
     Fault(
         "eval-checkpoint-ignores-signals",
         "ppo_atari.py",
-        "    signal.signal(signal.SIGTERM, stop_at_once)\n    checkpoint = load_checkpoint(args.eval_checkpoint",
-        "    checkpoint = load_checkpoint(args.eval_checkpoint",
+        "    signal.signal(signal.SIGTERM, stop_at_once)\n    check_tracking(args)\n    checkpoint = load_checkpoint(",
+        "    check_tracking(args)\n    checkpoint = load_checkpoint(",
         ["tests/test_faults.py", "-k", "eval_checkpoint_at_once and atari"],
     ),
     Fault(
