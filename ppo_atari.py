@@ -892,12 +892,9 @@ def train(
 ) -> tuple[int, float, int]:
     """The PPO loop from `start_iteration` to the last; -> global step, beta and the last update's minibatch steps."""
     num_iterations = run.num_iterations  # --total-timesteps // (N x M x workers)
-    # --compile: the same functions, compiled (the rollout's policy step, and the loss whose backward it also
-    # compiles); random numbers still come from torch's generator, so a seeded run takes the same actions
-    policy_step, minibatch_loss = agent.get_action_and_value, ppo_loss
-    if args.compile:
-        torch._inductor.config.fallback_random = True
-        policy_step, minibatch_loss = torch.compile(policy_step), torch.compile(minibatch_loss)
+    # the rollout's policy step and the minibatch loss: get_action_and_value and ppo_loss, or the same functions
+    # compiled by --compile (fast_paths, in run control)
+    policy_step, minibatch_loss = fast_paths(agent, args)
     rollout = Rollout(args, envs.single_observation_space.shape, run.device)
     memory = rollout.obs.numel() * rollout.obs.element_size() / 2**20
     run.writer.add_text("memory", f"rollout observation buffer: {memory:.1f} MiB (uint8)")
@@ -1490,9 +1487,21 @@ class NullWriter:
         return lambda *args, **kwargs: None
 
 
-# ---- Adam: torch's own kernel, without torch.optim's start-up cost ----
+# ---- Speed: the same functions, faster (--compile, Adam's fused kernel) ----
 
 
+def fast_paths(agent: Agent, args: Args):
+    """-> the rollout's policy step and the minibatch loss: get_action_and_value and ppo_loss, or (--compile) the
+    same functions compiled, the loss's backward too; random numbers still come from torch's generator, so a seeded
+    run takes the same actions."""
+    policy_step, minibatch_loss = agent.get_action_and_value, ppo_loss
+    if args.compile:
+        torch._inductor.config.fallback_random = True
+        policy_step, minibatch_loss = torch.compile(policy_step), torch.compile(minibatch_loss)
+    return policy_step, minibatch_loss
+
+
+# Adam: torch's own kernel, without torch.optim's start-up cost
 class FusedAdam:
     """torch.optim.Adam(params, lr, eps=eps, fused=True): the same kernel, the same state_dict (a checkpoint loads
     into either), without torch.optim, whose first use imports torch._dynamo: a second of every run's start-up."""

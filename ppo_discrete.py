@@ -590,65 +590,6 @@ class EpisodeStats:
             self.returns[i], self.lengths[i] = 0.0, 0
 
 
-def torch_policy(agent: Agent, policy_step, device: torch.device):
-    """The rollout's policy step with the agent's torch forward (`policy_step`: get_action_and_value, or it compiled):
-    NumPy obs [N, obs_dim], mask, LSTM state, starts [N] -> NumPy action [N, n_components], logprob [N], value [N],
-    and the LSTM state after the step."""
-
-    def step(obs, mask, lstm_state, start):
-        with torch.inference_mode():
-            action, logprob, _, value, lstm_state = policy_step(
-                torch.from_numpy(obs).to(device),
-                None,
-                None if mask is None else torch.from_numpy(mask).to(device),
-                lstm_state,
-                torch.from_numpy(start).to(device),
-            )
-        return action.cpu().numpy(), logprob.cpu().numpy(), value.cpu().numpy(), lstm_state
-
-    return step
-
-
-class NumpyPolicy:
-    """The rollout's policy step of a feed-forward agent on the CPU, in NumPy: get_action_and_value's network and
-    sampling on NumPy views of the agent's weights (the optimizer updates them in place, so the views stay
-    current). A 64-unit MLP's step is mostly per-call overhead, and NumPy's is a fraction of torch's. The noise comes
-    from torch's generator, as in sample_actions; the float32 sums may round apart from torch's in the last bit."""
-
-    def __init__(self, agent: Agent):
-        def layers(trunk: nn.Sequential, head: nn.Linear) -> list:  # [(weight [in, out], bias [out])] as views
-            return [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in (*trunk[::2], head)]
-
-        self.actor, self.critic = (
-            layers(agent.actor_trunk, agent.actor_head),
-            layers(agent.critic_trunk, agent.critic_head),
-        )
-        self.shared_network, self.splits = agent.shared_network, np.cumsum(agent.nvec)[:-1]
-
-    @staticmethod
-    def trunk(x: np.ndarray, layers: list) -> np.ndarray:
-        for weight, bias in layers:
-            x = np.tanh(x @ weight + bias)
-        return x
-
-    def __call__(self, obs: np.ndarray, mask: Optional[np.ndarray], lstm_state=None, start=None):
-        actor_hidden = self.trunk(obs, self.actor[:-1])
-        critic_hidden = actor_hidden if self.shared_network else self.trunk(obs, self.critic[:-1])
-        value = (critic_hidden @ self.critic[-1][0] + self.critic[-1][1])[:, 0]
-        logits = actor_hidden @ self.actor[-1][0] + self.actor[-1][1]
-        if mask is not None:
-            logits = np.where(mask, logits, np.float32(-1e8))  # mask_logits
-        noise = torch.empty(logits.shape).exponential_().numpy()  # sample_actions' Gumbel-max
-        actions, logprob = [], 0.0
-        for part, part_noise in zip(np.split(logits, self.splits, -1), np.split(noise, self.splits, -1)):
-            action = (part - np.log(part_noise)).argmax(-1)
-            shifted = part - part.max(-1, keepdims=True)  # log_softmax, then the chosen action's entry
-            log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-            logprob = logprob + np.take_along_axis(log_p, action[:, None], -1)[:, 0]
-            actions.append(action)
-        return np.stack(actions, -1), logprob, value, None
-
-
 def collect_rollout(envs, agent, policy_step, state: EnvState, rollout, stats, args: Args, global_step, steps_per_step):
     """detail 1: num_steps steps of every env with the current policy; fills `rollout`, advances `state` and
     -> the global step (which grows by `steps_per_step`, N x workers, each step)."""
@@ -792,16 +733,9 @@ def train(
 ) -> tuple[int, float, int]:
     """The PPO loop from `start_iteration` to the last; -> global step, beta and the last update's minibatch steps."""
     num_iterations = run.num_iterations  # --total-timesteps // (N x M x workers)
-    # --compile: the same functions, compiled (the rollout's policy step, and the loss whose backward it also
-    # compiles); random numbers still come from torch's generator, so a seeded run takes the same actions
-    policy_step, minibatch_loss = agent.get_action_and_value, ppo_loss
-    if args.compile:
-        torch._inductor.config.fallback_random = True
-        policy_step, minibatch_loss = torch.compile(policy_step), torch.compile(minibatch_loss)
-    if args.numpy_policy and not (args.recurrent or args.compile or run.device.type != "cpu"):
-        policy_step = NumpyPolicy(agent)  # the rollout's policy step in NumPy (ours): NumPy in, NumPy out
-    else:
-        policy_step = torch_policy(agent, policy_step, run.device)  # the same, through torch's forward
+    # the rollout's policy step (NumPy in, NumPy out) and the minibatch loss: get_action_and_value and ppo_loss, or
+    # the same functions made faster by --numpy-policy or --compile (fast_paths, in run control)
+    policy_step, minibatch_loss = fast_paths(agent, args, run.device)
     rollout = Rollout(args, int(np.prod(envs.single_observation_space.shape)), agent.nvec)
     stats = EpisodeStats(args.num_envs)
     # env seeds differ per worker, and a resumed run starts new episodes, seeded apart from the first start's
@@ -1405,9 +1339,83 @@ class NullWriter:
         return lambda *args, **kwargs: None
 
 
-# ---- Adam: torch's own kernel, without torch.optim's start-up cost ----
+# ---- Speed: the same functions, faster (--numpy-policy, --compile, Adam's fused kernel) ----
 
 
+def fast_paths(agent: Agent, args: Args, device: torch.device):
+    """-> the rollout's policy step (see torch_policy) and the minibatch loss: get_action_and_value and ppo_loss, or
+    the same functions made faster. --compile compiles both (the loss's backward too); random numbers still come
+    from torch's generator, so a seeded run takes the same actions. --numpy-policy (ours; feed-forward agents on the
+    CPU, not compiled) takes the policy step in NumPy."""
+    policy_step, minibatch_loss = agent.get_action_and_value, ppo_loss
+    if args.compile:
+        torch._inductor.config.fallback_random = True
+        policy_step, minibatch_loss = torch.compile(policy_step), torch.compile(minibatch_loss)
+    if args.numpy_policy and not (args.recurrent or args.compile or device.type != "cpu"):
+        return NumpyPolicy(agent), minibatch_loss
+    return torch_policy(agent, policy_step, device), minibatch_loss
+
+
+def torch_policy(agent: Agent, policy_step, device: torch.device):
+    """The rollout's policy step with the agent's torch forward (`policy_step`: get_action_and_value, or it compiled):
+    NumPy obs [N, obs_dim], mask, LSTM state, starts [N] -> NumPy action [N, n_components], logprob [N], value [N],
+    and the LSTM state after the step."""
+
+    def step(obs, mask, lstm_state, start):
+        with torch.inference_mode():
+            action, logprob, _, value, lstm_state = policy_step(
+                torch.from_numpy(obs).to(device),
+                None,
+                None if mask is None else torch.from_numpy(mask).to(device),
+                lstm_state,
+                torch.from_numpy(start).to(device),
+            )
+        return action.cpu().numpy(), logprob.cpu().numpy(), value.cpu().numpy(), lstm_state
+
+    return step
+
+
+class NumpyPolicy:
+    """The rollout's policy step of a feed-forward agent on the CPU, in NumPy: get_action_and_value's network and
+    sampling on NumPy views of the agent's weights (the optimizer updates them in place, so the views stay
+    current). A 64-unit MLP's step is mostly per-call overhead, and NumPy's is a fraction of torch's. The noise comes
+    from torch's generator, as in sample_actions; the float32 sums may round apart from torch's in the last bit."""
+
+    def __init__(self, agent: Agent):
+        def layers(trunk: nn.Sequential, head: nn.Linear) -> list:  # [(weight [in, out], bias [out])] as views
+            return [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in (*trunk[::2], head)]
+
+        self.actor, self.critic = (
+            layers(agent.actor_trunk, agent.actor_head),
+            layers(agent.critic_trunk, agent.critic_head),
+        )
+        self.shared_network, self.splits = agent.shared_network, np.cumsum(agent.nvec)[:-1]
+
+    @staticmethod
+    def trunk(x: np.ndarray, layers: list) -> np.ndarray:
+        for weight, bias in layers:
+            x = np.tanh(x @ weight + bias)
+        return x
+
+    def __call__(self, obs: np.ndarray, mask: Optional[np.ndarray], lstm_state=None, start=None):
+        actor_hidden = self.trunk(obs, self.actor[:-1])
+        critic_hidden = actor_hidden if self.shared_network else self.trunk(obs, self.critic[:-1])
+        value = (critic_hidden @ self.critic[-1][0] + self.critic[-1][1])[:, 0]
+        logits = actor_hidden @ self.actor[-1][0] + self.actor[-1][1]
+        if mask is not None:
+            logits = np.where(mask, logits, np.float32(-1e8))  # mask_logits
+        noise = torch.empty(logits.shape).exponential_().numpy()  # sample_actions' Gumbel-max
+        actions, logprob = [], 0.0
+        for part, part_noise in zip(np.split(logits, self.splits, -1), np.split(noise, self.splits, -1)):
+            action = (part - np.log(part_noise)).argmax(-1)
+            shifted = part - part.max(-1, keepdims=True)  # log_softmax, then the chosen action's entry
+            log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+            logprob = logprob + np.take_along_axis(log_p, action[:, None], -1)[:, 0]
+            actions.append(action)
+        return np.stack(actions, -1), logprob, value, None
+
+
+# Adam: torch's own kernel, without torch.optim's start-up cost
 class FusedAdam:
     """torch.optim.Adam(params, lr, eps=eps, fused=True): the same kernel, the same state_dict (a checkpoint loads
     into either), without torch.optim, whose first use imports torch._dynamo: a second of every run's start-up."""

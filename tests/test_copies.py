@@ -31,6 +31,7 @@ SHARED = {
     **dict.fromkeys(["init_logging", "report_evaluation", "check_tracking", "upload_videos", "resume_defaults"], ALL),
     **dict.fromkeys(["Run", "print_status", "sigint_blocked", "evaluate_checkpoint"], ALL),
     "make_envs": MLP,
+    "fast_paths": {"ppo_continuous.py", "ppo_atari.py"},  # ppo_discrete.py's also chooses the NumPy policy step
 }
 """name -> the scripts that must each hold an identical copy of it."""
 
