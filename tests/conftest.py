@@ -18,6 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 # A few iterations of a tiny batch: enough to exercise every phase of the loop in seconds.
 TINY = ["--total-timesteps", "1024", "--num-envs", "2", "--num-steps", "64"]
+# One Adam step per iteration, for Atari tests that check frames, episode accounting, files, schedules or seeds:
+# those show from the first update on, and the Nature-CNN's 16 minibatch steps per iteration would be most of the
+# time of a tiny Atari run
+ONE_STEP = ["--update-epochs", "1", "--num-minibatches", "1"]
 
 
 @pytest.fixture(params=["ppo_discrete", "ppo_continuous", "ppo_atari"])

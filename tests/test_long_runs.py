@@ -18,15 +18,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO, TINY, Run, assert_identical, run_script, train_in
+from tests.conftest import ONE_STEP, REPO, TINY, Run, assert_identical, run_script, train_in
 
 # each script on an env whose episodes end within the tiny budgets (Pong: a game lost 0-21 in ~800 steps); Atari
-# with one Adam step per iteration, as these tests check files, schedules and seeds, and the Nature-CNN's 16 minibatch
-# steps per iteration would be most of their time
+# with one Adam step per iteration (ONE_STEP)
 SCRIPTS = {
     "ppo_discrete.py": [],
     "ppo_continuous.py": ["--env-id", "Pendulum-v1"],
-    "ppo_atari.py": ["--env-id", "PongNoFrameskip-v4", "--update-epochs", "1", "--num-minibatches", "1"],
+    "ppo_atari.py": ["--env-id", "PongNoFrameskip-v4", *ONE_STEP],
 }
 TWICE = ["--num-envs", "2", "--num-steps", "64", "--total-timesteps", "2048"]  # 16 iterations
 SCHEDULES = ["--anneal-clip", "--loss", "kl-penalty", "--kl-target", "0.001"]  # every schedule moves

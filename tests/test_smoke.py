@@ -8,7 +8,7 @@ import torch
 
 from ppo_continuous import evaluate
 from ppo_discrete import adapt_kl_coef
-from tests.conftest import TINY, train_in
+from tests.conftest import ONE_STEP, TINY, train_in
 
 ITERATIONS = 8  # TINY: 1024 steps / (2 envs x 64 steps)
 LOSSES = ["losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl"]
@@ -248,11 +248,6 @@ ATARI_FLAGS = [
     (["--no-shared-network"], "PongNoFrameskip-v4"),
     (["--no-scale-obs"], "BreakoutNoFrameskip-v4"),
 ]
-
-
-# One Adam step per iteration: what these tests check (the frames, the network, the episode accounting) shows from
-# the first update on, and the Nature-CNN's 16 minibatch steps per iteration are most of a tiny Atari run's time
-ONE_STEP = ("--update-epochs", "1", "--num-minibatches", "1")
 
 
 @pytest.mark.parametrize("backend", ["gymnasium", "ale"])
