@@ -37,19 +37,10 @@ DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail 
   ours bootstrap at time limits        --bootstrap-truncation                 compute_advantages
 """
 
-import glob
 import importlib
-import json
-import math
 import os
-import pickle
 import random
-import signal
-import sys
 import time
-import warnings
-from collections import deque
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -58,8 +49,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import tyro
-from torch.utils.tensorboard import SummaryWriter
 
 # ==== Arguments: the algorithm's flags (fixed for a run's life), then run control (may change on resume) ====
 
@@ -150,11 +139,8 @@ class RunControlArgs:
     """use CUDA when it is available"""
     torch_threads: int = 1
     """torch's CPU threads (1 suits these small networks: more threads only add synchronisation; 0: torch's default)"""
-    numpy_policy: bool = True
-    """ours: the rollout's policy step in NumPy (feed-forward on the CPU; the same network and noise, 2x faster per
-    step than torch's; see NumpyPolicy); off: torch's forward, as the update uses"""
     compile: bool = False
-    """torch.compile the policy step and the minibatch loss (CPU: ~10 s of compiling first; see docs/speed.md)"""
+    """torch.compile the agent's get_action_and_value (CPU: ~10 s of compiling first; see docs/speed.md)"""
     dist_backend: Optional[Literal["gloo", "nccl"]] = None
     """under torchrun: torch.distributed backend (None: nccl with CUDA, gloo on CPU)"""
     track: bool = False
@@ -193,6 +179,10 @@ RUN_CONTROL = set(RunControlArgs.__dataclass_fields__)
 # ==== Environment ====
 
 
+class UsageError(Exception):
+    """Bad input from the user: reported as one line on stderr with exit code 2."""
+
+
 def make_gym_env(env_id: str, **kwargs) -> gym.Env:
     """gym.make; ale-py's games (ALE/...) register when ale-py is imported, and ALE/<Game>-ram-v5 gives the
     console's 128 bytes of RAM as the observation (ale-py 0.9+ registers it as obs_type="ram")."""
@@ -222,7 +212,8 @@ def make_envs(args: Args, video_folder: Optional[str] = None) -> gym.vector.Vect
     of an ended episode in info["final_obs"] and the next episode's first obs in obs."""
     vector_env = gym.vector.SyncVectorEnv if args.vector_mode == "sync" else gym.vector.AsyncVectorEnv
     thunks = [make_env(args.env_id, video_folder if i == 0 else None) for i in range(args.num_envs)]
-    return vector_env(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = vector_env(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    return gym.wrappers.vector.RecordEpisodeStatistics(envs)  # exact returns and lengths, across autoresets too
 
 
 def action_layout(action_space: gym.Space):
@@ -405,16 +396,16 @@ def logprob_and_entropy(logits: torch.Tensor, actions: torch.Tensor, nvec: list[
 
 
 def compute_advantages(
-    rewards: np.ndarray,
-    values: np.ndarray,
-    next_value: np.ndarray,
-    terminations: np.ndarray,
-    truncations: np.ndarray,
-    final_values: np.ndarray,
-    gamma: float,
-    gae_lambda: float,
-    gae: bool = True,
-    bootstrap_truncation: bool = True,
+    rewards,
+    values,
+    next_value,
+    terminations,
+    truncations,
+    final_values,
+    gamma,
+    gae_lambda,
+    gae=True,
+    bootstrap_truncation=True,
 ):
     """Advantages and returns of one rollout, in NumPy (the backward scan takes T tiny steps: NumPy's are a fraction
     of a tensor op's overhead, and elementwise float32 arithmetic rounds the same in both).
@@ -473,15 +464,6 @@ def adapt_kl_coef(kl_coef: float, kl: float, kl_target: float) -> float:
     return kl_coef
 
 
-def clip_grad_norm_(parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """detail 11: scale the gradients so that their global L2 norm is at most `max_norm`; -> the norm before.
-    torch.nn.utils.clip_grad_norm_'s own ops (so the same numbers), without its per-call grouping and checks."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
-    torch._foreach_mul_(grads, torch.clamp(max_norm / (total_norm + 1e-6), max=1.0))
-    return total_norm
-
-
 def value_loss(new_values, old_values, returns, clip_coef: float, clip_vloss: bool = True) -> torch.Tensor:
     """0.5 * squared error; detail 9: the max of the unclipped and the clipped error."""
     unclipped = (new_values - returns) ** 2
@@ -530,11 +512,24 @@ def explained_variance(y_pred: np.ndarray, y_true: np.ndarray) -> float:
     return np.nan if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y)
 
 
+# Data parallel (torchrun): W workers, each with its own envs, step with the mean gradient. In one process (no
+# process group) these are the identity.
+
+
+def all_mean_(x: torch.Tensor) -> torch.Tensor:
+    """x, overwritten with its mean over all workers."""
+    if dist.is_initialized():
+        dist.all_reduce(x)
+        x /= dist.get_world_size()
+    return x
+
+
 # ==== Training: CleanRL's phases as functions (rollout, bootstrap and GAE, flatten, K-epoch update), one loop ====
 
 
 class Rollout:
-    """The rollout buffers, [T, N, ...]; entry t of each describes the transition taken at step t."""
+    """The rollout buffers, [T, N, ...] (entry t of each describes the transition taken at step t), and what the policy
+    acts on next: the envs' latest observation, its episode-start flag, allowed actions and LSTM state (`next_*`)."""
 
     def __init__(self, args: Args, obs_dim: int, nvec: list[int]):
         # NumPy, where the envs' outputs arrive: one conversion to tensors per rollout (`flatten`), not per step
@@ -552,65 +547,40 @@ class Rollout:
         if args.action_masking:
             self.action_masks = np.ones((*shape, sum(nvec)), bool)
         self.lstm_state = None  # detail 36: the LSTM state before step 0, from which the update re-runs
+        # [N, obs_dim], [N] (1.0: an episode's first obs), [N, sum(nvec)] or None, (h, c) each [L, N, H] or None
+        self.next_obs, self.next_start, self.next_mask, self.next_lstm_state = None, None, None, None
 
 
-@dataclass
-class EnvState:
-    """What the policy acts on next: the envs' latest observation, and the LSTM state it continues."""
-
-    obs: np.ndarray  # [N, obs_dim] float32
-    start: np.ndarray  # [N] 1.0 where obs is an episode's first
-    mask: Optional[np.ndarray]  # [N, sum(nvec)] bool, the allowed actions with --action-masking
-    lstm_state: Optional[tuple]  # (h, c) tensors, each [L, N, H]; None when feed-forward
-
-
-def reset_envs(envs: gym.vector.VectorEnv, agent: Agent, args: Args, seed: int, device: torch.device) -> EnvState:
-    obs, info = envs.reset(seed=seed)
-    return EnvState(
-        obs=obs.reshape(args.num_envs, -1).astype(np.float32),
-        start=np.ones(args.num_envs, np.float32),
-        mask=read_action_mask(info, args.num_envs, sum(agent.nvec)) if args.action_masking else None,
-        lstm_state=agent.initial_state(args.num_envs, device),
-    )
-
-
-class EpisodeStats:
-    """Episode returns and lengths, counted here per sub-env so they are exact across autoresets."""
-
-    def __init__(self, num_envs: int):
-        self.returns = np.zeros(num_envs)
-        self.lengths = np.zeros(num_envs, dtype=np.int64)
-        self.finished = []  # (global step, return, length) of the episodes that ended since the last log
-
-    def add(self, rewards: np.ndarray, ended: np.ndarray, global_step: int) -> None:
-        self.returns += rewards
-        self.lengths += 1
-        for i in np.flatnonzero(ended):
-            self.finished.append((global_step, float(self.returns[i]), int(self.lengths[i])))
-            self.returns[i], self.lengths[i] = 0.0, 0
-
-
-def collect_rollout(envs, agent, policy_step, state: EnvState, rollout, stats, args: Args, global_step, steps_per_step):
-    """detail 1: num_steps steps of every env with the current policy; fills `rollout`, advances `state` and
-    -> the global step (which grows by `steps_per_step`, N x workers, each step)."""
-    device = next(agent.parameters()).device
+def collect_rollout(envs, agent: Agent, rollout: Rollout, args: Args, global_step: int, world_size: int):
+    """detail 1: num_steps steps of every env with the current policy; fills `rollout` -> the global step (which grows
+    by N x workers each step) and the episodes that ended, (global step, return, length)."""
+    device, episodes = next(agent.parameters()).device, []
     to_env_actions = action_layout(envs.single_action_space)[1]
     # detail 36: the LSTM state before the rollout, from which the update re-runs the sequences (None: feed-forward)
-    rollout.lstm_state = state.lstm_state and tuple(s.clone() for s in state.lstm_state)
+    rollout.lstm_state = rollout.next_lstm_state and tuple(s.clone() for s in rollout.next_lstm_state)
     for step in range(args.num_steps):
-        global_step += steps_per_step
-        rollout.obs[step], rollout.starts[step] = state.obs, state.start
+        global_step += args.num_envs * world_size
+        rollout.obs[step], rollout.starts[step] = rollout.next_obs, rollout.next_start
         if args.action_masking:
-            rollout.action_masks[step] = state.mask
-        action, logprob, value, state.lstm_state = policy_step(state.obs, state.mask, state.lstm_state, state.start)
-        rollout.actions[step], rollout.logprobs[step], rollout.values[step] = action, logprob, value
+            rollout.action_masks[step] = rollout.next_mask
+        obs, start = torch.from_numpy(rollout.next_obs).to(device), torch.from_numpy(rollout.next_start).to(device)
+        mask = None if rollout.next_mask is None else torch.from_numpy(rollout.next_mask).to(device)
+        with torch.inference_mode():
+            action, logprob, _, value, rollout.next_lstm_state = agent.get_action_and_value(
+                obs, None, mask, rollout.next_lstm_state, start
+            )
+        action = action.cpu().numpy()
+        rollout.actions[step], rollout.logprobs[step], rollout.values[step] = action, logprob.cpu(), value.cpu()
 
         next_obs, reward, terminated, truncated, info = envs.step(to_env_actions(action))
         rollout.rewards[step], rollout.terminations[step], rollout.truncations[step] = reward, terminated, truncated
-        state.start = (terminated | truncated).astype(np.float32)
-        state.obs = next_obs.reshape(args.num_envs, -1).astype(np.float32)
+        rollout.next_obs = next_obs.reshape(args.num_envs, -1).astype(np.float32)
+        rollout.next_start = (terminated | truncated).astype(np.float32)
         if args.action_masking:
-            state.mask = read_action_mask(info, args.num_envs, sum(agent.nvec))
+            rollout.next_mask = read_action_mask(info, args.num_envs, sum(agent.nvec))
+        if "episode" in info:  # the episodes that ended: return and length (RecordEpisodeStatistics)
+            ended = np.flatnonzero(info["_episode"])
+            episodes += [(global_step, float(info["episode"]["r"][i]), int(info["episode"]["l"][i])) for i in ended]
 
         # A time limit is not a failure: value the final observation to bootstrap from it (ours)
         time_limited = truncated & ~terminated
@@ -618,60 +588,42 @@ def collect_rollout(envs, agent, policy_step, state: EnvState, rollout, stats, a
             final_obs = np.stack(info["final_obs"][time_limited])
             final_obs = torch.as_tensor(final_obs, dtype=torch.float32, device=device).reshape(len(final_obs), -1)
             # recurrent: the final obs continues its episode from the state that just acted
-            final_state = select_envs(state.lstm_state, time_limited)
+            final_state = select_envs(rollout.next_lstm_state, time_limited)
             with torch.inference_mode():
                 final_values = agent.get_value(final_obs, final_state, torch.zeros(len(final_obs), device=device))
             rollout.final_values[step, time_limited] = final_values.cpu().numpy()
-        stats.add(reward, terminated | truncated, global_step)
-    return global_step
+    return global_step, episodes
 
 
-def bootstrap_and_gae(agent: Agent, state: EnvState, rollout: Rollout, args: Args):
+def bootstrap_and_gae(agent: Agent, rollout: Rollout, args: Args):
     """detail 5: -> advantages, returns [T, N] of the rollout (tensors on the device), bootstrapped with V(obs after
     its last step)."""
     device = next(agent.parameters()).device
     with torch.no_grad():
-        next_obs, next_start = (torch.from_numpy(x).to(device) for x in (state.obs, state.start))
-        next_value = agent.get_value(next_obs, state.lstm_state, next_start).cpu().numpy()
-    advantages, returns = compute_advantages(
-        rollout.rewards,
-        rollout.values,
-        next_value,
-        rollout.terminations,
-        rollout.truncations,
-        rollout.final_values,
-        args.gamma,
-        args.gae_lambda,
-        args.gae,
-        args.bootstrap_truncation,
-    )
+        next_obs, next_start = (torch.from_numpy(x).to(device) for x in (rollout.next_obs, rollout.next_start))
+        next_value = agent.get_value(next_obs, rollout.next_lstm_state, next_start).cpu().numpy()
+    r = rollout  # detail 5, and (ours) V(final obs) at time limits
+    arrays = (r.rewards, r.values, next_value, r.terminations, r.truncations, r.final_values)
+    advantages, returns = compute_advantages(*arrays, args.gamma, args.gae_lambda, args.gae, args.bootstrap_truncation)
     rollout.final_values.fill(0.0)
     return torch.from_numpy(advantages).to(device), torch.from_numpy(returns).to(device)
 
 
 def flatten(rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> dict:
-    """[T, N, ...] -> the batch [T * N, ...] of tensors on the device, time-major (so a recurrent minibatch can take
-    whole sequences)."""
-    batch_size, device = rollout.values.size, advantages.device
-
-    def tensor(x: Optional[np.ndarray], *shape) -> Optional[torch.Tensor]:
-        return None if x is None else torch.from_numpy(x.reshape(batch_size, *shape)).to(device)
-
-    return {
-        "obs": tensor(rollout.obs, -1),
-        "actions": tensor(rollout.actions, -1),
-        "masks": tensor(rollout.action_masks, -1),
-        "starts": tensor(rollout.starts),
-        "logprobs": tensor(rollout.logprobs),
-        "advantages": advantages.reshape(-1),
-        "values": tensor(rollout.values),
-        "returns": returns.reshape(-1),
+    """[T, N, ...] -> the batch [T * N, ...]: tensors on the device, copies (a batch kept past the next rollout stays
+    as it was), time-major (so a recurrent minibatch can take whole sequences)."""
+    r, size, device = rollout, rollout.values.size, advantages.device
+    fields = {"obs": r.obs, "actions": r.actions, "masks": r.action_masks, "starts": r.starts, "logprobs": r.logprobs}
+    batch = {
+        key: x if x is None else torch.tensor(x.reshape(size, *x.shape[2:]), device=device) for key, x in fields.items()
     }
+    values = torch.tensor(r.values.reshape(-1), device=device)
+    return batch | {"advantages": advantages.reshape(-1), "values": values, "returns": returns.reshape(-1)}
 
 
-def update(agent, optimizer, minibatch_loss, batch: dict, lstm_state, args: Args, clip_coef: float, kl_coef: float):
+def update(agent: Agent, optimizer, batch: dict, lstm_state, args: Args, clip_coef: float, kl_coef: float) -> dict:
     """detail 6: K epochs over the batch in shuffled minibatches, one Adam step each; -> statistics of the update
-    (detail 12) by log tag. Raises NonFiniteError before a step with a non-finite loss or gradient."""
+    (detail 12) by log tag. Raises FloatingPointError before a step with a non-finite loss or gradient."""
     parameters = list(agent.parameters())
     # detail 35, recurrent: shuffle envs, not steps, so each minibatch holds whole sequences
     order = np.arange(args.num_envs if args.recurrent else len(batch["values"]))
@@ -680,10 +632,10 @@ def update(agent, optimizer, minibatch_loss, batch: dict, lstm_state, args: Args
         np.random.shuffle(order)
         for mb_envs, mb_inds in minibatches(order, args.num_minibatches, args.num_steps, args.num_envs, args.recurrent):
             mb_inds = torch.from_numpy(mb_inds)  # one index tensor for every field
-            mb = {key: value[mb_inds] if value is not None else None for key, value in batch.items()}
+            mb = {key: value if value is None else value[mb_inds] for key, value in batch.items()}
             # detail 36, recurrent: each sequence re-runs from the state its rollout started in
             mb_state = select_envs(lstm_state, mb_envs)
-            loss, pg_loss, v_loss, entropy_loss, logratio, ratio = minibatch_loss(
+            loss, pg_loss, v_loss, entropy_loss, logratio, ratio = ppo_loss(
                 agent, args, mb, mb_state, clip_coef, kl_coef
             )
 
@@ -698,26 +650,22 @@ def update(agent, optimizer, minibatch_loss, batch: dict, lstm_state, args: Args
 
             optimizer.zero_grad()
             loss.backward()
-            loss = average_gradients_(parameters, loss)  # workers: every one steps with the mean gradient
-            grad_norm = clip_grad_norm_(parameters, args.max_grad_norm)  # detail 11
+            for p in parameters:  # torchrun: every worker steps with the mean gradient
+                all_mean_(p.grad)
+            loss = all_mean_(loss.detach())
+            grad_norm = nn.utils.clip_grad_norm_(parameters, args.max_grad_norm)  # detail 11
             if not torch.isfinite(loss + grad_norm):  # guard: one NaN would spread to every weight
                 quantity, value = ("loss", loss) if not torch.isfinite(loss) else ("gradient norm", grad_norm)
-                raise NonFiniteError(f"the {quantity} is {value.item()}")
+                raise FloatingPointError(f"the {quantity} is {value.item()}")
             optimizer.step()
             minibatch_steps += 1
 
         if stop_early or (args.target_kl is not None and args.kl_stop == "epoch" and approx_kl > args.target_kl):
             break
 
-    stats = {
-        "charts/minibatch_steps": minibatch_steps,
-        "losses/value_loss": v_loss.item(),
-        "losses/policy_loss": pg_loss.item(),
-        "losses/entropy": entropy_loss.item(),
-        "losses/old_approx_kl": old_approx_kl.item(),
-        "losses/approx_kl": approx_kl.item(),
-        "losses/clipfrac": np.mean(clipfracs),
-    }
+    losses = {"value_loss": v_loss, "policy_loss": pg_loss, "entropy": entropy_loss, "old_approx_kl": old_approx_kl}
+    stats = {f"losses/{tag}": value.item() for tag, value in (losses | {"approx_kl": approx_kl}).items()}
+    stats |= {"losses/clipfrac": np.mean(clipfracs), "charts/minibatch_steps": minibatch_steps}
     if args.loss == "kl-penalty":  # PPO-Penalty: KL(old || new) on the whole batch after the update, to adapt beta
         with torch.no_grad():
             _, newlogprob, _, _, _ = agent.get_action_and_value(
@@ -728,21 +676,53 @@ def update(agent, optimizer, minibatch_loss, batch: dict, lstm_state, args: Args
     return stats
 
 
-def train(
-    args: Args, run: "Run", envs, agent: Agent, optimizer, global_step: int, start_iteration: int, kl_coef: float
-) -> tuple[int, float, int]:
-    """The PPO loop from `start_iteration` to the last; -> global step, beta and the last update's minibatch steps."""
-    num_iterations = run.num_iterations  # --total-timesteps // (N x M x workers)
-    # the rollout's policy step (NumPy in, NumPy out) and the minibatch loss: get_action_and_value and ppo_loss, or
-    # the same functions made faster by --numpy-policy or --compile (fast_paths, in run control)
-    policy_step, minibatch_loss = fast_paths(agent, args, run.device)
+@dataclass
+class TrainState:
+    """Everything a run continues from, saved whole in a checkpoint and restored whole on --resume: a change that
+    adds state (a scheduler, a statistic) adds it here, to state_dict and load_state_dict."""
+
+    agent: Agent
+    optimizer: torch.optim.Optimizer
+    kl_coef: float  # PPO-Penalty's beta
+    global_step: int = 0
+    iteration: int = 0  # the iteration in progress, or the last one done
+
+    def state_dict(self) -> dict:
+        name, key, *rest = np.random.get_state()  # numpy's key as a tensor: torch.load(weights_only=True) reads it
+        rng = {"python": random.getstate(), "numpy": (name, torch.from_numpy(key.astype(np.int64)), *rest)}
+        rng["torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():  # a resumed GPU run must not replay the noise of its first iterations
+            rng["cuda"] = torch.cuda.get_rng_state()
+        steps = {"kl_coef": self.kl_coef, "global_step": self.global_step, "iteration": self.iteration}
+        return {"model": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng, **steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.agent.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_coef, self.global_step, self.iteration = state["kl_coef"], state["global_step"], state["iteration"]
+        random.setstate(state["rng"]["python"])
+        name, key, *rest = state["rng"]["numpy"]
+        np.random.set_state((name, key.numpy().astype(np.uint32), *rest))
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["rng"]["cuda"])
+
+
+def train(args: Args, envs, state: TrainState, device=torch.device("cpu"), rank: int = 0, world_size: int = 1):
+    """The PPO loop, from the iteration after `state.iteration` to the last; advances `state` and yields, after each
+    iteration, its statistics by log tag (detail 12) and the episodes that ended in it, (global step, return, length).
+    It knows nothing of run control: `main` (or your own loop) logs, saves and stops around it."""
+    agent, optimizer = state.agent, state.optimizer
+    num_iterations = args.total_timesteps // (args.num_envs * args.num_steps * world_size)
     rollout = Rollout(args, int(np.prod(envs.single_observation_space.shape)), agent.nvec)
-    stats = EpisodeStats(args.num_envs)
     # env seeds differ per worker, and a resumed run starts new episodes, seeded apart from the first start's
-    seed = args.seed + (run.rank + run.world_size * (start_iteration - 1)) * args.num_envs
-    state = reset_envs(envs, agent, args, seed, run.device)
-    minibatch_steps = 0
-    for iteration in range(start_iteration, num_iterations + 1):
+    obs, info = envs.reset(seed=args.seed + (rank + world_size * state.iteration) * args.num_envs)
+    rollout.next_obs = obs.reshape(args.num_envs, -1).astype(np.float32)
+    rollout.next_start = np.ones(args.num_envs, np.float32)
+    rollout.next_mask = read_action_mask(info, args.num_envs, sum(agent.nvec)) if args.action_masking else None
+    rollout.next_lstm_state = agent.initial_state(args.num_envs, device)  # detail 33
+    for iteration in range(state.iteration + 1, num_iterations + 1):
+        state.iteration = iteration
         # detail 4 (and the auxiliary clip annealing): linear decay to 0 over the run
         frac = 1.0 - (iteration - 1.0) / num_iterations
         lr_now = frac * args.learning_rate if args.anneal_lr else args.learning_rate
@@ -750,84 +730,68 @@ def train(
         clip_now = frac * args.clip_coef if args.anneal_clip else args.clip_coef
 
         rollout_start = time.time()
-        global_step = collect_rollout(
-            envs, agent, policy_step, state, rollout, stats, args, global_step, args.num_envs * run.world_size
-        )
-        advantages, returns = bootstrap_and_gae(agent, state, rollout, args)
+        state.global_step, episodes = collect_rollout(envs, agent, rollout, args, state.global_step, world_size)
+        advantages, returns = bootstrap_and_gae(agent, rollout, args)
         batch = flatten(rollout, advantages, returns)
         update_start = time.time()
-        with run.guard(iteration):  # a non-finite loss or gradient stops the run before it is saved
-            logs = update(agent, optimizer, minibatch_loss, batch, rollout.lstm_state, args, clip_now, kl_coef)
-        minibatch_steps = logs["charts/minibatch_steps"]
+        logs = update(agent, optimizer, batch, rollout.lstm_state, args, clip_now, state.kl_coef)
         if args.loss == "kl-penalty":
-            logs["charts/kl_coef"] = kl_coef
-            kl_coef = adapt_kl_coef(kl_coef, logs["losses/kl_after_update"], args.kl_target)
+            logs["charts/kl_coef"] = state.kl_coef
+            state.kl_coef = adapt_kl_coef(state.kl_coef, logs["losses/kl_after_update"], args.kl_target)
 
-        # Log (detail 12): the update's statistics, rank 0's; every worker's episodes; checkpoints (run control)
-        y_pred, y_true = batch["values"].cpu().numpy(), batch["returns"].cpu().numpy()
+        # Log (detail 12): the update's statistics, where the time went (env steps and inference, then the update)
+        logs["losses/explained_variance"] = explained_variance(
+            batch["values"].cpu().numpy(), batch["returns"].cpu().numpy()
+        )
+        logs |= {"charts/learning_rate": lr_now, "charts/clip_coef": clip_now}
         logs |= {
-            "charts/learning_rate": lr_now,
-            "charts/clip_coef": clip_now,
-            "losses/explained_variance": explained_variance(y_pred, y_true),
-            # where the iteration's time went: env steps and inference (with GAE), then the update
             "time/rollout_seconds": update_start - rollout_start,
             "time/update_seconds": time.time() - update_start,
         }
-        if run.end_iteration(iteration, num_iterations, global_step, logs, stats, kl_coef):
-            break  # a signal: the run stopped with a checkpoint
-    return global_step, kl_coef, minibatch_steps
+        yield logs, episodes
 
 
-def main(args: Args) -> Optional[dict]:
-    """Train (or only evaluate, with --eval-checkpoint); -> this worker's final state: weights, Adam
-    state, global step and the last update's minibatch steps."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's workers; 1 under plain python
-    validate_args(args, world_size)
+def main(args: Args) -> TrainState:
+    """Train with the run control below (or only evaluate, with --eval-checkpoint); -> the final state."""
     if args.eval_checkpoint is not None:
         return evaluate_checkpoint(args)
-    run = Run(args, world_size)  # checks, workers, the run directory, signals and seeding: see Run control
-
-    with sigint_blocked():  # sub-env processes inherit it: the run, not they, decides when a Ctrl-C stops
-        envs = make_envs(args, f"videos/{run.name}" if args.capture_video else None)
-    nvec = action_layout(envs.single_action_space)[0]
-    obs_dim = int(np.prod(envs.single_observation_space.shape))
-    agent = Agent(obs_dim, nvec, args.shared_network, args.ortho_init, args.lstm_hidden_size if args.recurrent else 0)
-    agent = agent.to(run.device)
-    broadcast_(list(agent.parameters()))  # every worker starts from rank 0's weights
-    # detail 3; torch's fused Adam: one kernel updates every parameter (FusedAdam, in run control)
-    optimizer = FusedAdam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
-    # a resumed run continues where its checkpoint left off: weights, Adam moments, schedules, beta, RNGs
-    global_step, start_iteration, kl_coef = run.start(agent, optimizer, args.kl_coef)
-
-    global_step, kl_coef, minibatch_steps = train(
-        args, run, envs, agent, optimizer, global_step, start_iteration, kl_coef
-    )
-    envs.close()
-    run.finish(global_step, kl_coef)  # the final checkpoint and its evaluation (--save-model); exit on a signal
-    return {
-        "model": agent.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "global_step": global_step,
-        "minibatch_steps": minibatch_steps,
-        "kl_coef": kl_coef,
-    }
+    with Run(args) as run:  # checks, workers, seeds, the run directory, signals; put back on leaving
+        with sigint_blocked():  # sub-env processes inherit it: the run, not they, decides when a Ctrl-C stops
+            envs = make_envs(args, run.video_folder)
+        obs_dim, nvec = int(np.prod(envs.single_observation_space.shape)), action_layout(envs.single_action_space)[0]
+        hidden = args.lstm_hidden_size if args.recurrent else 0
+        agent = Agent(obs_dim, nvec, args.shared_network, args.ortho_init, hidden).to(run.device)
+        if args.compile:  # the rollout and the loss call it: both compiled
+            agent.get_action_and_value = torch.compile(agent.get_action_and_value)
+        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)  # detail 3
+        state = TrainState(agent, optimizer, args.kl_coef)
+        run.start(state)  # rank 0's weights to every worker, or the checkpoint's state (--resume); the writers
+        for logs, episodes in train(args, envs, state, run.device, run.rank, run.world_size):
+            if run.log(state, logs, episodes):  # TensorBoard, the console, checkpoints; True: a signal stops the run
+                break
+        envs.close()
+        run.finish(state)  # the --save-model checkpoint and its evaluation
+    return state
 
 
 # ==== Run control: not PPO, skip on a first read ====
-# Input checks, workers, seeding, signals, writers, checkpoint files and their rotation, resume checks, evaluation,
-# the console line.
+# What `main` puts around `train`: input checks, workers, seeding, the run directory, signals, TensorBoard and W&B,
+# checkpoints and --resume, evaluation, summary.json, the console line. A fork may delete all of it (and `main`) and
+# drive `train` itself: the README shows how.
 
+import glob
+import json
+import math
+import pickle
+import shlex
+import signal
+import sys
+import warnings
+from collections import deque
+from contextlib import contextmanager
 
-class UsageError(Exception):
-    """Bad input from the user: reported as one line on stderr with exit code 2."""
-
-
-class NonFiniteError(Exception):
-    """A loss, gradient or parameter became NaN or infinite: the run stops (exit code 1)."""
-
-
-class WriteError(Exception):
-    """A checkpoint could not be written (full disk, read-only directory): the run stops (exit code 1)."""
+import tyro
+from torch.utils.tensorboard import SummaryWriter
 
 
 class SignalStop(Exception):
@@ -838,249 +802,238 @@ class SignalStop(Exception):
         self.signum = signum
 
 
-class Run:
-    """One training run's control around the PPO loop: checks, workers, the run directory, signals, seeding
-    (on creation); restoring a checkpoint and opening the writers (`start`); logging, the console line and
-    checkpoints after each iteration (`end_iteration`); the final checkpoint, its evaluation and teardown (`finish`)."""
+def stop_at_once(signum, frame):
+    raise SignalStop(signum)
 
-    def __init__(self, args: Args, world_size: int):
+
+class Run:
+    """Run control around `train`, a context manager. Entering checks the input, joins the workers, seeds, claims the
+    run directory and takes SIGINT / SIGTERM (the iteration finishes, then a checkpoint; again: stop at once); `start`
+    restores --resume and opens the writers; `log` follows each iteration; `finish` saves and evaluates the model;
+    leaving writes summary.json, closes the writers and puts back the signal handlers and torch's thread count."""
+
+    def __init__(self, args: Args):
+        self.args, self.world_size = args, int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's workers
+        validate_args(args, self.world_size)
         check_tracking(args)
-        self.args, self.world_size, self.checkpoint = args, world_size, None
-        if args.resume is not None:
-            self.checkpoint = load_checkpoint(args.resume, "--resume")
-            check_resume_args(args, self.checkpoint, world_size)
-        observation_space, action_space = check_env(args)
-        self.num_iterations = args.total_timesteps // (args.num_envs * args.num_steps * world_size)
-        self.rank, self.device = setup_workers(args, world_size)
-        check_memory(*rollout_bytes(args, observation_space, action_space), self.device)
+        self.checkpoint = None if args.resume is None else load_checkpoint(args.resume, "--resume")
+        if self.checkpoint is not None:
+            check_resume_args(args, self.checkpoint, self.world_size)
+        self.spaces = check_env(args)
+        self.num_iterations = args.total_timesteps // (args.num_envs * args.num_steps * self.world_size)
+        self.name = self.writer = self.wandb_run = self.state = self.evaluation = None
+        self.stop_signal = self.stopping = None  # this worker's signal; the one that stops every worker
+        self.last_checkpoint, self.written, self.recent_returns = args.resume, [], deque(maxlen=100)
+        self.episodes, self.sps, self.created, self.videos = 0, 0, time.time(), set()
+
+    def __enter__(self) -> "Run":
+        args = self.args
+        self.rank, self.device = setup_workers(args, self.world_size)
+        check_memory(*rollout_bytes(args, *self.spaces), self.device)
         if self.checkpoint is None:  # rank 0 names the run for everyone
-            env_name = args.env_id.replace(":", "_").replace("/", "_")
-            name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+            name = (
+                f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+            )
             self.name = gather_objects(claim_run_dir(name) if self.rank == 0 else None)[0]
-        else:  # nothing left to train when the checkpoint is at --total-timesteps already: save and evaluate
+        else:
             self.name = self.checkpoint["run_name"]
-        # SIGINT / SIGTERM: finish the iteration, write a checkpoint, exit 130 / 143; a second signal exits at once
-        self.stop_signal, self.stop_requested = [], False
+        self.video_folder = f"videos/{self.name}" if args.capture_video else None
+        self.restore = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), torch.get_num_threads()
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGTERM, self.request_stop)
-        # Seeding: each worker samples its own actions and minibatches
-        random.seed(args.seed + self.rank)
+        random.seed(args.seed + self.rank)  # each worker samples its own actions and minibatches
         np.random.seed(args.seed + self.rank)
         torch.manual_seed(args.seed + self.rank)
         torch.backends.cudnn.deterministic = args.torch_deterministic
         if args.torch_threads > 0:
             torch.set_num_threads(args.torch_threads)
-        self.writer, self.wandb_run = NullWriter(), None
-        self.written, self.last_checkpoint = [], None  # the checkpoints this process wrote, oldest first
-        self.recent_returns = deque(maxlen=100)
-        # for runs/<run>/summary.json: what this process did, and how it ended
-        self.created, self.global_step, self.episodes, self.sps, self.evaluation = time.time(), 0, 0, 0, None
-        self.videos = set()  # the video files logged to W&B
+        return self
 
     def request_stop(self, signum, frame):
-        if self.stop_signal:
+        if self.stop_signal is not None:
             raise SystemExit(128 + signum)
-        self.stop_signal.append(signum)
+        self.stop_signal = signum
         if self.rank == 0:
-            name = signal.Signals(signum).name
-            print(
-                f"\n{name}: stopping after this iteration with a checkpoint (again: stop now)",
-                file=sys.stderr,
-                flush=True,
-            )
+            message = "stopping after this iteration with a checkpoint (again: stop now)"
+            print(f"\n{signal.Signals(signum).name}: {message}", file=sys.stderr, flush=True)
 
-    def start(self, agent: nn.Module, optimizer, kl_coef: float, statistics: Optional[dict] = None):
-        """Restore a resumed run (weights, Adam, statistics, beta, RNGs), then open the writers (a damaged checkpoint
-        is refused before anything is written); -> global step, first iteration, beta."""
-        self.agent, self.optimizer, self.statistics = agent, optimizer, statistics or {}
-        global_step, self.start_iteration, checkpoint = 0, 1, self.checkpoint
-        if checkpoint is not None:
-            load_state(agent, checkpoint["model"], "--resume", self.args.resume)
-            load_state(optimizer, checkpoint["optimizer"], "--resume", self.args.resume)
-            for key, target in self.statistics.items():
-                if target is not None:
-                    load_state(target, checkpoint[key], "--resume", self.args.resume)
-            global_step, self.start_iteration, kl_coef = (
-                checkpoint["global_step"],
-                checkpoint["iteration"] + 1,
-                checkpoint["kl_coef"],
-            )
-            set_rng_states(checkpoint["rng"][self.rank], self.device)
-            self.last_checkpoint = self.args.resume
+    def start(self, state: TrainState) -> None:
+        """Every worker starts from rank 0's weights, or from the checkpoint's state; then rank 0 opens the writers (a
+        checkpoint that does not fit is refused before anything is written)."""
+        self.state = state
+        for tensor in state.agent.parameters():
+            broadcast_(tensor)
+        if self.checkpoint is not None:
+            try:
+                state.load_state_dict({**self.checkpoint, "rng": self.checkpoint["rng"][self.rank]})
+            except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+                raise UsageError(
+                    f"--resume {self.args.resume} does not fit the network of its own flags "
+                    f"({' '.join(str(e).split())[:160] or type(e).__name__}); pass a .pt file this script wrote"
+                ) from None
+        self.start_step, self.start_time = state.global_step, time.time()
         if self.rank == 0:
-            wandb_id, purge_step = (
-                (checkpoint["wandb_id"], checkpoint["global_step"] + 1) if checkpoint else (None, None)
+            saved = self.checkpoint or {"wandb_id": None, "global_step": -1}
+            self.writer, self.wandb_run = init_logging(
+                self.args, self.name, saved["wandb_id"], saved["global_step"] + 1
             )
-            self.writer, self.wandb_run = init_logging(self.args, self.name, wandb_id, purge_step)
-        table = "\n".join([f"|{key}|{value}|" for key, value in vars(self.args).items()])
-        self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-        if self.rank == 0:
+            table = "\n".join([f"|{key}|{value}|" for key, value in vars(self.args).items()])
+            self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
             workers = f" x {self.world_size} workers" if self.world_size > 1 else ""
-            steps = self.args.num_envs * self.args.num_steps
-            backend = f" ({self.args.env_backend} back end)" if hasattr(self.args, "env_backend") else ""  # Atari's
             print(
-                f"{self.name}: {self.num_iterations} iterations of {steps} steps{workers} on {self.device}{backend}, "
-                f"logging to runs/{self.name}"
+                f"{self.name}: {self.num_iterations} iterations of {self.args.num_envs * self.args.num_steps} steps"
+                f"{workers} on {self.device}, logging to runs/{self.name}"
             )
-        self.start_time, self.start_step = time.time(), global_step
-        return global_step, self.start_iteration, kl_coef
 
-    @contextmanager
-    def guard(self, iteration: int):
-        """A non-finite loss or gradient in the update stops every worker, naming the last good checkpoint."""
-        try:
-            yield
-        except NonFiniteError as e:
-            self.write_summary("non-finite")
-            raise NonFiniteError(
-                f"iteration {iteration}: {e}; stopped without saving (last good checkpoint: "
-                f"{self.last_checkpoint or 'none'})"
-            ) from None
-
-    def end_iteration(self, iteration, num_iterations, global_step, logs: dict, stats, kl_coef) -> bool:
-        """Log (rank 0 writes every worker's episodes), print the console line, write a checkpoint every
-        --checkpoint-every iterations and when a signal asks to stop; -> whether to stop."""
-        reports = gather_objects((stats.finished, bool(self.stop_signal)))
-        for episodes, _ in reports:
-            for step_of_end, episode_return, episode_length in episodes:
-                self.writer.add_scalar("charts/episodic_return", episode_return, step_of_end)
-                self.writer.add_scalar("charts/episodic_length", episode_length, step_of_end)
-                self.recent_returns.append(episode_return)
-        stats.finished = []
-        self.stop_requested = any(stopping for _, stopping in reports)  # a signal to any worker stops them all
-        sps = int((global_step - self.start_step) / (time.time() - self.start_time))
-        self.global_step, self.sps = global_step, sps
-        self.episodes += sum(len(episodes) for episodes, _ in reports)
-        for tag, value in logs.items():
-            self.writer.add_scalar(tag, value, global_step)
-        self.writer.add_scalar("charts/SPS", sps, global_step)
-        upload_videos(self.wandb_run, f"videos/{self.name}", self.videos)
+    def log(self, state: TrainState, logs: dict, episodes: list) -> bool:
+        """After an iteration: every worker's episodes and rank 0's statistics to TensorBoard, the console line, a
+        checkpoint every --checkpoint-every iterations and when a signal asks to stop; -> whether to stop."""
+        reports = gather_objects((episodes, self.stop_signal))
+        self.stopping = next((signum for _, signum in reports if signum), None)  # a signal to any worker stops all
+        self.sps = int((state.global_step - self.start_step) / (time.time() - self.start_time))
         if self.rank == 0:
-            print_status(iteration, num_iterations, global_step, self.args, self.world_size, sps, self.recent_returns)
-        if self.stop_requested or (self.args.checkpoint_every and iteration % self.args.checkpoint_every == 0):
-            path = f"runs/{self.name}/checkpoints/iteration_{iteration:07d}.pt"
-            self.last_checkpoint = self.write_checkpoint(path, iteration, global_step, kl_coef)
+            for step, episode_return, length in [episode for episodes, _ in reports for episode in episodes]:
+                self.writer.add_scalar("charts/episodic_return", episode_return, step)
+                self.writer.add_scalar("charts/episodic_length", length, step)
+                self.recent_returns.append(episode_return)
+                self.episodes += 1
+            for tag, value in {**logs, "charts/SPS": self.sps}.items():
+                self.writer.add_scalar(tag, value, state.global_step)
+            upload_videos(self.wandb_run, self.video_folder, self.videos)
+            print_status(state, self.num_iterations, self.args, self.world_size, self.sps, self.recent_returns)
+        if self.stopping or (self.args.checkpoint_every and state.iteration % self.args.checkpoint_every == 0):
+            self.save(f"runs/{self.name}/checkpoints/iteration_{state.iteration:07d}.pt")
             if self.rank == 0:
                 self.written.append(self.last_checkpoint)
                 rotate_checkpoints(f"runs/{self.name}/checkpoints", self.written, self.args.keep_checkpoints)
-        return self.stop_requested
+        return self.stopping is not None
 
-    def write_checkpoint(self, path: str, iteration: int, global_step: int, kl_coef: float) -> str:
-        """Called by every worker (each adds its RNG states); rank 0 writes. Weights, Adam state and statistics are
-        equal everywhere, so every worker refuses a non-finite state together: no file this script writes holds one."""
-        checkpoint = {
-            "format": CHECKPOINT_FORMAT,
-            "args": vars(self.args),
-            "run_name": self.name,
-            "iteration": iteration,
-            "global_step": global_step,
-            "kl_coef": kl_coef,
-            "model": self.agent.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            **{key: target.state_dict() if target is not None else None for key, target in self.statistics.items()},
-            "wandb_id": self.wandb_run.id if self.wandb_run else None,
-        }
+    def save(self, path: str) -> None:
+        """Every worker adds its RNG states and refuses a non-finite state (the weights are equal everywhere: all stop
+        together, and no file this script writes holds one); rank 0 writes."""
+        checkpoint = {"format": CHECKPOINT_FORMAT, "args": vars(self.args), "run_name": self.name}
+        checkpoint |= {"wandb_id": self.wandb_run.id if self.wandb_run else None, **self.state.state_dict()}
+        checkpoint["rng"] = gather_objects(checkpoint["rng"])
         bad = first_non_finite(checkpoint)
         if bad is not None:
-            self.write_summary("non-finite")
-            raise NonFiniteError(
-                f"iteration {iteration}: {bad} is not finite; stopped without saving "
-                f"(last good checkpoint: {self.last_checkpoint or 'none'})"
-            )
-        checkpoint["rng"] = gather_objects(rng_states(self.device))
+            raise FloatingPointError(f"{bad} is not finite")
         if self.rank == 0:
             try:
                 save_checkpoint(path, checkpoint)
-            except OSError as e:
-                raise WriteError(
-                    f"cannot write {path}: {e.strerror or e}; stopped (last good checkpoint: "
-                    f"{self.last_checkpoint or 'none'})"
+            except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+                reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[0]
+                raise SystemExit(
+                    f"{os.path.basename(__file__)}: stopped: cannot write {path}: {reason}; stopped (last good "
+                    f"checkpoint: {self.last_checkpoint or 'none'})"
                 ) from None
-        return path
+        self.last_checkpoint = path
 
-    def finish(self, global_step: int, kl_coef: float) -> None:
-        """After the loop: the continue-command when a signal stopped it, else the --save-model checkpoint and its
-        evaluation; close the writers, leave the process group together, exit 128 + signum after a signal."""
-        args, rank, stop_signal = self.args, self.rank, self.stop_signal
-        if self.stop_requested:
-            if rank == 0:
-                launcher = "python" if self.world_size == 1 else "torchrun <the same launch flags>"
-                argv = sys.argv
-                command = " ".join(a for i, a in enumerate(argv) if "--resume" not in (a.split("=")[0], argv[i - 1]))
-                print(
-                    f"stopped at step {global_step}; continue with: {launcher} {command} --resume "
-                    f"{self.last_checkpoint}",
-                    file=sys.stderr,
-                )
-        elif args.save_model:
-            iteration = max(self.num_iterations, self.start_iteration - 1)
-            model_path = self.last_checkpoint = self.write_checkpoint(
-                f"runs/{self.name}/{args.exp_name}.pt", iteration, global_step, kl_coef
-            )
-            if rank == 0:
-                print(f"model saved to {model_path}")
-                video_folder = f"videos/{self.name}/eval" if args.capture_video else None
-                signal.signal(signal.SIGINT, stop_at_once)  # no iteration left to finish: a signal stops evaluation
-                signal.signal(signal.SIGTERM, stop_at_once)
-                try:
-                    if stop_signal:
-                        raise SignalStop(stop_signal[0])
-                    seed, device = args.seed + 10_000, self.device
-                    returns = evaluate(model_path, args.eval_episodes, seed, device, video_folder=video_folder)
-                    report_evaluation(self.writer, model_path, returns, global_step)
-                    self.evaluation = returns
-                except SignalStop as stop:
-                    name = signal.Signals(stop.signum).name
-                    print(f"{name}: evaluation stopped; the model is saved in {model_path}", file=sys.stderr)
-                    self.stop_requested, stop_signal[:] = True, [stop.signum]
-        self.write_summary(f"signal {signal.Signals(stop_signal[0]).name}" if self.stop_requested else "finished")
-        upload_videos(self.wandb_run, f"videos/{self.name}", self.videos)
-        self.writer.close()
-        if self.wandb_run:
-            self.wandb_run.finish()
-        if dist.is_initialized():  # leave together: no worker tears the group down while another still uses it
-            dist.barrier()
-            dist.destroy_process_group()
-        if self.stop_requested:
-            sys.exit(128 + (stop_signal[0] if stop_signal else signal.SIGTERM))
-
-    def write_summary(self, ended: str) -> None:
-        """runs/<run>/summary.json (rank 0), written atomically when the run ends: how it ended ("finished",
-        "signal SIGINT" / "signal SIGTERM", "non-finite") and what this process did (a resumed run counts its
-        episodes and time from its resumption), so CI and sweeps need not parse TensorBoard files."""
+    def finish(self, state: TrainState) -> None:
+        """After the loop: the command that continues a run stopped by a signal, or the --save-model checkpoint and
+        its evaluation (a signal stops the evaluation at once)."""
+        if self.stopping:
+            if self.rank == 0:
+                launcher = ["python"] if self.world_size == 1 else ["torchrun", "<the same launch flags>"]
+                command = shlex.join([*launcher, sys.argv[0], "--resume", self.last_checkpoint])
+                print(f"stopped at step {state.global_step}; continue with: {command}", file=sys.stderr)
+            return
+        if not self.args.save_model:
+            return
+        self.save(f"runs/{self.name}/{self.args.exp_name}.pt")
         if self.rank != 0:
             return
-        summary = {
-            "run": self.name,
-            "script": os.path.basename(__file__),
-            "env_id": self.args.env_id,
-            "seed": self.args.seed,
-            "ended": ended,
-            "global_step": self.global_step,
-            "total_timesteps": self.args.total_timesteps,
-            "episodes": self.episodes,
-            "wall_seconds": round(time.time() - self.created, 3),
-            "sps": self.sps,
-            "mean_return_last_100": float(np.mean(self.recent_returns)) if self.recent_returns else None,
-            "last_checkpoint": self.last_checkpoint,
-            "eval_mean_return": float(np.mean(self.evaluation)) if self.evaluation else None,
-        }
-        path = f"runs/{self.name}/summary.json"
+        print(f"model saved to {self.last_checkpoint}")
+        signal.signal(signal.SIGINT, stop_at_once)  # no iteration left to finish: a signal stops the evaluation
+        signal.signal(signal.SIGTERM, stop_at_once)
         try:
-            with open(f"{path}.tmp", "w") as f:
-                json.dump(summary, f, indent=2)
-            os.replace(f"{path}.tmp", path)
-        except OSError as e:  # the run's own error (a full disk, say) is the one to report
-            print(f"warning: cannot write {path}: {e.strerror or e}", file=sys.stderr)
+            if self.stop_signal:
+                raise SignalStop(self.stop_signal)
+            video_folder = self.video_folder and f"{self.video_folder}/eval"
+            returns = evaluate(
+                self.last_checkpoint, self.args.eval_episodes, self.args.seed + 10_000, self.device, video_folder
+            )
+            self.evaluation = report_evaluation(self.writer, self.last_checkpoint, returns, state.global_step)
+        except SignalStop as stop:
+            name = signal.Signals(stop.signum).name
+            print(f"{name}: evaluation stopped; the model is saved in {self.last_checkpoint}", file=sys.stderr)
+            self.stopping = stop.signum
+
+    def __exit__(self, kind, error, traceback) -> None:
+        """summary.json for every ending; the writers closed, the workers' group left, the signal handlers and thread
+        count put back; then a non-finite number becomes one line (exit 1) and a signal exit 128 + signum."""
+        try:
+            if kind is FloatingPointError:
+                ended = "non-finite"
+            elif kind is None or kind is SystemExit and self.stopping:
+                ended = f"signal {signal.Signals(self.stopping).name}" if self.stopping else "finished"
+            else:
+                ended = f"error: {' '.join(str(error).split())[:200] or kind.__name__}"
+            if self.rank == 0 and self.name is not None and kind is not UsageError:
+                write_summary(self, ended)
+            if self.writer is not None:
+                self.writer.close()
+            if self.wandb_run is not None:
+                self.wandb_run.finish()
+            gone = dist.is_initialized() and (isinstance(error, dist.DistError) or "gloo" in str(error))
+            if dist.is_initialized() and kind is None:  # leave together: no one tears the group down while in use
+                dist.barrier()
+                dist.destroy_process_group()
+        finally:
+            signal.signal(signal.SIGINT, self.restore[0])
+            signal.signal(signal.SIGTERM, self.restore[1])
+            torch.set_num_threads(self.restore[2])
+        if kind is FloatingPointError:
+            raise SystemExit(
+                f"{os.path.basename(__file__)}: stopped: iteration {self.state.iteration}: {error}; stopped without "
+                f"saving (last good checkpoint: {self.last_checkpoint or 'none'})"
+                if self.rank == 0
+                else 1
+            ) from None
+        if gone:  # a collective failed: another worker died (its error is above), torchrun stops the rest
+            reason = (str(error).strip().splitlines() or [kind.__name__])[0].split("] ")[-1].split(". ")[0][:100]
+            raise SystemExit(
+                f"{os.path.basename(__file__)}: worker {self.rank} stopped: another worker is gone ({reason})"
+            )
+        if kind is None and self.stopping:
+            raise SystemExit(128 + self.stopping)
 
 
-def print_status(iteration, num_iterations, global_step, args: Args, world_size, sps, recent_returns) -> None:
+def write_summary(run: Run, ended: str) -> None:
+    """runs/<run>/summary.json, written atomically: how the run ended ("finished", "signal SIGINT" / "signal SIGTERM",
+    "non-finite", "error: ...") and what this process did (a resumed run counts from its resumption), so CI and
+    sweeps need not parse TensorBoard files."""
+    summary = {
+        "run": run.name,
+        "script": os.path.basename(__file__),
+        "env_id": run.args.env_id,
+        "seed": run.args.seed,
+        "ended": ended,
+        "global_step": run.state.global_step if run.state else 0,
+        "total_timesteps": run.args.total_timesteps,
+        "episodes": run.episodes,
+        "wall_seconds": round(time.time() - run.created, 3),
+        "sps": run.sps,
+        "mean_return_last_100": float(np.mean(run.recent_returns)) if run.recent_returns else None,
+        "last_checkpoint": run.last_checkpoint,
+        "eval_mean_return": run.evaluation,
+    }
+    path = f"runs/{run.name}/summary.json"
+    try:
+        with open(f"{path}.tmp", "w") as f:
+            json.dump(summary, f, indent=2)
+        os.replace(f"{path}.tmp", path)
+    except OSError as e:  # the run's own error (a full disk, say) is the one to report
+        print(f"warning: cannot write {path}: {e.strerror or e}", file=sys.stderr)
+
+
+def print_status(state, num_iterations: int, args, world_size: int, sps: int, recent_returns) -> None:
     """The console line: a live line on a terminal, plain periodic lines (about 20 per run) in logs."""
     mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "n/a"
-    eta = format_seconds((args.total_timesteps - global_step) / max(sps, 1))
-    total = num_iterations * args.num_envs * args.num_steps * world_size
+    minutes, seconds = divmod(int((args.total_timesteps - state.global_step) / max(sps, 1)), 60)
+    eta = f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
+    total, iteration = num_iterations * args.num_envs * args.num_steps * world_size, state.iteration
     status = (
-        f"step {global_step}/{total} ({100 * iteration / num_iterations:.0f}%) | "
+        f"step {state.global_step}/{total} ({100 * iteration / num_iterations:.0f}%) | "
         f"SPS {sps} | return {mean_return} (last {len(recent_returns)} episodes) | ETA {eta}"
     )
     if sys.stdout.isatty():
@@ -1089,54 +1042,25 @@ def print_status(iteration, num_iterations, global_step, args: Args, world_size,
         print(status, flush=True)
 
 
-def format_seconds(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
+def check_numbers(args, positive_ints: list[str], positive: list[str], non_negative: list[str]) -> None:
+    """One line naming the flag for a count that is not positive, or a number out of its range or not finite."""
+    for names, ok, must in [
+        (positive_ints, lambda v: v > 0, "a positive integer"),
+        (positive, lambda v: v > 0 and math.isfinite(v), "a positive number"),
+        (non_negative, lambda v: v >= 0 and math.isfinite(v), "zero or positive"),
+    ]:
+        for name in names:
+            value = getattr(args, name)
+            if value is not None and not ok(value):
+                problem = (
+                    f"finite, got {value}" if value > 0 and must != "a positive integer" else f"{must}, got {value}"
+                )
+                raise UsageError(f"--{name.replace('_', '-')} must be {problem}")
 
 
-def validate_args(args: Args, world_size: int = 1) -> None:
-    """Reject settings that cannot work, naming the flag and what would."""
-    for flag, value in [
-        ("--total-timesteps", args.total_timesteps),
-        ("--num-envs", args.num_envs),
-        ("--num-steps", args.num_steps),
-        ("--num-minibatches", args.num_minibatches),
-        ("--update-epochs", args.update_epochs),
-        ("--lstm-hidden-size", args.lstm_hidden_size),
-        ("--keep-checkpoints", args.keep_checkpoints),
-        ("--eval-episodes", args.eval_episodes),
-    ]:
-        if value <= 0:
-            raise UsageError(f"{flag} must be a positive integer, got {value}")
-    for flag, value in [
-        ("--learning-rate", args.learning_rate),
-        ("--adam-eps", args.adam_eps),
-        ("--clip-coef", args.clip_coef),
-        ("--max-grad-norm", args.max_grad_norm),
-        ("--kl-target", args.kl_target),
-        ("--target-kl", args.target_kl if args.target_kl is not None else 1.0),
-    ]:
-        if not value > 0:
-            raise UsageError(f"{flag} must be a positive number, got {value}")
-        if not math.isfinite(value):
-            raise UsageError(f"{flag} must be finite, got {value}")
-    for flag, value in [
-        ("--ent-coef", args.ent_coef),
-        ("--vf-coef", args.vf_coef),
-        ("--kl-coef", args.kl_coef),
-        ("--checkpoint-every", args.checkpoint_every),
-        ("--torch-threads", args.torch_threads),
-    ]:
-        if not value >= 0:
-            raise UsageError(f"{flag} must be zero or positive, got {value}")
-        if not math.isfinite(value):
-            raise UsageError(f"{flag} must be finite, got {value}")
-    if not 0 <= args.seed <= 2**32 - world_size:  # numpy seeds each worker with seed + rank
-        raise UsageError(f"--seed must be in [0, {2**32 - world_size}] (numpy's seed range), got {args.seed}")
-    if not 0 < args.gamma <= 1:
-        raise UsageError(f"--gamma must be in (0, 1], got {args.gamma}")
-    if not 0 <= args.gae_lambda <= 1:
-        raise UsageError(f"--gae-lambda must be in [0, 1], got {args.gae_lambda}")
+def check_batch(args, world_size: int) -> None:
+    """The batch splits into --num-minibatches (of whole env sequences with --recurrent), each of at least two samples
+    with --norm-adv, and --total-timesteps holds at least one batch."""
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches != 0:
         divisors = [d for d in range(1, min(batch_size, 64) + 1) if batch_size % d == 0]
@@ -1144,16 +1068,13 @@ def validate_args(args: Args, world_size: int = 1) -> None:
             f"--num-minibatches {args.num_minibatches} does not divide the batch of {batch_size} "
             f"(--num-envs {args.num_envs} x --num-steps {args.num_steps}); use one of {divisors}"
         )
-    if args.recurrent and args.num_envs % args.num_minibatches != 0:
+    if getattr(args, "recurrent", False) and args.num_envs % args.num_minibatches != 0:
         divisors = [d for d in range(1, args.num_envs + 1) if args.num_envs % d == 0]
         raise UsageError(
             f"--recurrent: --num-minibatches {args.num_minibatches} does not divide --num-envs {args.num_envs} "
             f"(a minibatch is whole env sequences); use one of {divisors}"
         )
-    minibatch_size = batch_size // args.num_minibatches
-    if args.recurrent:  # whole env sequences
-        minibatch_size = args.num_envs // args.num_minibatches * args.num_steps
-    if args.norm_adv and minibatch_size < 2:
+    if args.norm_adv and batch_size // args.num_minibatches < 2:
         raise UsageError(
             f"--norm-adv: a minibatch of one sample has no standard deviation (--num-envs {args.num_envs} x "
             f"--num-steps {args.num_steps} / --num-minibatches {args.num_minibatches}); use fewer minibatches or "
@@ -1165,45 +1086,316 @@ def validate_args(args: Args, world_size: int = 1) -> None:
             f"--total-timesteps {args.total_timesteps} is smaller than one batch of {batch_size * world_size} "
             f"(--num-envs x --num-steps{workers}); use at least {batch_size * world_size}"
         )
-    if args.compile and args.recurrent:
-        raise UsageError(
-            "--compile does not take --recurrent (the LSTM's step loop would unroll into one huge graph); "
-            "drop --compile"
+    if not 0 <= args.seed <= 2**32 - world_size:  # numpy seeds each worker with seed + rank
+        raise UsageError(f"--seed must be in [0, {2**32 - world_size}] (numpy's seed range), got {args.seed}")
+    if not 0 < args.gamma <= 1 or not 0 <= args.gae_lambda <= 1:
+        flag, value, limits = (
+            ("--gamma", args.gamma, "(0, 1]")
+            if not 0 < args.gamma <= 1
+            else ("--gae-lambda", args.gae_lambda, "[0, 1]")
         )
+        raise UsageError(f"{flag} must be in {limits}, got {value}")
     if args.eval_checkpoint is not None and world_size > 1:
         raise UsageError("--eval-checkpoint evaluates in one process; run it with python, not torchrun")
     if args.dist_backend == "nccl" and not (args.cuda and torch.cuda.is_available()):
+        raise UsageError("--dist-backend nccl needs CUDA, which this machine or --no-cuda rules out; use gloo")
+
+
+def check_memory(num_bytes: int, flags: str, device: torch.device) -> None:
+    """Refuse rollout buffers larger than the memory free on `device` (CUDA's free memory, or the host's
+    MemAvailable on Linux), before any is allocated: a clear error instead of an allocator traceback or an OOM kill."""
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    elif os.path.exists("/proc/meminfo"):  # Linux; elsewhere no check
+        with open("/proc/meminfo") as f:
+            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    else:
+        return
+    if num_bytes > free:
         raise UsageError(
-            "--dist-backend nccl needs CUDA, which this machine or --no-cuda rules out; use --dist-backend gloo"
+            f"{flags}: the rollout buffers need {num_bytes / 2**30:,.1f} GiB, more than the "
+            f"{free / 2**30:,.1f} GiB free on {device}; use smaller values"
+        )
+
+
+def claim_run_dir(run_name: str) -> str:
+    """Create runs/<run_name> and -> its name; a name another run holds already (two runs started in the
+    same second) gets a suffix _2, _3, ..., so a run never writes into another run's directory."""
+    os.makedirs("runs", exist_ok=True)
+    for k in range(1, 10_000):
+        name = run_name if k == 1 else f"{run_name}_{k}"
+        try:
+            os.mkdir(f"runs/{name}")
+            return name
+        except FileExistsError:
+            continue
+    raise UsageError(f"runs/{run_name}: 10000 runs of this name exist already; use another --exp-name")
+
+
+@contextmanager
+def sigint_blocked():
+    """SIGINT blocked while sub-env processes start: they inherit the mask, so a Ctrl-C reaches only the run."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def setup_workers(args, world_size: int) -> tuple[int, torch.device]:
+    """-> (rank, device); under torchrun (world_size > 1) join the process group first."""
+    use_cuda = torch.cuda.is_available() and args.cuda
+    if world_size == 1:
+        return 0, torch.device("cuda" if use_cuda else "cpu")
+    device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    dist.init_process_group(args.dist_backend or ("nccl" if use_cuda else "gloo"))
+    return dist.get_rank(), device
+
+
+def broadcast_(tensor: torch.Tensor) -> None:
+    """Overwrite the tensor with rank 0's (the initial weights, so all workers start equal)."""
+    if dist.is_initialized():
+        dist.broadcast(tensor.data, src=0)
+
+
+def gather_objects(obj) -> list:
+    """obj of every worker, in rank order, on every worker ([obj] in a single process)."""
+    if not dist.is_initialized():
+        return [obj]
+    objects = [None] * dist.get_world_size()
+    dist.all_gather_object(objects, obj)
+    return objects
+
+
+# ---- Checkpoints: everything needed to continue a run, written atomically, loaded without code ----
+
+
+def first_non_finite(state, where: str = "") -> Optional[str]:
+    """Where the first NaN or infinite float is in a nested checkpoint (dicts, lists, tensors, numbers), or None."""
+    if isinstance(state, torch.Tensor):
+        return where if state.is_floating_point() and not torch.isfinite(state).all() else None
+    if isinstance(state, float):
+        return where if not math.isfinite(state) else None
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else []
+    return next(
+        (found for key, value in items if (found := first_non_finite(value, f"{where}/{key}".lstrip("/")))), None
+    )
+
+
+def save_checkpoint(path: str, checkpoint: dict) -> None:
+    """Write to a temporary file, then rename: a crash mid-write leaves the file at `path` as it was, and a
+    failed write (a full disk) leaves no temporary file behind."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:
+        torch.save(checkpoint, f"{path}.tmp")
+        os.replace(f"{path}.tmp", path)
+    finally:
+        if os.path.exists(f"{path}.tmp"):
+            os.remove(f"{path}.tmp")
+
+
+def load_checkpoint(path: str, flag: str) -> dict:
+    """A checkpoint written by this script, loaded with weights_only=True (a pickle cannot run code), or a UsageError
+    naming `flag`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error below says it all
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UsageError(f"{flag} {path}: no such file") from None
+    except Exception as e:  # code in the pickle, a truncated file, not a torch file at all
+        reason = "it pickles objects other than tensors and plain data, which could run code"
+        if not isinstance(e, pickle.UnpicklingError):
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise UsageError(
+            f"{flag} {path} is not a readable checkpoint ({reason}); pass a .pt file this script wrote"
+        ) from None
+    found = checkpoint.get("format", "no format field") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+    if found != CHECKPOINT_FORMAT:
+        raise UsageError(
+            f"{flag} {path} is not a checkpoint of {os.path.basename(__file__)} ({found}); use the script that wrote it"
+        )
+    missing = sorted(CHECKPOINT_KEYS - checkpoint.keys())
+    flags = checkpoint.get("args")
+    if not missing and not (isinstance(flags, dict) and flags.keys() <= Args.__dataclass_fields__.keys()):
+        missing = ["args (flags this script does not have)"]
+    if missing:
+        raise UsageError(
+            f"{flag} {path} is a damaged checkpoint (missing or wrong: {', '.join(missing)}); pass a .pt file this "
+            f"script wrote"
+        )
+    return checkpoint
+
+
+def rotate_checkpoints(folder: str, written: list[str], keep: int) -> None:
+    """Keep the `keep` latest checkpoints in `folder`. This process's own writes (`written`, oldest first) are the
+    latest; files of earlier processes (a run resumed from an older checkpoint) go first, oldest written first.
+    Stale temporary files (a write killed mid-way) go too."""
+    names = os.listdir(folder)
+    others = sorted((os.path.join(folder, name) for name in names if name.endswith(".pt")), key=os.path.getmtime)
+    for path in ([path for path in others if path not in written] + written)[:-keep]:
+        os.remove(path)
+    written[:] = written[-keep:]
+    for name in names:
+        if name.endswith(".pt.tmp"):
+            os.remove(os.path.join(folder, name))
+
+
+def check_resume_args(args, checkpoint: dict, world_size: int) -> None:
+    """A resumed run repeats the flags it was started with, with as many workers; only RUN_CONTROL flags may change."""
+    if len(checkpoint["rng"]) != world_size:  # one set of RNG states per worker
+        launch = "python" if len(checkpoint["rng"]) == 1 else f"torchrun with {len(checkpoint['rng'])} workers in all"
+        raise UsageError(
+            f"--resume: the checkpoint was written by {len(checkpoint['rng'])} worker(s), this run has "
+            f"{world_size}; launch it with {launch}"
+        )
+    saved = {**vars(type(args)()), **checkpoint["args"]}  # a flag added since the checkpoint was written: its default
+    for name, value in vars(args).items():
+        if name not in RUN_CONTROL and saved.get(name) != value:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"--resume: the checkpoint was trained with {flag} {saved.get(name)}, this command has {flag} {value}; "
+                f"drop {flag} (--resume alone continues with the run's flags; only --total-timesteps and the "
+                "checkpoint, evaluation and logging flags may change)"
+            )
+
+
+def resume_defaults(argv: list[str]):
+    """With --resume PATH, the flags saved in that checkpoint become the defaults, so `--resume PATH` alone
+    continues the run as it was started; a flag given on the command line still overrides (and check_resume_args
+    refuses a changed algorithm flag). None without --resume."""
+    path = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--resume=")), None)
+    if path is None and "--resume" in argv[:-1]:
+        path = argv[argv.index("--resume") + 1]
+    if path is None:
+        return None
+    saved = load_checkpoint(path, "--resume")["args"]
+    return Args(**{**vars(Args()), **saved, "resume": None, "eval_checkpoint": None})
+
+
+# ---- Logging and evaluation ----
+
+
+def check_tracking(args) -> None:
+    """--track needs a W&B login, unless W&B logs offline: one line before anything runs, not a traceback later."""
+    if not args.track or os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
+        return
+    import wandb
+
+    if not wandb.login(prompt=False):
+        raise UsageError(
+            "--track: not logged in to Weights & Biases; run `wandb login` (or set WANDB_API_KEY), "
+            "or log locally with WANDB_MODE=offline"
+        )
+
+
+def init_logging(args, run_name: str, wandb_id: Optional[str], purge_step: Optional[int] = None):
+    """-> TensorBoard writer of runs/<run_name> (on resume, what the interrupted process logged after its checkpoint
+    is dropped), and the W&B run (resumed when `wandb_id` is given) or None."""
+    wandb_run = None
+    if args.track:
+        import wandb
+
+        wandb_run = wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            save_code=True,
+            id=wandb_id,
+            resume="allow",
+        )
+    return SummaryWriter(f"runs/{run_name}", purge_step=purge_step), wandb_run
+
+
+def upload_videos(wandb_run, folder: Optional[str], uploaded: set) -> None:
+    """--track --capture-video: log the mp4 files of `folder` (and below) not yet in `uploaded` to the W&B run."""
+    if wandb_run is None or folder is None:
+        return
+    import wandb
+
+    for path in sorted(set(glob.glob(os.path.join(folder, "**", "*.mp4"), recursive=True)) - uploaded):
+        uploaded.add(path)
+        tag = "videos/eval" if os.sep + "eval" + os.sep in path else "videos/train"
+        wandb_run.log({tag: wandb.Video(path, format="mp4")}, commit=False)
+
+
+def report_evaluation(writer, checkpoint_path: str, returns: list[float], global_step: int) -> float:
+    """Log and print an evaluation; -> its mean return."""
+    for episode, episode_return in enumerate(returns):
+        writer.add_scalar("eval/episodic_return", episode_return, episode)
+    writer.add_scalar("eval/mean_return", np.mean(returns), global_step)
+    writer.add_scalar("eval/std_return", np.std(returns), global_step)
+    print(
+        f"evaluation of {checkpoint_path}: {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} episodes"
+    )
+    return float(np.mean(returns))
+
+
+def evaluate_checkpoint(args) -> None:
+    """--eval-checkpoint: evaluate a saved policy and log to its run directory; a signal stops it at once."""
+    validate_args(args, int(os.environ.get("WORLD_SIZE", "1")))
+    restore = signal.signal(signal.SIGINT, stop_at_once), signal.signal(signal.SIGTERM, stop_at_once)
+    try:
+        check_tracking(args)
+        checkpoint = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
+        saved = Args(**checkpoint["args"])
+        check_env(saved)
+        video_folder = f"videos/{checkpoint['run_name']}/eval" if args.capture_video else None
+        print(f"evaluating {args.eval_checkpoint} over {args.eval_episodes} episodes", flush=True)
+        returns = evaluate(args.eval_checkpoint, args.eval_episodes, saved.seed + 10_000, video_folder=video_folder)
+        writer, wandb_run = init_logging(args, checkpoint["run_name"], checkpoint["wandb_id"])
+        report_evaluation(writer, args.eval_checkpoint, returns, checkpoint["global_step"])
+        upload_videos(wandb_run, video_folder, set())
+        writer.close()
+        if wandb_run:
+            wandb_run.finish()
+    finally:
+        signal.signal(signal.SIGINT, restore[0])
+        signal.signal(signal.SIGTERM, restore[1])
+
+
+# ---- This script's checks, checkpoint format and evaluation ----
+
+
+def validate_args(args: Args, world_size: int) -> None:
+    """Reject settings that cannot work, naming the flag and what would."""
+    positive_ints = ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "lstm_hidden_size"]
+    positive = ["learning_rate", "adam_eps", "clip_coef", "max_grad_norm", "kl_target", "target_kl"]
+    non_negative = ["ent_coef", "vf_coef", "kl_coef", "checkpoint_every", "torch_threads"]
+    check_numbers(args, [*positive_ints, "keep_checkpoints", "eval_episodes"], positive, non_negative)
+    check_batch(args, world_size)
+    if args.compile and args.recurrent:
+        raise UsageError(
+            "--compile does not take --recurrent (the LSTM's step loop would unroll into one huge graph); drop --compile"
         )
 
 
 def check_env(args: Args) -> tuple[gym.Space, gym.Space]:
     """Make one env of --env-id and check that this script can train on it; -> its observation and action spaces."""
-    env_id, action_masking = args.env_id, args.action_masking
     try:
-        env = make_gym_env(env_id)
+        env = make_gym_env(args.env_id)
     except (gym.error.Error, ImportError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(
-            f"--env-id {env_id}: {first_line} (list ids with "
+            f"--env-id {args.env_id}: {(str(e).strip().splitlines() or [type(e).__name__])[0]} (list ids with "
             f'`python -c "import gymnasium; gymnasium.pprint_registry()"`, or pass module:EnvId)'
         ) from None
     try:
         if not isinstance(env.action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
             fits = "ppo_continuous.py" if isinstance(env.action_space, gym.spaces.Box) else "none of our scripts"
             raise UsageError(
-                f"--env-id {env_id} has a {type(env.action_space).__name__} action space; ppo_discrete.py "
+                f"--env-id {args.env_id} has a {type(env.action_space).__name__} action space; ppo_discrete.py "
                 f"handles Discrete and MultiDiscrete, use {fits}"
             )
-        check_observation_space(env_id, env.observation_space)
-        if action_masking:
-            _, info = env.reset(seed=0)
-            if "action_mask" not in info:
-                raise UsageError(
-                    f"--action-masking: {env_id} puts no 'action_mask' in its info; drop the flag or "
-                    f"have the env return a bool mask in info['action_mask'] on reset and step"
-                )
+        check_observation_space(args.env_id, env.observation_space)
+        if args.action_masking and "action_mask" not in env.reset(seed=0)[1]:
+            raise UsageError(
+                f"--action-masking: {args.env_id} puts no 'action_mask' in its info; drop the flag or have the env "
+                f"return a bool mask in info['action_mask'] on reset and step"
+            )
         return env.observation_space, env.action_space
     finally:
         env.close()
@@ -1232,436 +1424,36 @@ def rollout_bytes(args: Args, observation_space: gym.Space, action_space: gym.Sp
     return args.num_envs * args.num_steps * step_bytes, f"--num-envs {args.num_envs} x --num-steps {args.num_steps}"
 
 
-def check_memory(num_bytes: int, flags: str, device: torch.device) -> None:
-    """Refuse rollout buffers larger than the memory free on `device` (CUDA's free memory, or the host's
-    MemAvailable on Linux), before any is allocated: a clear error instead of an allocator traceback or an OOM kill."""
-    if device.type == "cuda":
-        free = torch.cuda.mem_get_info(device)[0]
-    else:
-        try:
-            with open("/proc/meminfo") as f:
-                free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-        except (OSError, StopIteration):  # not Linux: no check
-            return
-    if num_bytes > free:
-        raise UsageError(
-            f"{flags}: the rollout buffers need {num_bytes / 2**30:,.1f} GiB, more than the "
-            f"{free / 2**30:,.1f} GiB free on {device}; use smaller values"
-        )
-
-
-def claim_run_dir(run_name: str) -> str:
-    """Create runs/<run_name> and -> its name; a name another run holds already (two runs started in the
-    same second) gets a suffix _2, _3, ..., so a run never writes into another run's directory."""
-    os.makedirs("runs", exist_ok=True)
-    for k in range(1, 10_000):
-        name = run_name if k == 1 else f"{run_name}_{k}"
-        try:
-            os.mkdir(f"runs/{name}")
-            return name
-        except FileExistsError:
-            continue
-    raise UsageError(f"runs/{run_name}: 10000 runs of this name exist already; use another --exp-name")
-
-
-def stop_at_once(signum, frame):
-    raise SignalStop(signum)
-
-
-@contextmanager
-def sigint_blocked():
-    """SIGINT blocked while sub-env processes start: they inherit the mask, so a Ctrl-C reaches only the run."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-
-# ---- Data parallel (torchrun): W workers, each with its own envs, step with the mean gradient ----
-# A plain `python` run is one worker and makes no collective call: every helper is the identity there.
-
-
-def setup_workers(args: Args, world_size: int) -> tuple[int, torch.device]:
-    """-> (rank, device); under torchrun (world_size > 1) join the process group first."""
-    use_cuda = torch.cuda.is_available() and args.cuda
-    if world_size == 1:
-        return 0, torch.device("cuda" if use_cuda else "cpu")
-    device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    dist.init_process_group(args.dist_backend or ("nccl" if use_cuda else "gloo"))
-    return dist.get_rank(), device
-
-
-def all_mean_(x: torch.Tensor) -> torch.Tensor:
-    """x, overwritten with its mean over all workers."""
-    if dist.is_initialized():
-        dist.all_reduce(x)
-        x /= dist.get_world_size()
-    return x
-
-
-def average_gradients_(parameters: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
-    """Parallelized gradient update: one all-reduce of every gradient and the loss, flattened together,
-    replaces each by its mean over workers; -> the mean loss. Runs before the gradient clip, so every
-    worker clips and steps identically."""
-    if not dist.is_initialized():
-        return loss
-    flat = all_mean_(torch.cat([p.grad.reshape(-1) for p in parameters] + [loss.detach().reshape(1)]))
-    offset = 0
-    for p in parameters:
-        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
-        offset += p.numel()
-    return flat[-1]
-
-
-def broadcast_(tensors: list[torch.Tensor]) -> None:
-    """Overwrite the tensors with rank 0's (the initial weights, so all workers start equal)."""
-    if dist.is_initialized():
-        for tensor in tensors:
-            dist.broadcast(tensor.data, src=0)
-
-
-def gather_objects(obj) -> list:
-    """obj of every worker, in rank order, on every worker ([obj] in a single process)."""
-    if not dist.is_initialized():
-        return [obj]
-    objects = [None] * dist.get_world_size()
-    dist.all_gather_object(objects, obj)
-    return objects
-
-
-class NullWriter:
-    """The TensorBoard writer of workers other than rank 0: they log nothing (rank 0 logs everyone's episodes)."""
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
-
-
-# ---- Speed: the same functions, faster (--numpy-policy, --compile, Adam's fused kernel) ----
-
-
-def fast_paths(agent: Agent, args: Args, device: torch.device):
-    """-> the rollout's policy step (see torch_policy) and the minibatch loss: get_action_and_value and ppo_loss, or
-    the same functions made faster. --compile compiles both (the loss's backward too); random numbers still come
-    from torch's generator, so a seeded run takes the same actions. --numpy-policy (ours; feed-forward agents on the
-    CPU, not compiled) takes the policy step in NumPy."""
-    policy_step, minibatch_loss = agent.get_action_and_value, ppo_loss
-    if args.compile:
-        torch._inductor.config.fallback_random = True
-        policy_step, minibatch_loss = torch.compile(policy_step), torch.compile(minibatch_loss)
-    if args.numpy_policy and not (args.recurrent or args.compile or device.type != "cpu"):
-        return NumpyPolicy(agent), minibatch_loss
-    return torch_policy(agent, policy_step, device), minibatch_loss
-
-
-def torch_policy(agent: Agent, policy_step, device: torch.device):
-    """The rollout's policy step with the agent's torch forward (`policy_step`: get_action_and_value, or it compiled):
-    NumPy obs [N, obs_dim], mask, LSTM state, starts [N] -> NumPy action [N, n_components], logprob [N], value [N],
-    and the LSTM state after the step."""
-
-    def step(obs, mask, lstm_state, start):
-        with torch.inference_mode():
-            action, logprob, _, value, lstm_state = policy_step(
-                torch.from_numpy(obs).to(device),
-                None,
-                None if mask is None else torch.from_numpy(mask).to(device),
-                lstm_state,
-                torch.from_numpy(start).to(device),
-            )
-        return action.cpu().numpy(), logprob.cpu().numpy(), value.cpu().numpy(), lstm_state
-
-    return step
-
-
-class NumpyPolicy:
-    """The rollout's policy step of a feed-forward agent on the CPU, in NumPy: get_action_and_value's network and
-    sampling on NumPy views of the agent's weights (the optimizer updates them in place, so the views stay
-    current). A 64-unit MLP's step is mostly per-call overhead, and NumPy's is a fraction of torch's. The noise comes
-    from torch's generator, as in sample_actions; the float32 sums may round apart from torch's in the last bit."""
-
-    def __init__(self, agent: Agent):
-        def layers(trunk: nn.Sequential, head: nn.Linear) -> list:  # [(weight [in, out], bias [out])] as views
-            return [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in (*trunk[::2], head)]
-
-        self.actor, self.critic = (
-            layers(agent.actor_trunk, agent.actor_head),
-            layers(agent.critic_trunk, agent.critic_head),
-        )
-        self.shared_network, self.splits = agent.shared_network, np.cumsum(agent.nvec)[:-1]
-
-    @staticmethod
-    def trunk(x: np.ndarray, layers: list) -> np.ndarray:
-        for weight, bias in layers:
-            x = np.tanh(x @ weight + bias)
-        return x
-
-    def __call__(self, obs: np.ndarray, mask: Optional[np.ndarray], lstm_state=None, start=None):
-        actor_hidden = self.trunk(obs, self.actor[:-1])
-        critic_hidden = actor_hidden if self.shared_network else self.trunk(obs, self.critic[:-1])
-        value = (critic_hidden @ self.critic[-1][0] + self.critic[-1][1])[:, 0]
-        logits = actor_hidden @ self.actor[-1][0] + self.actor[-1][1]
-        if mask is not None:
-            logits = np.where(mask, logits, np.float32(-1e8))  # mask_logits
-        noise = torch.empty(logits.shape).exponential_().numpy()  # sample_actions' Gumbel-max
-        actions, logprob = [], 0.0
-        for part, part_noise in zip(np.split(logits, self.splits, -1), np.split(noise, self.splits, -1)):
-            action = (part - np.log(part_noise)).argmax(-1)
-            shifted = part - part.max(-1, keepdims=True)  # log_softmax, then the chosen action's entry
-            log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-            logprob = logprob + np.take_along_axis(log_p, action[:, None], -1)[:, 0]
-            actions.append(action)
-        return np.stack(actions, -1), logprob, value, None
-
-
-# Adam: torch's own kernel, without torch.optim's start-up cost
-class FusedAdam:
-    """torch.optim.Adam(params, lr, eps=eps, fused=True): the same kernel, the same state_dict (a checkpoint loads
-    into either), without torch.optim, whose first use imports torch._dynamo: a second of every run's start-up."""
-
-    def __init__(self, params, lr: float, eps: float, betas: tuple = (0.9, 0.999)):
-        self.params = list(params)
-        self.param_groups = [
-            {"lr": lr, "betas": betas, "eps": eps, "weight_decay": 0, "amsgrad": False, "maximize": False}
-            | {"foreach": None, "capturable": False, "differentiable": False, "fused": True}
-            | {"decoupled_weight_decay": False, "params": list(range(len(self.params)))}
-        ]
-        self.state = {}  # parameter index -> step, exp_avg, exp_avg_sq (torch's layout), made at the first step
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        group = self.param_groups[0]
-        for i, p in enumerate(self.params):
-            if i not in self.state:
-                self.state[i] = {
-                    "step": torch.zeros((), device=p.device),
-                    "exp_avg": torch.zeros_like(p),
-                    "exp_avg_sq": torch.zeros_like(p),
-                }
-        states = [self.state[i] for i in range(len(self.params))]
-        steps = [s["step"] for s in states]
-        torch._foreach_add_(steps, 1)
-        torch._fused_adam_(
-            self.params,
-            [p.grad for p in self.params],
-            [s["exp_avg"] for s in states],
-            [s["exp_avg_sq"] for s in states],
-            [],
-            steps,
-            amsgrad=False,
-            lr=group["lr"],
-            beta1=group["betas"][0],
-            beta2=group["betas"][1],
-            weight_decay=0.0,
-            eps=group["eps"],
-            maximize=False,
-        )
-
-    def state_dict(self) -> dict:
-        return {"state": self.state, "param_groups": [dict(group) for group in self.param_groups]}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        (group,) = state_dict["param_groups"]
-        if len(group["params"]) != len(self.params) or not state_dict["state"].keys() <= set(group["params"]):
-            raise ValueError("the optimizer's parameters are not this network's")
-        state = {}
-        for i, saved in state_dict["state"].items():
-            p = self.params[group["params"].index(i)]
-            if saved["exp_avg"].shape != p.shape or saved["exp_avg_sq"].shape != p.shape:
-                raise ValueError(f"the optimizer's state of parameter {i} has shape {tuple(saved['exp_avg'].shape)}")
-            state[i] = {
-                "step": saved["step"].to(torch.float32, copy=True).to(p.device),
-                "exp_avg": saved["exp_avg"].to(p, copy=True),
-                "exp_avg_sq": saved["exp_avg_sq"].to(p, copy=True),
-            }
-        self.state = state
-        self.param_groups[0] |= {key: value for key, value in group.items() if key in ("lr", "betas", "eps")}
-
-
-# ---- Checkpoints: everything needed to continue a run, written atomically, loaded without code ----
-
 CHECKPOINT_FORMAT = "ppo37 ppo_discrete.py checkpoint v2"
-CHECKPOINT_KEYS = {
-    "format",
-    "args",
-    "run_name",
-    "iteration",
-    "global_step",
-    "kl_coef",
-    "model",
-    "optimizer",
-    "rng",
-    "wandb_id",
-}
+CHECKPOINT_KEYS = {"format", "args", "run_name", "iteration", "global_step", "kl_coef", "model", "optimizer", "rng"}
 
 
-def first_non_finite(state, where: str = "") -> Optional[str]:
-    """Where the first NaN or infinite float is in a nested checkpoint (dicts, lists, tensors, numbers), or None."""
-    if isinstance(state, torch.Tensor):
-        return where if state.is_floating_point() and not torch.isfinite(state).all() else None
-    if isinstance(state, float):
-        return where if not math.isfinite(state) else None
-    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else []
-    for key, value in items:
-        found = first_non_finite(value, f"{where}/{key}" if where else str(key))
-        if found is not None:
-            return found
-    return None
-
-
-def save_checkpoint(path: str, checkpoint: dict) -> None:
-    """Write to a temporary file, then rename: a crash mid-write leaves the file at `path` as it was, and a
-    failed write (a full disk) leaves no temporary file behind."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    try:
-        torch.save(checkpoint, f"{path}.tmp")
-        os.replace(f"{path}.tmp", path)
-    finally:
-        if os.path.exists(f"{path}.tmp"):
-            os.remove(f"{path}.tmp")
-
-
-def load_checkpoint(path: str, flag: str) -> dict:
-    """A checkpoint written by this script, loaded with weights_only=True (a pickle cannot run code),
-    or a UsageError naming `flag`."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error below says it all
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UsageError(f"{flag} {path}: no such file") from None
-    except pickle.UnpicklingError:
-        raise UsageError(
-            f"{flag} {path} is not a readable checkpoint (it pickles objects other than tensors and "
-            f"plain data, which could run code); pass a .pt file this script wrote"
-        ) from None
-    except Exception as e:  # truncated, or not a torch file at all
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(
-            f"{flag} {path} is not a readable checkpoint ({reason[:120]}); pass a .pt file this script wrote"
-        ) from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        found = (
-            checkpoint.get("format", "no format field") if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        )
-        raise UsageError(
-            f"{flag} {path} is not a checkpoint of {os.path.basename(__file__)} ({found}); use the script that wrote it"
-        )
-    missing = sorted(CHECKPOINT_KEYS - checkpoint.keys())
-    flags = checkpoint.get("args")
-    if not missing and not (isinstance(flags, dict) and flags.keys() <= Args.__dataclass_fields__.keys()):
-        missing = ["args (flags this script does not have)"]
-    if missing:
-        raise UsageError(
-            f"{flag} {path} is a damaged checkpoint (missing or wrong: {', '.join(missing)}); "
-            f"pass a .pt file this script wrote"
-        )
-    return checkpoint
-
-
-def load_state(target, state: dict, flag: str, path: str) -> None:
-    """target.load_state_dict(state), for a network or an optimizer, or a UsageError naming the checkpoint."""
-    try:
-        target.load_state_dict(state)
-    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
-        reason = " ".join(str(e).split()) or type(e).__name__
-        raise UsageError(
-            f"{flag} {path} does not fit the network of its own flags ({reason[:160]}); "
-            f"pass a .pt file this script wrote"
-        ) from None
-
-
-def rotate_checkpoints(folder: str, written: list[str], keep: int) -> None:
-    """Keep the `keep` latest checkpoints in `folder`. This process's own writes (`written`, oldest first) are the
-    latest; files of earlier processes (a run resumed from an older checkpoint) go first, oldest written first.
-    Stale temporary files (a write killed mid-way) go too."""
-    own = set(written)
-    names = os.listdir(folder)
-    others = sorted((os.path.join(folder, name) for name in names if name.endswith(".pt")), key=os.path.getmtime)
-    for path in ([path for path in others if path not in own] + written)[:-keep]:
-        os.remove(path)
-    written[:] = written[-keep:]
-    for name in names:
-        if name.endswith(".pt.tmp"):
-            os.remove(os.path.join(folder, name))
-
-
-def check_resume_args(args: Args, checkpoint: dict, world_size: int = 1) -> None:
-    """A resumed run repeats the flags it was started with, with as many workers; only RUN_CONTROL flags may change."""
-    if len(checkpoint["rng"]) != world_size:  # one set of RNG states per worker
-        launch = "python" if len(checkpoint["rng"]) == 1 else f"torchrun with {len(checkpoint['rng'])} workers in all"
-        raise UsageError(
-            f"--resume: the checkpoint was written by {len(checkpoint['rng'])} worker(s), this run has "
-            f"{world_size}; launch it with {launch}"
-        )
-    saved = {**vars(Args()), **checkpoint["args"]}  # a flag added since the checkpoint was written: its default
-    for name, value in vars(args).items():
-        if name not in RUN_CONTROL and saved.get(name) != value:
-            flag = "--" + name.replace("_", "-")
-            raise UsageError(
-                f"--resume: the checkpoint was trained with {flag} {saved.get(name)}, this command has {flag} {value}; "
-                f"drop {flag} (--resume alone continues with the run's flags; only --total-timesteps and the "
-                "checkpoint, evaluation and logging flags may change)"
-            )
-
-
-def rng_states(device: torch.device) -> dict:
-    """This worker's python, numpy and torch RNG states, and its GPU's when it runs on one."""
-    np_state = np.random.get_state()
-    states = {
-        "python": random.getstate(),
-        "torch": torch.get_rng_state(),
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
-    }
-    if device.type == "cuda":  # a resumed GPU run must not replay the noise of its first iterations
-        states["cuda"] = torch.cuda.get_rng_state(device)
-    return states
-
-
-def set_rng_states(states: dict, device: torch.device) -> None:
-    random.setstate(states["python"])
-    torch.set_rng_state(states["torch"])
-    name, keys, *rest = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state(states["cuda"], device)
-
-
-def evaluate(
-    checkpoint_path: str,
-    eval_episodes: int,
-    seed: int = 1,
-    device: torch.device = torch.device("cpu"),
-    video_folder: Optional[str] = None,
-) -> list[float]:
-    """Episodic returns of a checkpoint's deterministic policy (the most probable action of each
-    component, among the allowed ones with action masking) on a fresh env."""
-    checkpoint = load_checkpoint(checkpoint_path, "--eval-checkpoint")
-    saved = Args(**checkpoint["args"])
-    envs = make_envs(Args(env_id=saved.env_id, num_envs=1), video_folder)
+def evaluate(path: str, episodes: int, seed: int = 1, device=torch.device("cpu"), video_folder=None) -> list[float]:
+    """Episodic returns of a checkpoint's deterministic policy (the most probable action of each component, among the
+    allowed ones with action masking) on a fresh env."""
+    checkpoint = load_checkpoint(path, "--eval-checkpoint")
+    saved = Args(**{**checkpoint["args"], "num_envs": 1})
+    envs = make_envs(saved, video_folder)
     nvec, to_env_actions = action_layout(envs.single_action_space)
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     agent = Agent(
         obs_dim, nvec, saved.shared_network, saved.ortho_init, saved.lstm_hidden_size if saved.recurrent else 0
     )
-    load_state(agent, checkpoint["model"], "--eval-checkpoint", checkpoint_path)
+    try:
+        agent.load_state_dict(checkpoint["model"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise UsageError(
+            f"--eval-checkpoint {path} does not fit the network of its own flags ({' '.join(str(e).split())[:160]})"
+        ) from None
     agent.to(device)
     returns, episode_return = [], 0.0
     next_obs, info = envs.reset(seed=seed)
-    next_start = torch.ones(1, device=device)
-    lstm_state = agent.initial_state(1, device)
-    while len(returns) < eval_episodes:
+    next_start, lstm_state = torch.ones(1, device=device), agent.initial_state(1, device)
+    while len(returns) < episodes:
         x = torch.as_tensor(next_obs, dtype=torch.float32, device=device).reshape(1, -1)
         mask = torch.as_tensor(read_action_mask(info, 1, sum(nvec)), device=device) if saved.action_masking else None
         with torch.no_grad():
-            action, _, _, _, lstm_state = agent.get_action_and_value(
-                x, None, mask, lstm_state, next_start, deterministic=True
-            )
+            action, _, _, _, lstm_state = agent.get_action_and_value(x, None, mask, lstm_state, next_start, True)
         next_obs, reward, terminated, truncated, info = envs.step(to_env_actions(action.cpu().numpy()))
         episode_return += float(reward[0])
         next_start = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
@@ -1672,121 +1464,19 @@ def evaluate(
     return returns
 
 
-def check_tracking(args: Args) -> None:
-    """--track needs a W&B login, unless W&B logs offline: one line before anything runs, not a traceback later."""
-    if not args.track or os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
-        return
-    import wandb
-
-    if not wandb.login(prompt=False):
-        raise UsageError(
-            "--track: not logged in to Weights & Biases; run `wandb login` (or set WANDB_API_KEY), "
-            "or log locally with WANDB_MODE=offline"
-        )
-
-
-def upload_videos(wandb_run, folder: str, uploaded: set) -> None:
-    """--track --capture-video: log the mp4 files of `folder` (and below) not yet in `uploaded` to the W&B run."""
-    if wandb_run is None or not os.path.isdir(folder):
-        return
-    import wandb
-
-    for path in sorted(glob.glob(os.path.join(folder, "**", "*.mp4"), recursive=True)):
-        if path not in uploaded:
-            uploaded.add(path)
-            tag = "videos/eval" if os.sep + "eval" + os.sep in path else "videos/train"
-            wandb_run.log({tag: wandb.Video(path, format="mp4")}, commit=False)
-
-
-def init_logging(args: Args, run_name: str, wandb_id: Optional[str], purge_step: Optional[int] = None):
-    """-> TensorBoard writer of runs/<run_name>, and the W&B run (resumed when `wandb_id` is given) or None."""
-    wandb_run = None
-    if args.track:
-        import wandb
-
-        wandb_run = wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_name,
-            save_code=True,
-            id=wandb_id,
-            resume="allow",
-        )
-    # on resume, scalars logged after the checkpoint by the interrupted process are dropped
-    return SummaryWriter(f"runs/{run_name}", purge_step=purge_step), wandb_run
-
-
-def report_evaluation(writer, checkpoint_path: str, returns: list[float], global_step: int) -> None:
-    for episode, episode_return in enumerate(returns):
-        writer.add_scalar("eval/episodic_return", episode_return, episode)
-    writer.add_scalar("eval/mean_return", np.mean(returns), global_step)
-    writer.add_scalar("eval/std_return", np.std(returns), global_step)
-    print(
-        f"evaluation of {checkpoint_path}: {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} episodes"
-    )
-
-
-def evaluate_checkpoint(args: Args) -> None:
-    """--eval-checkpoint: evaluate a saved policy and log to its run directory; a signal stops it at once
-    (exit 130 / 143)."""
-    signal.signal(signal.SIGINT, stop_at_once)
-    signal.signal(signal.SIGTERM, stop_at_once)
-    check_tracking(args)
-    checkpoint = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
-    saved = Args(**checkpoint["args"])
-    check_env(saved)
-    video_folder = f"videos/{checkpoint['run_name']}/eval" if args.capture_video else None
-    print(f"evaluating {args.eval_checkpoint} over {args.eval_episodes} episodes", flush=True)
-    returns = evaluate(args.eval_checkpoint, args.eval_episodes, saved.seed + 10_000, video_folder=video_folder)
-    writer, wandb_run = init_logging(args, checkpoint["run_name"], checkpoint["wandb_id"])
-    report_evaluation(writer, args.eval_checkpoint, returns, checkpoint["global_step"])
-    if video_folder:
-        upload_videos(wandb_run, video_folder, set())
-    writer.close()
-    if wandb_run:
-        wandb_run.finish()
-
-
-def resume_defaults(argv: list[str]) -> Optional[Args]:
-    """With --resume PATH, the flags saved in that checkpoint become the defaults, so `--resume PATH` alone
-    continues the run as it was started; a flag given on the command line still overrides (and check_resume_args
-    refuses a changed algorithm flag). None without --resume."""
-    path = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--resume=")), None)
-    if path is None and "--resume" in argv[:-1]:
-        path = argv[argv.index("--resume") + 1]
-    if path is None:
-        return None
-    saved = load_checkpoint(path, "--resume")["args"]
-    return Args(**{**vars(Args()), **saved, "resume": None, "eval_checkpoint": None})
-
-
 if __name__ == "__main__":
+    script = os.path.basename(__file__)
     try:
         main(tyro.cli(Args, default=resume_defaults(sys.argv[1:])))
     except UsageError as e:  # under torchrun every worker finds the same error: rank 0 reports it
         if os.environ.get("RANK", "0") == "0":
-            print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
+            print(f"{script}: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except (dist.DistError, RuntimeError) as e:  # a collective failed: another worker died, torchrun stops the rest
-        if not (dist.is_initialized() and (isinstance(e, dist.DistError) or "gloo" in str(e))):
-            raise
-        reason = str(e).strip().splitlines()[0].split("] ")[-1].split(". ")[0] if str(e).strip() else type(e).__name__
-        print(
-            f"{os.path.basename(__file__)}: worker {dist.get_rank()} stopped: another worker is gone ({reason[:100]}); "
-            f"its error is above",
-            file=sys.stderr,
-        )
-        sys.exit(1)
-    except (NonFiniteError, WriteError) as e:
-        print(f"{os.path.basename(__file__)}: stopped: {e}", file=sys.stderr)
-        sys.exit(1)
     except SignalStop as stop:  # during --eval-checkpoint
-        print(f"{os.path.basename(__file__)}: {stop}", file=sys.stderr)
+        print(f"{script}: {stop}", file=sys.stderr)
         sys.exit(128 + stop.signum)
     except OSError as e:  # the file system: a read-only working directory, a full disk
         if e.filename is None:
             raise
-        print(f"{os.path.basename(__file__)}: error: {e.filename}: {e.strerror}", file=sys.stderr)
+        print(f"{script}: error: {e.filename}: {e.strerror}", file=sys.stderr)
         sys.exit(1)
