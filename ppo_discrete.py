@@ -756,8 +756,7 @@ def main(args: Args) -> TrainState:
     if args.eval_checkpoint is not None:
         return evaluate_checkpoint(args)
     with Run(args) as run:  # checks, workers, seeds, the run directory, signals; put back on leaving
-        with sigint_blocked():  # sub-env processes inherit it: the run, not they, decides when a Ctrl-C stops
-            envs = make_envs(args, run.video_folder)
+        envs = make_envs(args, run.video_folder)
         obs_dim, nvec = int(np.prod(envs.single_observation_space.shape)), action_layout(envs.single_action_space)[0]
         hidden = args.lstm_hidden_size if args.recurrent else 0
         agent = Agent(obs_dim, nvec, args.shared_network, args.ortho_init, hidden).to(run.device)
@@ -776,30 +775,24 @@ def main(args: Args) -> TrainState:
 
 # ==== Run control: not PPO, skip on a first read ====
 # What `main` puts around `train`: input checks, workers, seeding, the run directory, signals, TensorBoard and W&B,
-# checkpoints and --resume, evaluation, summary.json, the console line. A fork may delete all of it (and `main`) and
-# drive `train` itself: the README shows how.
+# checkpoints and --resume, evaluation, summary.json, the console line. A fork may delete this section and `main`,
+# and drive `train` itself (README: "Your own loop").
 
 import glob
 import json
-import math
 import pickle
 import shlex
 import signal
 import sys
 import warnings
 from collections import deque
-from contextlib import contextmanager
 
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 
 class SignalStop(Exception):
-    """SIGINT / SIGTERM where no iteration is left to finish (evaluation): stop at once, exit 128 + signum."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"{signal.Signals(signum).name}: stopped")
-        self.signum = signum
+    """SIGINT / SIGTERM (args[0]) that stops the run at once: a second one, or one with no iteration left to finish."""
 
 
 def stop_at_once(signum, frame):
@@ -807,88 +800,92 @@ def stop_at_once(signum, frame):
 
 
 class Run:
-    """Run control around `train`, a context manager. Entering checks the input, joins the workers, seeds, claims the
-    run directory and takes SIGINT / SIGTERM (the iteration finishes, then a checkpoint; again: stop at once); `start`
-    restores --resume and opens the writers; `log` follows each iteration; `finish` saves and evaluates the model;
-    leaving writes summary.json, closes the writers and puts back the signal handlers and torch's thread count."""
+    """Run control around `train`, a context manager: entering checks the input, joins the workers, seeds, claims the
+    run directory and takes SIGINT / SIGTERM (blocked until `start`, so sub-env processes started meanwhile ignore a
+    Ctrl-C: the run decides); `start` restores --resume and opens the writers; `log` follows each iteration; `finish`
+    saves and evaluates the model; leaving writes summary.json and puts back what it changed."""
 
     def __init__(self, args: Args):
         self.args, self.world_size = args, int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's workers
         validate_args(args, self.world_size)
         check_tracking(args)
-        self.checkpoint = None if args.resume is None else load_checkpoint(args.resume, "--resume")
-        if self.checkpoint is not None:
-            check_resume_args(args, self.checkpoint, self.world_size)
-        self.spaces = check_env(args)
+        self.checkpoint = args.resume and load_checkpoint(args.resume, "--resume")
+        workers = self.checkpoint and len(self.checkpoint["rng"])  # one set of RNG states per worker
+        if self.checkpoint and workers != self.world_size:
+            launch = "python" if workers == 1 else f"torchrun with {workers} workers in all"
+            raise UsageError(f"--resume: the checkpoint was written by {workers} worker(s); launch it with {launch}")
+        self.rollout_bytes = check_env(args)
         self.num_iterations = args.total_timesteps // (args.num_envs * args.num_steps * self.world_size)
-        self.name = self.writer = self.wandb_run = self.state = self.evaluation = None
-        self.stop_signal = self.stopping = None  # this worker's signal; the one that stops every worker
-        self.last_checkpoint, self.written, self.recent_returns = args.resume, [], deque(maxlen=100)
-        self.episodes, self.sps, self.created, self.videos = 0, 0, time.time(), set()
+        self.state = self.writer = self.wandb_run = self.evaluation = self.stop_signal = self.stopping = None
+        self.last_checkpoint, self.recent_returns, self.videos = args.resume, deque(maxlen=100), set()
+        self.episodes, self.sps, self.created, self.evaluating = 0, 0, time.time(), False
 
     def __enter__(self) -> "Run":
-        args = self.args
-        self.rank, self.device = setup_workers(args, self.world_size)
-        check_memory(*rollout_bytes(args, *self.spaces), self.device)
-        if self.checkpoint is None:  # rank 0 names the run for everyone
-            name = (
-                f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        args, use_cuda = self.args, torch.cuda.is_available() and self.args.cuda
+        self.rank, self.device = 0, torch.device("cuda" if use_cuda else "cpu")
+        if self.world_size > 1:  # torchrun: join the process group, one GPU each
+            dist.init_process_group("nccl" if use_cuda else "gloo")
+            self.rank = dist.get_rank()
+            self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if use_cuda else self.device
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")  # one line, not an allocator's traceback
+        memory = torch.cuda.mem_get_info(self.device)[0] if use_cuda else memory
+        if self.rollout_bytes > memory:
+            need = (
+                f"need {self.rollout_bytes / 2**30:,.1f} GiB, more than the {memory / 2**30:,.1f} GiB of {self.device}"
             )
-            self.name = gather_objects(claim_run_dir(name) if self.rank == 0 else None)[0]
-        else:
-            self.name = self.checkpoint["run_name"]
+            raise UsageError(f"--num-envs {args.num_envs} x --num-steps {args.num_steps}: the rollout buffers {need}")
+        self.name = self.checkpoint and self.checkpoint["run_name"]
+        if not self.name:  # rank 0 names the run for everyone
+            env_name = args.env_id.replace(":", "_").replace("/", "_")
+            name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+            self.name = self.gather(claim_run_dir(name) if self.rank == 0 else None)[0]
         self.video_folder = f"videos/{self.name}" if args.capture_video else None
-        self.restore = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), torch.get_num_threads()
-        signal.signal(signal.SIGINT, self.request_stop)
-        signal.signal(signal.SIGTERM, self.request_stop)
         random.seed(args.seed + self.rank)  # each worker samples its own actions and minibatches
         np.random.seed(args.seed + self.rank)
         torch.manual_seed(args.seed + self.rank)
         torch.backends.cudnn.deterministic = args.torch_deterministic
-        if args.torch_threads > 0:
-            torch.set_num_threads(args.torch_threads)
+        self.restore = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), torch.get_num_threads()
+        torch.set_num_threads(args.torch_threads or self.restore[2])
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         return self
 
+    def gather(self, obj) -> list:
+        """obj of every worker, in rank order ([obj] in a single process)."""
+        objects = [obj] * self.world_size
+        if dist.is_initialized():
+            dist.all_gather_object(objects, obj)
+        return objects
+
     def request_stop(self, signum, frame):
-        if self.stop_signal is not None:
-            raise SystemExit(128 + signum)
+        if self.stop_signal is not None or self.evaluating:
+            raise SignalStop(signum)
         self.stop_signal = signum
         if self.rank == 0:
-            message = "stopping after this iteration with a checkpoint (again: stop now)"
-            print(f"\n{signal.Signals(signum).name}: {message}", file=sys.stderr, flush=True)
+            action = "stopping after this iteration with a checkpoint (again: stop now)"
+            print(f"\n{signal.Signals(signum).name}: {action}", file=sys.stderr, flush=True)
 
     def start(self, state: TrainState) -> None:
         """Every worker starts from rank 0's weights, or from the checkpoint's state; then rank 0 opens the writers (a
         checkpoint that does not fit is refused before anything is written)."""
-        self.state = state
-        for tensor in state.agent.parameters():
-            broadcast_(tensor)
-        if self.checkpoint is not None:
-            try:
-                state.load_state_dict({**self.checkpoint, "rng": self.checkpoint["rng"][self.rank]})
-            except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
-                raise UsageError(
-                    f"--resume {self.args.resume} does not fit the network of its own flags "
-                    f"({' '.join(str(e).split())[:160] or type(e).__name__}); pass a .pt file this script wrote"
-                ) from None
+        self.state, args = state, self.args
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        for tensor in state.agent.parameters() if dist.is_initialized() else []:
+            dist.broadcast(tensor.data, src=0)
+        if self.checkpoint:
+            load_state(state, {**self.checkpoint, "rng": self.checkpoint["rng"][self.rank]}, "--resume", args.resume)
         self.start_step, self.start_time = state.global_step, time.time()
         if self.rank == 0:
-            saved = self.checkpoint or {"wandb_id": None, "global_step": -1}
-            self.writer, self.wandb_run = init_logging(
-                self.args, self.name, saved["wandb_id"], saved["global_step"] + 1
-            )
-            table = "\n".join([f"|{key}|{value}|" for key, value in vars(self.args).items()])
-            self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+            saved = self.checkpoint or {"wandb_id": None, "global_step": -1}  # a resumed run drops what came after
+            self.writer, self.wandb_run = init_logging(args, self.name, saved["wandb_id"], saved["global_step"] + 1)
             workers = f" x {self.world_size} workers" if self.world_size > 1 else ""
-            print(
-                f"{self.name}: {self.num_iterations} iterations of {self.args.num_envs * self.args.num_steps} steps"
-                f"{workers} on {self.device}, logging to runs/{self.name}"
-            )
+            print(f"{self.name}: {self.num_iterations} iterations of {args.num_envs * args.num_steps} steps{workers}")
 
     def log(self, state: TrainState, logs: dict, episodes: list) -> bool:
         """After an iteration: every worker's episodes and rank 0's statistics to TensorBoard, the console line, a
         checkpoint every --checkpoint-every iterations and when a signal asks to stop; -> whether to stop."""
-        reports = gather_objects((episodes, self.stop_signal))
+        reports = self.gather((episodes, self.stop_signal))
         self.stopping = next((signum for _, signum in reports if signum), None)  # a signal to any worker stops all
         self.sps = int((state.global_step - self.start_step) / (time.time() - self.start_time))
         if self.rank == 0:
@@ -900,230 +897,160 @@ class Run:
             for tag, value in {**logs, "charts/SPS": self.sps}.items():
                 self.writer.add_scalar(tag, value, state.global_step)
             upload_videos(self.wandb_run, self.video_folder, self.videos)
-            print_status(state, self.num_iterations, self.args, self.world_size, self.sps, self.recent_returns)
+            print_status(state, self.num_iterations, self.args.total_timesteps, self.sps, self.recent_returns)
         if self.stopping or (self.args.checkpoint_every and state.iteration % self.args.checkpoint_every == 0):
             self.save(f"runs/{self.name}/checkpoints/iteration_{state.iteration:07d}.pt")
-            if self.rank == 0:
-                self.written.append(self.last_checkpoint)
-                rotate_checkpoints(f"runs/{self.name}/checkpoints", self.written, self.args.keep_checkpoints)
+            if self.rank == 0:  # keep the latest written (a resumed run's own are the latest); no stale tmp file
+                written = sorted(glob.glob(f"runs/{self.name}/checkpoints/*.pt"), key=os.path.getmtime)
+                for path in written[: -self.args.keep_checkpoints] + glob.glob(f"runs/{self.name}/checkpoints/*.tmp"):
+                    os.remove(path)
         return self.stopping is not None
 
     def save(self, path: str) -> None:
         """Every worker adds its RNG states and refuses a non-finite state (the weights are equal everywhere: all stop
-        together, and no file this script writes holds one); rank 0 writes."""
+        together, and no file this script writes holds one); rank 0 writes, atomically."""
         checkpoint = {"format": CHECKPOINT_FORMAT, "args": vars(self.args), "run_name": self.name}
-        checkpoint |= {"wandb_id": self.wandb_run.id if self.wandb_run else None, **self.state.state_dict()}
-        checkpoint["rng"] = gather_objects(checkpoint["rng"])
-        bad = first_non_finite(checkpoint)
-        if bad is not None:
+        checkpoint |= {"wandb_id": self.wandb_run and self.wandb_run.id, **self.state.state_dict()}
+        checkpoint["rng"] = self.gather(checkpoint["rng"])
+        if (bad := first_non_finite(checkpoint)) is not None:
             raise FloatingPointError(f"{bad} is not finite")
         if self.rank == 0:
-            try:
-                save_checkpoint(path, checkpoint)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:  # a crash mid-write leaves the file at `path` as it was, a failed write no temporary file
+                torch.save(checkpoint, f"{path}.tmp")
+                os.replace(f"{path}.tmp", path)
             except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
-                reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[0]
-                raise SystemExit(
-                    f"{os.path.basename(__file__)}: stopped: cannot write {path}: {reason}; stopped (last good "
-                    f"checkpoint: {self.last_checkpoint or 'none'})"
-                ) from None
+                if os.path.exists(f"{path}.tmp"):
+                    os.remove(f"{path}.tmp")
+                reason = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+                stopped = f"stopped (last good checkpoint: {self.last_checkpoint or 'none'})"
+                raise SystemExit(f"{os.path.basename(__file__)}: stopped: cannot write {path}: {reason}; {stopped}")
         self.last_checkpoint = path
 
     def finish(self, state: TrainState) -> None:
-        """After the loop: the command that continues a run stopped by a signal, or the --save-model checkpoint and
-        its evaluation (a signal stops the evaluation at once)."""
-        if self.stopping:
-            if self.rank == 0:
-                launcher = ["python"] if self.world_size == 1 else ["torchrun", "<the same launch flags>"]
-                command = shlex.join([*launcher, sys.argv[0], "--resume", self.last_checkpoint])
-                print(f"stopped at step {state.global_step}; continue with: {command}", file=sys.stderr)
-            return
-        if not self.args.save_model:
+        """After the loop: the command that continues a run a signal stopped, or the --save-model checkpoint and its
+        evaluation (a signal stops the evaluation at once)."""
+        if self.stopping and self.rank == 0:
+            launcher = "python" if self.world_size == 1 else "torchrun <the same launch flags>"
+            command = f"{launcher} {shlex.join([sys.argv[0], '--resume', self.last_checkpoint])}"
+            print(f"stopped at step {state.global_step}; continue with: {command}", file=sys.stderr)
+        if self.stopping or not self.args.save_model:
             return
         self.save(f"runs/{self.name}/{self.args.exp_name}.pt")
-        if self.rank != 0:
-            return
-        print(f"model saved to {self.last_checkpoint}")
-        signal.signal(signal.SIGINT, stop_at_once)  # no iteration left to finish: a signal stops the evaluation
-        signal.signal(signal.SIGTERM, stop_at_once)
-        try:
-            if self.stop_signal:
-                raise SignalStop(self.stop_signal)
-            video_folder = self.video_folder and f"{self.video_folder}/eval"
-            returns = evaluate(
-                self.last_checkpoint, self.args.eval_episodes, self.args.seed + 10_000, self.device, video_folder
+        if self.rank == 0:
+            print(f"model saved to {self.last_checkpoint}")
+            self.evaluating, video_folder = True, self.video_folder and f"{self.video_folder}/eval"
+            try:  # no iteration is left to finish: a signal stops the evaluation at once
+                if self.stop_signal:
+                    raise SignalStop(self.stop_signal)
+                seed, episodes = self.args.seed + 10_000, self.args.eval_episodes
+                returns = evaluate(self.last_checkpoint, episodes, seed, self.device, video_folder)
+            except SignalStop as stop:
+                name, self.stopping = signal.Signals(stop.args[0]).name, stop.args[0]
+                print(f"{name}: evaluation stopped; the model is saved in {self.last_checkpoint}", file=sys.stderr)
+                return
+            for episode, episode_return in enumerate(returns):
+                self.writer.add_scalar("eval/episodic_return", episode_return, episode)
+            self.writer.add_scalar("eval/mean_return", np.mean(returns), state.global_step)
+            self.writer.add_scalar("eval/std_return", np.std(returns), state.global_step)
+            self.evaluation = float(np.mean(returns))
+            print(
+                f"evaluation of {self.last_checkpoint}: {np.mean(returns):.2f} +- {np.std(returns):.2f} over {episodes} episodes"
             )
-            self.evaluation = report_evaluation(self.writer, self.last_checkpoint, returns, state.global_step)
-        except SignalStop as stop:
-            name = signal.Signals(stop.signum).name
-            print(f"{name}: evaluation stopped; the model is saved in {self.last_checkpoint}", file=sys.stderr)
-            self.stopping = stop.signum
 
     def __exit__(self, kind, error, traceback) -> None:
-        """summary.json for every ending; the writers closed, the workers' group left, the signal handlers and thread
-        count put back; then a non-finite number becomes one line (exit 1) and a signal exit 128 + signum."""
-        try:
-            if kind is FloatingPointError:
-                ended = "non-finite"
-            elif kind is None or kind is SystemExit and self.stopping:
-                ended = f"signal {signal.Signals(self.stopping).name}" if self.stopping else "finished"
-            else:
-                ended = f"error: {' '.join(str(error).split())[:200] or kind.__name__}"
-            if self.rank == 0 and self.name is not None and kind is not UsageError:
-                write_summary(self, ended)
-            if self.writer is not None:
-                self.writer.close()
-            if self.wandb_run is not None:
-                self.wandb_run.finish()
-            gone = dist.is_initialized() and (isinstance(error, dist.DistError) or "gloo" in str(error))
-            if dist.is_initialized() and kind is None:  # leave together: no one tears the group down while in use
-                dist.barrier()
-                dist.destroy_process_group()
-        finally:
-            signal.signal(signal.SIGINT, self.restore[0])
-            signal.signal(signal.SIGTERM, self.restore[1])
-            torch.set_num_threads(self.restore[2])
+        """summary.json, however the run ended; the writers closed, the workers' group left, the signal handlers and
+        thread count put back; then a non-finite number is one line (exit 1), a stop by a signal exit 128 + signum."""
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, self.restore[0])
+        signal.signal(signal.SIGTERM, self.restore[1])
+        torch.set_num_threads(self.restore[2])
+        self.stopping = error.args[0] if kind is SignalStop else self.stopping
+        cause = kind and (" ".join(str(error).split())[:200] or kind.__name__)
+        ended = {None: "finished", FloatingPointError: "non-finite"}.get(kind, f"error: {cause}")
+        if self.stopping and kind in (None, SignalStop):
+            ended = f"signal {signal.Signals(self.stopping).name}"
+        if self.rank == 0 and kind is not UsageError:
+            self.write_summary(ended)
+        if self.writer is not None:
+            self.writer.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+        if dist.is_initialized() and kind is None:  # leave together: no one tears the group down while in use
+            dist.barrier()
+            dist.destroy_process_group()
+        script, last_good = os.path.basename(__file__), f"last good checkpoint: {self.last_checkpoint or 'none'}"
         if kind is FloatingPointError:
-            raise SystemExit(
-                f"{os.path.basename(__file__)}: stopped: iteration {self.state.iteration}: {error}; stopped without "
-                f"saving (last good checkpoint: {self.last_checkpoint or 'none'})"
-                if self.rank == 0
-                else 1
-            ) from None
-        if gone:  # a collective failed: another worker died (its error is above), torchrun stops the rest
-            reason = (str(error).strip().splitlines() or [kind.__name__])[0].split("] ")[-1].split(". ")[0][:100]
-            raise SystemExit(
-                f"{os.path.basename(__file__)}: worker {self.rank} stopped: another worker is gone ({reason})"
+            message = (
+                f"{script}: stopped: iteration {self.state.iteration}: {error}; stopped without saving ({last_good})"
             )
-        if kind is None and self.stopping:
+            raise SystemExit(message if self.rank == 0 else 1) from None
+        if dist.is_initialized() and (issubclass(kind, dist.DistError) or "gloo" in cause):  # another worker died
+            raise SystemExit(f"{script}: worker {self.rank} stopped: another worker is gone ({cause[:100]})") from None
+        if self.stopping and kind is None:
             raise SystemExit(128 + self.stopping)
 
-
-def write_summary(run: Run, ended: str) -> None:
-    """runs/<run>/summary.json, written atomically: how the run ended ("finished", "signal SIGINT" / "signal SIGTERM",
-    "non-finite", "error: ...") and what this process did (a resumed run counts from its resumption), so CI and
-    sweeps need not parse TensorBoard files."""
-    summary = {
-        "run": run.name,
-        "script": os.path.basename(__file__),
-        "env_id": run.args.env_id,
-        "seed": run.args.seed,
-        "ended": ended,
-        "global_step": run.state.global_step if run.state else 0,
-        "total_timesteps": run.args.total_timesteps,
-        "episodes": run.episodes,
-        "wall_seconds": round(time.time() - run.created, 3),
-        "sps": run.sps,
-        "mean_return_last_100": float(np.mean(run.recent_returns)) if run.recent_returns else None,
-        "last_checkpoint": run.last_checkpoint,
-        "eval_mean_return": run.evaluation,
-    }
-    path = f"runs/{run.name}/summary.json"
-    try:
-        with open(f"{path}.tmp", "w") as f:
-            json.dump(summary, f, indent=2)
-        os.replace(f"{path}.tmp", path)
-    except OSError as e:  # the run's own error (a full disk, say) is the one to report
-        print(f"warning: cannot write {path}: {e.strerror or e}", file=sys.stderr)
+    def write_summary(self, ended: str) -> None:
+        """runs/<run>/summary.json, written atomically: how the run ended ("finished", "signal SIGINT", "non-finite",
+        "error: ...") and what this process did (a resumed run counts from its resumption)."""
+        args, mean_return = self.args, float(np.mean(self.recent_returns)) if self.recent_returns else None
+        summary = {"run": self.name, "script": os.path.basename(__file__), "env_id": args.env_id, "seed": args.seed}
+        summary |= {"ended": ended, "global_step": self.state.global_step if self.state else 0, "sps": self.sps}
+        summary |= {
+            "total_timesteps": args.total_timesteps,
+            "episodes": self.episodes,
+            "eval_mean_return": self.evaluation,
+        }
+        summary |= {"wall_seconds": round(time.time() - self.created, 3), "mean_return_last_100": mean_return}
+        summary["last_checkpoint"], path = self.last_checkpoint, f"runs/{self.name}/summary.json"
+        try:
+            with open(f"{path}.tmp", "w") as f:
+                json.dump(summary, f, indent=2)
+            os.replace(f"{path}.tmp", path)
+        except OSError as e:  # the run's own error (a full disk, say) is the one to report
+            print(f"warning: cannot write {path}: {e.strerror or e}", file=sys.stderr)
 
 
-def print_status(state, num_iterations: int, args, world_size: int, sps: int, recent_returns) -> None:
-    """The console line: a live line on a terminal, plain periodic lines (about 20 per run) in logs."""
-    mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "n/a"
-    minutes, seconds = divmod(int((args.total_timesteps - state.global_step) / max(sps, 1)), 60)
-    eta = f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
-    total, iteration = num_iterations * args.num_envs * args.num_steps * world_size, state.iteration
-    status = (
-        f"step {state.global_step}/{total} ({100 * iteration / num_iterations:.0f}%) | "
-        f"SPS {sps} | return {mean_return} (last {len(recent_returns)} episodes) | ETA {eta}"
-    )
-    if sys.stdout.isatty():
-        print("\r" + status + "\033[K", end="\n" if iteration == num_iterations else "", flush=True)
-    elif iteration % max(1, num_iterations // 20) == 0 or iteration == num_iterations:
-        print(status, flush=True)
-
-
-def check_numbers(args, positive_ints: list[str], positive: list[str], non_negative: list[str]) -> None:
-    """One line naming the flag for a count that is not positive, or a number out of its range or not finite."""
-    for names, ok, must in [
-        (positive_ints, lambda v: v > 0, "a positive integer"),
-        (positive, lambda v: v > 0 and math.isfinite(v), "a positive number"),
-        (non_negative, lambda v: v >= 0 and math.isfinite(v), "zero or positive"),
+def check_args(args, world_size: int, counts: list[str], positive: list[str], non_negative: list[str]) -> None:
+    """The checks all scripts share: counts positive, numbers in their ranges and finite; the batch splits into
+    --num-minibatches (of whole env sequences with --recurrent; two samples or more with --norm-adv), and
+    --total-timesteps holds one."""
+    for names, must in [
+        (counts, "a positive integer"),
+        (positive, "a positive number"),
+        (non_negative, "zero or positive"),
     ]:
-        for name in names:
-            value = getattr(args, name)
-            if value is not None and not ok(value):
-                problem = (
-                    f"finite, got {value}" if value > 0 and must != "a positive integer" else f"{must}, got {value}"
-                )
-                raise UsageError(f"--{name.replace('_', '-')} must be {problem}")
-
-
-def check_batch(args, world_size: int) -> None:
-    """The batch splits into --num-minibatches (of whole env sequences with --recurrent), each of at least two samples
-    with --norm-adv, and --total-timesteps holds at least one batch."""
-    batch_size = args.num_envs * args.num_steps
-    if batch_size % args.num_minibatches != 0:
-        divisors = [d for d in range(1, min(batch_size, 64) + 1) if batch_size % d == 0]
+        for name, value in [(name, getattr(args, name)) for name in names if getattr(args, name) is not None]:
+            in_range = value >= 0 if names is non_negative else value > 0
+            if not (in_range and np.isfinite(value)):
+                raise UsageError(f"--{name.replace('_', '-')} must be {'finite' if in_range else must}, got {value}")
+    batch, minibatches, envs = args.num_envs * args.num_steps, args.num_minibatches, args.num_envs
+    if batch % minibatches:
+        problem = f"--num-minibatches {minibatches} does not divide the batch of {batch} (--num-envs x --num-steps)"
+        raise UsageError(f"{problem}; use one of {[d for d in range(1, min(batch, 64) + 1) if batch % d == 0]}")
+    if getattr(args, "recurrent", False) and envs % minibatches:
+        problem = f"--recurrent: --num-minibatches {minibatches} does not divide --num-envs {envs} (a minibatch is"
         raise UsageError(
-            f"--num-minibatches {args.num_minibatches} does not divide the batch of {batch_size} "
-            f"(--num-envs {args.num_envs} x --num-steps {args.num_steps}); use one of {divisors}"
+            f"{problem} whole env sequences); use one of {[d for d in range(1, envs + 1) if envs % d == 0]}"
         )
-    if getattr(args, "recurrent", False) and args.num_envs % args.num_minibatches != 0:
-        divisors = [d for d in range(1, args.num_envs + 1) if args.num_envs % d == 0]
-        raise UsageError(
-            f"--recurrent: --num-minibatches {args.num_minibatches} does not divide --num-envs {args.num_envs} "
-            f"(a minibatch is whole env sequences); use one of {divisors}"
-        )
-    if args.norm_adv and batch_size // args.num_minibatches < 2:
-        raise UsageError(
-            f"--norm-adv: a minibatch of one sample has no standard deviation (--num-envs {args.num_envs} x "
-            f"--num-steps {args.num_steps} / --num-minibatches {args.num_minibatches}); use fewer minibatches or "
-            f"--no-norm-adv"
-        )
-    if args.total_timesteps < batch_size * world_size:
-        workers = f" x {world_size} workers" if world_size > 1 else ""
-        raise UsageError(
-            f"--total-timesteps {args.total_timesteps} is smaller than one batch of {batch_size * world_size} "
-            f"(--num-envs x --num-steps{workers}); use at least {batch_size * world_size}"
-        )
+    if args.norm_adv and batch // minibatches < 2:
+        raise UsageError("--norm-adv: a minibatch of one sample has no standard deviation; use fewer minibatches")
+    if args.total_timesteps < batch * world_size:
+        problem = f"--total-timesteps {args.total_timesteps} is smaller than one batch of {batch * world_size}"
+        raise UsageError(f"{problem} (--num-envs x --num-steps x workers); use at least {batch * world_size}")
     if not 0 <= args.seed <= 2**32 - world_size:  # numpy seeds each worker with seed + rank
         raise UsageError(f"--seed must be in [0, {2**32 - world_size}] (numpy's seed range), got {args.seed}")
-    if not 0 < args.gamma <= 1 or not 0 <= args.gae_lambda <= 1:
-        flag, value, limits = (
-            ("--gamma", args.gamma, "(0, 1]")
-            if not 0 < args.gamma <= 1
-            else ("--gae-lambda", args.gae_lambda, "[0, 1]")
-        )
-        raise UsageError(f"{flag} must be in {limits}, got {value}")
-    if args.eval_checkpoint is not None and world_size > 1:
-        raise UsageError("--eval-checkpoint evaluates in one process; run it with python, not torchrun")
-    if args.dist_backend == "nccl" and not (args.cuda and torch.cuda.is_available()):
-        raise UsageError("--dist-backend nccl needs CUDA, which this machine or --no-cuda rules out; use gloo")
-
-
-def check_memory(num_bytes: int, flags: str, device: torch.device) -> None:
-    """Refuse rollout buffers larger than the memory free on `device` (CUDA's free memory, or the host's
-    MemAvailable on Linux), before any is allocated: a clear error instead of an allocator traceback or an OOM kill."""
-    if device.type == "cuda":
-        free = torch.cuda.mem_get_info(device)[0]
-    elif os.path.exists("/proc/meminfo"):  # Linux; elsewhere no check
-        with open("/proc/meminfo") as f:
-            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    else:
-        return
-    if num_bytes > free:
-        raise UsageError(
-            f"{flags}: the rollout buffers need {num_bytes / 2**30:,.1f} GiB, more than the "
-            f"{free / 2**30:,.1f} GiB free on {device}; use smaller values"
-        )
+    if not 0 < args.gamma <= 1:
+        raise UsageError(f"--gamma must be in (0, 1], got {args.gamma}")
+    if not 0 <= args.gae_lambda <= 1:
+        raise UsageError(f"--gae-lambda must be in [0, 1], got {args.gae_lambda}")
 
 
 def claim_run_dir(run_name: str) -> str:
-    """Create runs/<run_name> and -> its name; a name another run holds already (two runs started in the
-    same second) gets a suffix _2, _3, ..., so a run never writes into another run's directory."""
+    """Create runs/<run_name>, or runs/<run_name>_2, _3, ... when another run holds it (two started in the same
+    second); -> the name it got."""
     os.makedirs("runs", exist_ok=True)
-    for k in range(1, 10_000):
-        name = run_name if k == 1 else f"{run_name}_{k}"
+    for name in [run_name, *(f"{run_name}_{k}" for k in range(2, 10_000))]:
         try:
             os.mkdir(f"runs/{name}")
             return name
@@ -1132,73 +1059,19 @@ def claim_run_dir(run_name: str) -> str:
     raise UsageError(f"runs/{run_name}: 10000 runs of this name exist already; use another --exp-name")
 
 
-@contextmanager
-def sigint_blocked():
-    """SIGINT blocked while sub-env processes start: they inherit the mask, so a Ctrl-C reaches only the run."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-
-def setup_workers(args, world_size: int) -> tuple[int, torch.device]:
-    """-> (rank, device); under torchrun (world_size > 1) join the process group first."""
-    use_cuda = torch.cuda.is_available() and args.cuda
-    if world_size == 1:
-        return 0, torch.device("cuda" if use_cuda else "cpu")
-    device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    dist.init_process_group(args.dist_backend or ("nccl" if use_cuda else "gloo"))
-    return dist.get_rank(), device
-
-
-def broadcast_(tensor: torch.Tensor) -> None:
-    """Overwrite the tensor with rank 0's (the initial weights, so all workers start equal)."""
-    if dist.is_initialized():
-        dist.broadcast(tensor.data, src=0)
-
-
-def gather_objects(obj) -> list:
-    """obj of every worker, in rank order, on every worker ([obj] in a single process)."""
-    if not dist.is_initialized():
-        return [obj]
-    objects = [None] * dist.get_world_size()
-    dist.all_gather_object(objects, obj)
-    return objects
-
-
-# ---- Checkpoints: everything needed to continue a run, written atomically, loaded without code ----
-
-
 def first_non_finite(state, where: str = "") -> Optional[str]:
     """Where the first NaN or infinite float is in a nested checkpoint (dicts, lists, tensors, numbers), or None."""
     if isinstance(state, torch.Tensor):
         return where if state.is_floating_point() and not torch.isfinite(state).all() else None
     if isinstance(state, float):
-        return where if not math.isfinite(state) else None
+        return where if not np.isfinite(state) else None
     items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else []
-    return next(
-        (found for key, value in items if (found := first_non_finite(value, f"{where}/{key}".lstrip("/")))), None
-    )
-
-
-def save_checkpoint(path: str, checkpoint: dict) -> None:
-    """Write to a temporary file, then rename: a crash mid-write leaves the file at `path` as it was, and a
-    failed write (a full disk) leaves no temporary file behind."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    try:
-        torch.save(checkpoint, f"{path}.tmp")
-        os.replace(f"{path}.tmp", path)
-    finally:
-        if os.path.exists(f"{path}.tmp"):
-            os.remove(f"{path}.tmp")
+    return next(filter(None, (first_non_finite(value, f"{where}/{key}".lstrip("/")) for key, value in items)), None)
 
 
 def load_checkpoint(path: str, flag: str) -> dict:
-    """A checkpoint written by this script, loaded with weights_only=True (a pickle cannot run code), or a UsageError
-    naming `flag`."""
+    """A checkpoint this script wrote, loaded with weights_only=True (a pickle cannot run code), or one line naming
+    `flag` and what is wrong."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error below says it all
@@ -1206,226 +1079,155 @@ def load_checkpoint(path: str, flag: str) -> dict:
     except FileNotFoundError:
         raise UsageError(f"{flag} {path}: no such file") from None
     except Exception as e:  # code in the pickle, a truncated file, not a torch file at all
-        reason = "it pickles objects other than tensors and plain data, which could run code"
-        if not isinstance(e, pickle.UnpicklingError):
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
-        raise UsageError(
-            f"{flag} {path} is not a readable checkpoint ({reason}); pass a .pt file this script wrote"
-        ) from None
+        reason = "it pickles objects other than tensors" if isinstance(e, pickle.UnpicklingError) else str(e)
+        raise UsageError(f"{flag} {path} is not a readable checkpoint ({' '.join(reason.split())[:120]})") from None
     found = checkpoint.get("format", "no format field") if isinstance(checkpoint, dict) else type(checkpoint).__name__
-    if found != CHECKPOINT_FORMAT:
-        raise UsageError(
-            f"{flag} {path} is not a checkpoint of {os.path.basename(__file__)} ({found}); use the script that wrote it"
+    missing = sorted(CHECKPOINT_KEYS - checkpoint.keys()) if found == CHECKPOINT_FORMAT else []
+    if found != CHECKPOINT_FORMAT or missing or not checkpoint["args"].keys() <= vars(Args()).keys():
+        problem = (
+            f"missing: {', '.join(missing)}" if missing else found if found != CHECKPOINT_FORMAT else "other flags"
         )
-    missing = sorted(CHECKPOINT_KEYS - checkpoint.keys())
-    flags = checkpoint.get("args")
-    if not missing and not (isinstance(flags, dict) and flags.keys() <= Args.__dataclass_fields__.keys()):
-        missing = ["args (flags this script does not have)"]
-    if missing:
-        raise UsageError(
-            f"{flag} {path} is a damaged checkpoint (missing or wrong: {', '.join(missing)}); pass a .pt file this "
-            f"script wrote"
-        )
+        raise UsageError(f"{flag} {path} is not a whole checkpoint of {os.path.basename(__file__)} ({problem})")
     return checkpoint
 
 
-def rotate_checkpoints(folder: str, written: list[str], keep: int) -> None:
-    """Keep the `keep` latest checkpoints in `folder`. This process's own writes (`written`, oldest first) are the
-    latest; files of earlier processes (a run resumed from an older checkpoint) go first, oldest written first.
-    Stale temporary files (a write killed mid-way) go too."""
-    names = os.listdir(folder)
-    others = sorted((os.path.join(folder, name) for name in names if name.endswith(".pt")), key=os.path.getmtime)
-    for path in ([path for path in others if path not in written] + written)[:-keep]:
-        os.remove(path)
-    written[:] = written[-keep:]
-    for name in names:
-        if name.endswith(".pt.tmp"):
-            os.remove(os.path.join(folder, name))
-
-
-def check_resume_args(args, checkpoint: dict, world_size: int) -> None:
-    """A resumed run repeats the flags it was started with, with as many workers; only RUN_CONTROL flags may change."""
-    if len(checkpoint["rng"]) != world_size:  # one set of RNG states per worker
-        launch = "python" if len(checkpoint["rng"]) == 1 else f"torchrun with {len(checkpoint['rng'])} workers in all"
-        raise UsageError(
-            f"--resume: the checkpoint was written by {len(checkpoint['rng'])} worker(s), this run has "
-            f"{world_size}; launch it with {launch}"
-        )
-    saved = {**vars(type(args)()), **checkpoint["args"]}  # a flag added since the checkpoint was written: its default
-    for name, value in vars(args).items():
-        if name not in RUN_CONTROL and saved.get(name) != value:
-            flag = "--" + name.replace("_", "-")
-            raise UsageError(
-                f"--resume: the checkpoint was trained with {flag} {saved.get(name)}, this command has {flag} {value}; "
-                f"drop {flag} (--resume alone continues with the run's flags; only --total-timesteps and the "
-                "checkpoint, evaluation and logging flags may change)"
-            )
+def load_state(target, state: dict, flag: str, path: str) -> None:
+    """target.load_state_dict(state) (a network, or the whole training state), or one line naming the checkpoint."""
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        reason = " ".join(str(e).split())[:160] or type(e).__name__
+        raise UsageError(f"{flag} {path} does not fit the network of its own flags ({reason})") from None
 
 
 def resume_defaults(argv: list[str]):
-    """With --resume PATH, the flags saved in that checkpoint become the defaults, so `--resume PATH` alone
-    continues the run as it was started; a flag given on the command line still overrides (and check_resume_args
-    refuses a changed algorithm flag). None without --resume."""
+    """With --resume PATH, the flags saved in that checkpoint become the defaults, so `--resume PATH` alone continues
+    the run as it was started; a flag given that changes the algorithm is refused (only run-control flags may)."""
     path = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--resume=")), None)
     if path is None and "--resume" in argv[:-1]:
         path = argv[argv.index("--resume") + 1]
     if path is None:
         return None
-    saved = load_checkpoint(path, "--resume")["args"]
-    return Args(**{**vars(Args()), **saved, "resume": None, "eval_checkpoint": None})
-
-
-# ---- Logging and evaluation ----
+    saved = {**vars(Args()), **load_checkpoint(path, "--resume")["args"]}  # a flag added since then: its default
+    args = tyro.cli(Args, args=argv, default=Args(**{**saved, "resume": None, "eval_checkpoint": None}))
+    for name in [name for name, value in vars(args).items() if name not in RUN_CONTROL and saved[name] != value]:
+        flag, given = "--" + name.replace("_", "-"), getattr(args, name)
+        problem = f"--resume: the checkpoint was trained with {flag} {saved[name]}, this command has {flag} {given}"
+        raise UsageError(f"{problem}; drop {flag} (--resume alone continues with the run's flags)")
+    return args
 
 
 def check_tracking(args) -> None:
     """--track needs a W&B login, unless W&B logs offline: one line before anything runs, not a traceback later."""
-    if not args.track or os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
-        return
-    import wandb
+    if args.track and os.environ.get("WANDB_MODE") not in ("offline", "disabled", "dryrun"):
+        import wandb
 
-    if not wandb.login(prompt=False):
-        raise UsageError(
-            "--track: not logged in to Weights & Biases; run `wandb login` (or set WANDB_API_KEY), "
-            "or log locally with WANDB_MODE=offline"
-        )
+        if not wandb.login(prompt=False):
+            how = "run `wandb login` (or set WANDB_API_KEY), or log locally with WANDB_MODE=offline"
+            raise UsageError(f"--track: not logged in to Weights & Biases; {how}")
 
 
-def init_logging(args, run_name: str, wandb_id: Optional[str], purge_step: Optional[int] = None):
-    """-> TensorBoard writer of runs/<run_name> (on resume, what the interrupted process logged after its checkpoint
-    is dropped), and the W&B run (resumed when `wandb_id` is given) or None."""
+def init_logging(args, run_name: str, wandb_id: Optional[str], purge_step: int):
+    """-> the TensorBoard writer of runs/<run_name> (what was logged from `purge_step` on dropped), and the W&B run
+    (resumed when `wandb_id` is given) or None; the flags go to both."""
     wandb_run = None
     if args.track:
         import wandb
 
-        wandb_run = wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_name,
-            save_code=True,
-            id=wandb_id,
-            resume="allow",
-        )
-    return SummaryWriter(f"runs/{run_name}", purge_step=purge_step), wandb_run
+        project = {"project": args.wandb_project_name, "entity": args.wandb_entity, "name": run_name, "id": wandb_id}
+        wandb_run = wandb.init(**project, config=vars(args), sync_tensorboard=True, save_code=True, resume="allow")
+    writer = SummaryWriter(f"runs/{run_name}", purge_step=purge_step)
+    table = "\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+    return writer, wandb_run
 
 
 def upload_videos(wandb_run, folder: Optional[str], uploaded: set) -> None:
     """--track --capture-video: log the mp4 files of `folder` (and below) not yet in `uploaded` to the W&B run."""
-    if wandb_run is None or folder is None:
-        return
-    import wandb
+    if wandb_run is not None and folder is not None:
+        import wandb
 
-    for path in sorted(set(glob.glob(os.path.join(folder, "**", "*.mp4"), recursive=True)) - uploaded):
-        uploaded.add(path)
-        tag = "videos/eval" if os.sep + "eval" + os.sep in path else "videos/train"
-        wandb_run.log({tag: wandb.Video(path, format="mp4")}, commit=False)
+        for path in sorted(set(glob.glob(f"{folder}/**/*.mp4", recursive=True)) - uploaded):
+            uploaded.add(path)
+            wandb_run.log({"videos/eval" if "/eval/" in path else "videos/train": wandb.Video(path)}, commit=False)
 
 
-def report_evaluation(writer, checkpoint_path: str, returns: list[float], global_step: int) -> float:
-    """Log and print an evaluation; -> its mean return."""
-    for episode, episode_return in enumerate(returns):
-        writer.add_scalar("eval/episodic_return", episode_return, episode)
-    writer.add_scalar("eval/mean_return", np.mean(returns), global_step)
-    writer.add_scalar("eval/std_return", np.std(returns), global_step)
-    print(
-        f"evaluation of {checkpoint_path}: {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} episodes"
+def print_status(state, num_iterations: int, total_timesteps: int, sps: int, recent_returns) -> None:
+    """The console line: a live line on a terminal, plain periodic lines (about 20 per run) in logs."""
+    minutes, seconds = divmod(int((total_timesteps - state.global_step) / max(sps, 1)), 60)
+    eta = f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
+    returns = f"return {np.mean(recent_returns):.1f}" if recent_returns else "return n/a"
+    steps, last = (
+        f"{state.global_step}/{state.global_step // state.iteration * num_iterations}",
+        state.iteration == num_iterations,
     )
-    return float(np.mean(returns))
+    status = f"step {steps} ({state.iteration / num_iterations:.0%}) | SPS {sps} | {returns} (last {len(recent_returns)} episodes) | ETA {eta}"
+    if sys.stdout.isatty():
+        print(f"\r{status}\033[K", end="\n" if last else "", flush=True)
+    elif state.iteration % max(1, num_iterations // 20) == 0 or last:
+        print(status, flush=True)
 
 
 def evaluate_checkpoint(args) -> None:
-    """--eval-checkpoint: evaluate a saved policy and log to its run directory; a signal stops it at once."""
-    validate_args(args, int(os.environ.get("WORLD_SIZE", "1")))
-    restore = signal.signal(signal.SIGINT, stop_at_once), signal.signal(signal.SIGTERM, stop_at_once)
-    try:
-        check_tracking(args)
-        checkpoint = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
-        saved = Args(**checkpoint["args"])
-        check_env(saved)
-        video_folder = f"videos/{checkpoint['run_name']}/eval" if args.capture_video else None
-        print(f"evaluating {args.eval_checkpoint} over {args.eval_episodes} episodes", flush=True)
-        returns = evaluate(args.eval_checkpoint, args.eval_episodes, saved.seed + 10_000, video_folder=video_folder)
-        writer, wandb_run = init_logging(args, checkpoint["run_name"], checkpoint["wandb_id"])
-        report_evaluation(writer, args.eval_checkpoint, returns, checkpoint["global_step"])
-        upload_videos(wandb_run, video_folder, set())
-        writer.close()
-        if wandb_run:
-            wandb_run.finish()
-    finally:
-        signal.signal(signal.SIGINT, restore[0])
-        signal.signal(signal.SIGTERM, restore[1])
+    """--eval-checkpoint: evaluate a saved policy and print the result (a signal stops it at once)."""
+    validate_args(args, 1)
+    checkpoint = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
+    check_env(Args(**checkpoint["args"]))
+    video_folder = f"videos/{checkpoint['run_name']}/eval" if args.capture_video else None
+    print(f"evaluating {args.eval_checkpoint} over {args.eval_episodes} episodes", flush=True)
+    returns = evaluate(
+        args.eval_checkpoint, args.eval_episodes, checkpoint["args"]["seed"] + 10_000, video_folder=video_folder
+    )
+    print(
+        f"evaluation of {args.eval_checkpoint}: {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} episodes"
+    )
 
 
 # ---- This script's checks, checkpoint format and evaluation ----
 
+CHECKPOINT_FORMAT = "ppo37 ppo_discrete.py checkpoint v2"
+CHECKPOINT_KEYS = {"format", "args", "run_name", "iteration", "global_step", "kl_coef", "model", "optimizer", "rng"}
+
 
 def validate_args(args: Args, world_size: int) -> None:
     """Reject settings that cannot work, naming the flag and what would."""
-    positive_ints = ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "lstm_hidden_size"]
+    counts = ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "lstm_hidden_size"]
     positive = ["learning_rate", "adam_eps", "clip_coef", "max_grad_norm", "kl_target", "target_kl"]
     non_negative = ["ent_coef", "vf_coef", "kl_coef", "checkpoint_every", "torch_threads"]
-    check_numbers(args, [*positive_ints, "keep_checkpoints", "eval_episodes"], positive, non_negative)
-    check_batch(args, world_size)
+    check_args(args, world_size, [*counts, "keep_checkpoints", "eval_episodes"], positive, non_negative)
     if args.compile and args.recurrent:
         raise UsageError(
-            "--compile does not take --recurrent (the LSTM's step loop would unroll into one huge graph); drop --compile"
+            "--compile does not take --recurrent (the LSTM's loop unrolls into a huge graph); drop --compile"
         )
 
 
-def check_env(args: Args) -> tuple[gym.Space, gym.Space]:
-    """Make one env of --env-id and check that this script can train on it; -> its observation and action spaces."""
+def check_env(args: Args) -> int:
+    """Make one env of --env-id and check that this script can train on it; -> the bytes of the rollout buffers: per
+    step and env a float32 observation, int64 actions, a bool mask and 9 float32 (logprob, value, reward, ...)."""
     try:
         env = make_gym_env(args.env_id)
     except (gym.error.Error, ImportError) as e:
+        how = 'list ids with `python -c "import gymnasium; gymnasium.pprint_registry()"`, or pass module:EnvId'
         raise UsageError(
-            f"--env-id {args.env_id}: {(str(e).strip().splitlines() or [type(e).__name__])[0]} (list ids with "
-            f'`python -c "import gymnasium; gymnasium.pprint_registry()"`, or pass module:EnvId)'
+            f"--env-id {args.env_id}: {(str(e).strip().splitlines() or [type(e).__name__])[0]} ({how})"
         ) from None
-    try:
-        if not isinstance(env.action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
-            fits = "ppo_continuous.py" if isinstance(env.action_space, gym.spaces.Box) else "none of our scripts"
-            raise UsageError(
-                f"--env-id {args.env_id} has a {type(env.action_space).__name__} action space; ppo_discrete.py "
-                f"handles Discrete and MultiDiscrete, use {fits}"
-            )
-        check_observation_space(args.env_id, env.observation_space)
-        if args.action_masking and "action_mask" not in env.reset(seed=0)[1]:
-            raise UsageError(
-                f"--action-masking: {args.env_id} puts no 'action_mask' in its info; drop the flag or have the env "
-                f"return a bool mask in info['action_mask'] on reset and step"
-            )
-        return env.observation_space, env.action_space
-    finally:
-        env.close()
-
-
-def check_observation_space(env_id: str, space: gym.Space) -> None:
-    """Observations must flatten to a vector (Box, Discrete, MultiDiscrete, MultiBinary, Dict / Tuple of those);
-    images belong to ppo_atari.py."""
+    space, actions, has_mask = env.observation_space, env.action_space, "action_mask" in env.reset(seed=0)[1]
+    env.close()
+    if not isinstance(actions, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
+        fits = "ppo_continuous.py" if isinstance(actions, gym.spaces.Box) else "none of our scripts"
+        problem = f"--env-id {args.env_id} has a {type(actions).__name__} action space; ppo_discrete.py handles"
+        raise UsageError(f"{problem} Discrete and MultiDiscrete, use {fits}")
     if isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) >= 2:
-        raise UsageError(
-            f"--env-id {env_id} has image observations {space.shape}; this script trains on vectors: "
-            f"use ppo_atari.py for Atari pixels (or a RAM variant such as ALE/Pong-ram-v5)"
-        )
+        problem = f"--env-id {args.env_id} has image observations {space.shape}; this script trains on vectors"
+        raise UsageError(f"{problem}: use ppo_atari.py for Atari pixels (or a RAM variant such as ALE/Pong-ram-v5)")
     if not isinstance(gym.spaces.flatten_space(space), gym.spaces.Box):
-        raise UsageError(
-            f"--env-id {env_id} has a {type(space).__name__} observation space, which does not flatten to a vector; "
-            f"wrap the env to return a Box, Discrete, MultiDiscrete, MultiBinary, or a Dict or Tuple of those"
-        )
-
-
-def rollout_bytes(args: Args, observation_space: gym.Space, action_space: gym.Space) -> tuple[int, str]:
-    """-> memory of the rollout buffers and the flags that set it: per (step, env) a float32 observation, int64
-    actions, a bool mask and 9 float32 (logprob, value, reward, GAE, ...)."""
-    nvec = action_layout(action_space)[0]
-    step_bytes = 4 * gym.spaces.flatdim(observation_space) + 8 * len(nvec) + sum(nvec) + 36
-    return args.num_envs * args.num_steps * step_bytes, f"--num-envs {args.num_envs} x --num-steps {args.num_steps}"
-
-
-CHECKPOINT_FORMAT = "ppo37 ppo_discrete.py checkpoint v2"
-CHECKPOINT_KEYS = {"format", "args", "run_name", "iteration", "global_step", "kl_coef", "model", "optimizer", "rng"}
+        problem = f"--env-id {args.env_id} has a {type(space).__name__} observation space, which does not flatten"
+        raise UsageError(f"{problem} to a vector; wrap the env to return a Box, Discrete, MultiBinary, Dict or Tuple")
+    if args.action_masking and not has_mask:
+        problem = f"--action-masking: {args.env_id} puts no 'action_mask' in its info"
+        raise UsageError(f"{problem}; drop the flag or have the env return a bool mask in info['action_mask']")
+    nvec = action_layout(actions)[0]
+    return args.num_envs * args.num_steps * (4 * gym.spaces.flatdim(space) + 8 * len(nvec) + sum(nvec) + 36)
 
 
 def evaluate(path: str, episodes: int, seed: int = 1, device=torch.device("cpu"), video_folder=None) -> list[float]:
@@ -1435,48 +1237,40 @@ def evaluate(path: str, episodes: int, seed: int = 1, device=torch.device("cpu")
     saved = Args(**{**checkpoint["args"], "num_envs": 1})
     envs = make_envs(saved, video_folder)
     nvec, to_env_actions = action_layout(envs.single_action_space)
-    obs_dim = int(np.prod(envs.single_observation_space.shape))
-    agent = Agent(
-        obs_dim, nvec, saved.shared_network, saved.ortho_init, saved.lstm_hidden_size if saved.recurrent else 0
+    obs_dim, hidden = (
+        int(np.prod(envs.single_observation_space.shape)),
+        saved.lstm_hidden_size if saved.recurrent else 0,
     )
-    try:
-        agent.load_state_dict(checkpoint["model"])
-    except (RuntimeError, KeyError, TypeError) as e:
-        raise UsageError(
-            f"--eval-checkpoint {path} does not fit the network of its own flags ({' '.join(str(e).split())[:160]})"
-        ) from None
-    agent.to(device)
-    returns, episode_return = [], 0.0
-    next_obs, info = envs.reset(seed=seed)
-    next_start, lstm_state = torch.ones(1, device=device), agent.initial_state(1, device)
+    agent = Agent(obs_dim, nvec, saved.shared_network, saved.ortho_init, hidden).to(device)
+    load_state(agent, checkpoint["model"], "--eval-checkpoint", path)
+    obs, info = envs.reset(seed=seed)
+    start, lstm_state, returns = torch.ones(1, device=device), agent.initial_state(1, device), []
     while len(returns) < episodes:
-        x = torch.as_tensor(next_obs, dtype=torch.float32, device=device).reshape(1, -1)
+        x = torch.as_tensor(obs, dtype=torch.float32, device=device).reshape(1, -1)
         mask = torch.as_tensor(read_action_mask(info, 1, sum(nvec)), device=device) if saved.action_masking else None
         with torch.no_grad():
-            action, _, _, _, lstm_state = agent.get_action_and_value(x, None, mask, lstm_state, next_start, True)
-        next_obs, reward, terminated, truncated, info = envs.step(to_env_actions(action.cpu().numpy()))
-        episode_return += float(reward[0])
-        next_start = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
-        if terminated[0] or truncated[0]:
-            returns.append(episode_return)
-            episode_return = 0.0
+            action, _, _, _, lstm_state = agent.get_action_and_value(x, None, mask, lstm_state, start, True)
+        obs, _, terminated, truncated, info = envs.step(to_env_actions(action.cpu().numpy()))
+        start = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
+        returns += [float(info["episode"]["r"][0])] if "episode" in info else []
     envs.close()
     return returns
 
 
 if __name__ == "__main__":
     script = os.path.basename(__file__)
+    signal.signal(signal.SIGINT, stop_at_once)  # outside a run (--eval-checkpoint, start-up): stop at once
+    signal.signal(signal.SIGTERM, stop_at_once)
     try:
-        main(tyro.cli(Args, default=resume_defaults(sys.argv[1:])))
+        main(resume_defaults(sys.argv[1:]) or tyro.cli(Args))
     except UsageError as e:  # under torchrun every worker finds the same error: rank 0 reports it
         if os.environ.get("RANK", "0") == "0":
             print(f"{script}: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except SignalStop as stop:  # during --eval-checkpoint
-        print(f"{script}: {stop}", file=sys.stderr)
-        sys.exit(128 + stop.signum)
+    except SignalStop as stop:  # a second signal, or one outside the training loop
+        print(f"{script}: {signal.Signals(stop.args[0]).name}: stopped", file=sys.stderr)
+        sys.exit(128 + stop.args[0])
     except OSError as e:  # the file system: a read-only working directory, a full disk
         if e.filename is None:
             raise
-        print(f"{script}: error: {e.filename}: {e.strerror}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(f"{script}: error: {e.filename}: {e.strerror}")
