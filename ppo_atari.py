@@ -50,18 +50,9 @@ DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail 
   ours bootstrap at time limits        --bootstrap-truncation                 compute_advantages
 """
 
-import glob
-import json
-import math
 import os
-import pickle
 import random
-import signal
-import sys
 import time
-import warnings
-from collections import deque
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -72,8 +63,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import tyro
-from torch.utils.tensorboard import SummaryWriter
 
 gym.register_envs(ale_py)
 
@@ -186,9 +175,7 @@ class RunControlArgs:
     torch_threads: int = 0
     """torch's CPU threads (0: torch's default, every core: the CNN's update uses them)"""
     compile: bool = False
-    """torch.compile the policy step and the minibatch loss (~10 s of compiling first; see docs/speed.md)"""
-    dist_backend: Optional[Literal["gloo", "nccl"]] = None
-    """under torchrun: torch.distributed backend (None: nccl with CUDA, gloo on CPU)"""
+    """torch.compile the agent's get_action_and_value (~10 s of compiling first; see docs/speed.md)"""
     track: bool = False
     """also log to Weights & Biases (WANDB_MODE=offline logs without a network)"""
     wandb_project_name: str = "ppo37"
@@ -225,6 +212,10 @@ RUN_CONTROL = set(RunControlArgs.__dataclass_fields__)
 
 
 # ==== Environment: two back ends, the same observations and episode accounting ====
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line on stderr with exit code 2."""
 
 
 LIST_GAMES = (
@@ -427,7 +418,6 @@ class GameScores:
         self.lives = np.array(lives)
         self.scores = np.zeros(len(self.lives))
         self.lengths = np.zeros(len(self.lives), dtype=np.int64)
-        self.finished = []  # (global step, score, length) of the games that ended since the last log
 
     def update(self, raw_rewards, terminated, truncated, lives) -> list[tuple[int, float, int]]:
         """One vector step; `lives` as reported after it (after any reset). -> [(env, score, length)]
@@ -586,16 +576,16 @@ class Agent(nn.Module):
 
 
 def compute_advantages(
-    rewards: np.ndarray,
-    values: np.ndarray,
-    next_value: np.ndarray,
-    terminations: np.ndarray,
-    truncations: np.ndarray,
-    final_values: np.ndarray,
-    gamma: float,
-    gae_lambda: float,
-    gae: bool = True,
-    bootstrap_truncation: bool = True,
+    rewards,
+    values,
+    next_value,
+    terminations,
+    truncations,
+    final_values,
+    gamma,
+    gae_lambda,
+    gae=True,
+    bootstrap_truncation=True,
 ):
     """Advantages and returns of one rollout, in NumPy (the backward scan takes T tiny steps: NumPy's are a fraction
     of a tensor op's overhead, and elementwise float32 arithmetic rounds the same in both).
@@ -654,15 +644,6 @@ def adapt_kl_coef(kl_coef: float, kl: float, kl_target: float) -> float:
     return kl_coef
 
 
-def clip_grad_norm_(parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """detail 11: scale the gradients so that their global L2 norm is at most `max_norm`; -> the norm before.
-    torch.nn.utils.clip_grad_norm_'s own ops (so the same numbers), without its per-call grouping and checks."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
-    torch._foreach_mul_(grads, torch.clamp(max_norm / (total_norm + 1e-6), max=1.0))
-    return total_norm
-
-
 def value_loss(new_values, old_values, returns, clip_coef: float, clip_vloss: bool = True) -> torch.Tensor:
     """0.5 * squared error; detail 9: the max of the unclipped and the clipped error."""
     unclipped = (new_values - returns) ** 2
@@ -709,11 +690,25 @@ def explained_variance(y_pred: np.ndarray, y_true: np.ndarray) -> float:
     return np.nan if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y)
 
 
+# Data parallel (torchrun): W workers, each with its own envs, step with the mean gradient. In one process (no
+# process group) these are the identity.
+
+
+def all_mean_(x: torch.Tensor) -> torch.Tensor:
+    """x, overwritten with its mean over all workers."""
+    if dist.is_initialized():
+        dist.all_reduce(x)
+        x /= dist.get_world_size()
+    return x
+
+
 # ==== Training: CleanRL's phases as functions (rollout, bootstrap and GAE, flatten, K-epoch update), one loop ====
 
 
 class Rollout:
-    """The rollout buffers, [T, N, ...]; entry t of each describes the transition taken at step t."""
+    """The rollout buffers, [T, N, ...] (entry t of each describes the transition taken at step t), and what the policy
+    acts on next: the envs' latest frames [N, k, H, W] uint8, 1.0 where they start an episode (a lost life too, detail
+    16) [N], and the LSTM state they continue ((h, c) each [L, N, H], or None) (`next_*`)."""
 
     def __init__(self, args: Args, obs_shape: tuple, device: torch.device):
         shape = (args.num_steps, args.num_envs)
@@ -729,98 +724,85 @@ class Rollout:
         self.final_values = torch.zeros(shape, device=device)  # V(final obs) where step t hit a time limit
         self.starts = torch.zeros(shape, device=device)  # 1.0 where obs[t] is an episode's first
         self.lstm_state = None  # detail 36: the LSTM state before step 0, from which the update re-runs
+        self.next_obs, self.next_start, self.next_lstm_state = None, None, None
 
 
-@dataclass
-class EnvState:
-    """What the policy acts on next: the envs' latest frames, and the LSTM state it continues."""
-
-    obs: torch.Tensor  # [N, k, H, W] uint8
-    start: torch.Tensor  # [N] 1.0 where obs is an episode's first (a lost life too, detail 16)
-    lstm_state: Optional[tuple]  # (h, c) each [L, N, H]; None when feed-forward
-
-
-def collect_rollout(
-    envs, agent, policy_step, state: EnvState, rollout, scores, args: Args, global_step, steps_per_step
-):
-    """detail 1: num_steps steps of every env with the current policy; fills `rollout`, advances `state` and
-    -> the global step (which grows by `steps_per_step`, N x workers, each step)."""
-    device = rollout.obs.device
+def collect_rollout(envs, agent: Agent, rollout: Rollout, scores: GameScores, args: Args, global_step, world_size):
+    """detail 1: num_steps steps of every env with the current policy; fills `rollout` -> the global step (which grows
+    by N x workers each step) and the games that ended, (global step, raw score, length)."""
+    device, games = rollout.obs.device, []
     # detail 36: the LSTM state before the rollout, from which the update re-runs the sequences (None: feed-forward)
-    rollout.lstm_state = state.lstm_state and tuple(s.clone() for s in state.lstm_state)
+    rollout.lstm_state = rollout.next_lstm_state and tuple(s.clone() for s in rollout.next_lstm_state)
     for step in range(args.num_steps):
-        global_step += steps_per_step
-        rollout.obs[step] = state.obs
-        rollout.starts[step] = state.start
+        global_step += args.num_envs * world_size
+        rollout.obs[step], rollout.starts[step] = rollout.next_obs, rollout.next_start
         with torch.inference_mode():
-            action, logprob, _, value, state.lstm_state = policy_step(state.obs, None, state.lstm_state, state.start)
-        rollout.values[step] = value
-        rollout.actions[step] = action
-        rollout.logprobs[step] = logprob
+            action, logprob, _, value, rollout.next_lstm_state = agent.get_action_and_value(
+                rollout.next_obs, None, rollout.next_lstm_state, rollout.next_start
+            )
+        rollout.values[step], rollout.actions[step], rollout.logprobs[step] = value, action, logprob
 
         next_obs, raw_reward, terminated, truncated, info = envs.step(action.cpu().numpy())
         # detail 19: train on the reward's sign; log the raw game score of whole games
         reward = np.sign(raw_reward) if args.clip_reward else raw_reward
         rollout.rewards[step], rollout.terminations[step], rollout.truncations[step] = reward, terminated, truncated
-        state.start = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
-        state.obs = torch.as_tensor(next_obs, device=device)
+        rollout.next_start = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
+        rollout.next_obs = torch.as_tensor(next_obs, device=device)
         for _env, score, length in scores.update(raw_reward, terminated, truncated, info["lives"]):
-            scores.finished.append((global_step, float(score), int(length)))
+            games.append((global_step, float(score), int(length)))
 
         # A time limit is not a failure: value the final observation to bootstrap from it (ours)
         time_limited = truncated & ~terminated
         if args.bootstrap_truncation and time_limited.any():
             final_obs = torch.as_tensor(np.stack(info["final_obs"][time_limited]), device=device)
             # recurrent: the final obs continues its episode from the state that just acted
-            final_state = select_envs(state.lstm_state, time_limited)
+            final_state = select_envs(rollout.next_lstm_state, time_limited)
             with torch.inference_mode():
                 final_values = agent.get_value(final_obs, final_state, torch.zeros(len(final_obs), device=device))
             rollout.final_values[step, time_limited] = final_values
-    return global_step
+    return global_step, games
 
 
-def bootstrap_and_gae(agent: Agent, state: EnvState, rollout: Rollout, args: Args):
+def bootstrap_and_gae(agent: Agent, rollout: Rollout, args: Args):
     """detail 5: -> advantages, returns [T, N] of the rollout (tensors on the device), bootstrapped with V(obs after
     its last step)."""
     device = rollout.values.device
     with torch.no_grad():
-        next_value = agent.get_value(state.obs, state.lstm_state, state.start).cpu().numpy()
-    advantages, returns = compute_advantages(
-        rollout.rewards,
-        rollout.values.cpu().numpy(),
+        next_value = agent.get_value(rollout.next_obs, rollout.next_lstm_state, rollout.next_start).cpu().numpy()
+    r = rollout  # detail 5, and (ours) V(final obs) at time limits
+    arrays = (
+        r.rewards,
+        r.values.cpu().numpy(),
         next_value,
-        rollout.terminations,
-        rollout.truncations,
-        rollout.final_values.cpu().numpy(),
-        args.gamma,
-        args.gae_lambda,
-        args.gae,
-        args.bootstrap_truncation,
+        r.terminations,
+        r.truncations,
+        r.final_values.cpu().numpy(),
     )
+    advantages, returns = compute_advantages(*arrays, args.gamma, args.gae_lambda, args.gae, args.bootstrap_truncation)
     rollout.final_values.zero_()
     return torch.from_numpy(advantages).to(device), torch.from_numpy(returns).to(device)
 
 
 def flatten(rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> dict:
-    """[T, N, ...] -> the batch [T * N, ...], time-major (so a recurrent minibatch can take whole sequences)."""
-    batch_size = rollout.values.numel()
-    obs = rollout.obs.reshape(batch_size, *rollout.obs.shape[2:])
-    if obs.device.type == "cpu":  # frames channels-last [B, H, W, k] in memory: the CPU update runs 1.3-1.5x faster
-        obs = obs.contiguous(memory_format=torch.channels_last)
-    return {
-        "obs": obs,
-        "actions": rollout.actions.reshape(-1),
-        "starts": rollout.starts.reshape(-1),
-        "logprobs": rollout.logprobs.reshape(-1),
-        "advantages": advantages.reshape(-1),
-        "values": rollout.values.reshape(-1),
-        "returns": returns.reshape(-1),
+    """[T, N, ...] -> the batch [T * N, ...]: copies (a batch kept past the next rollout stays as it was), time-major
+    (so a recurrent minibatch can take whole sequences)."""
+    size = rollout.values.numel()
+    obs = rollout.obs.reshape(size, *rollout.obs.shape[2:])
+    # frames channels-last [B, H, W, k] in memory on the CPU: the update runs 1.3-1.5x faster
+    obs = obs.contiguous(memory_format=torch.channels_last) if obs.device.type == "cpu" else obs.clone()
+    batch = {
+        "actions": rollout.actions,
+        "starts": rollout.starts,
+        "logprobs": rollout.logprobs,
+        "values": rollout.values,
     }
+    batch = {key: x.reshape(-1).clone() for key, x in batch.items()}
+    return batch | {"obs": obs, "advantages": advantages.reshape(-1), "returns": returns.reshape(-1)}
 
 
-def update(agent, optimizer, minibatch_loss, batch: dict, lstm_state, args: Args, clip_coef: float, kl_coef: float):
+def update(agent: Agent, optimizer, batch: dict, lstm_state, args: Args, clip_coef: float, kl_coef: float) -> dict:
     """detail 6: K epochs over the batch in shuffled minibatches, one Adam step each; -> statistics of the update
-    (detail 12) by log tag. Raises NonFiniteError before a step with a non-finite loss or gradient."""
+    (detail 12) by log tag. Raises FloatingPointError before a step with a non-finite loss or gradient."""
     parameters = list(agent.parameters())
     # detail 35, recurrent: shuffle envs, not steps, so each minibatch holds whole sequences
     order = np.arange(args.num_envs if args.recurrent else len(batch["values"]))
@@ -832,7 +814,7 @@ def update(agent, optimizer, minibatch_loss, batch: dict, lstm_state, args: Args
             mb = {key: value[mb_inds] for key, value in batch.items()}
             # detail 36, recurrent: each sequence re-runs from the state its rollout started in
             mb_state = select_envs(lstm_state, mb_envs)
-            loss, pg_loss, v_loss, entropy_loss, logratio, ratio = minibatch_loss(
+            loss, pg_loss, v_loss, entropy_loss, logratio, ratio = ppo_loss(
                 agent, args, mb, mb_state, clip_coef, kl_coef
             )
 
@@ -847,38 +829,32 @@ def update(agent, optimizer, minibatch_loss, batch: dict, lstm_state, args: Args
 
             optimizer.zero_grad()
             loss.backward()
-            loss = average_gradients_(parameters, loss)  # workers: every one steps with the mean gradient
-            grad_norm = clip_grad_norm_(parameters, args.max_grad_norm)  # detail 11
+            for p in parameters:  # torchrun: every worker steps with the mean gradient
+                all_mean_(p.grad)
+            loss = all_mean_(loss.detach())
+            grad_norm = nn.utils.clip_grad_norm_(parameters, args.max_grad_norm)  # detail 11
             if not torch.isfinite(loss + grad_norm):  # guard: one NaN would spread to every weight
                 quantity, value = ("loss", loss) if not torch.isfinite(loss) else ("gradient norm", grad_norm)
-                raise NonFiniteError(f"the {quantity} is {value.item()}")
+                raise FloatingPointError(f"the {quantity} is {value.item()}")
             optimizer.step()
             minibatch_steps += 1
 
         if stop_early or (args.target_kl is not None and args.kl_stop == "epoch" and approx_kl > args.target_kl):
             break
 
-    stats = {
-        "charts/minibatch_steps": minibatch_steps,
-        "losses/value_loss": v_loss.item(),
-        "losses/policy_loss": pg_loss.item(),
-        "losses/entropy": entropy_loss.item(),
-        "losses/old_approx_kl": old_approx_kl.item(),
-        "losses/approx_kl": approx_kl.item(),
-        "losses/clipfrac": np.mean(clipfracs),
-    }
+    losses = {"value_loss": v_loss, "policy_loss": pg_loss, "entropy": entropy_loss, "old_approx_kl": old_approx_kl}
+    stats = {f"losses/{tag}": value.item() for tag, value in (losses | {"approx_kl": approx_kl}).items()}
+    stats |= {"losses/clipfrac": np.mean(clipfracs), "charts/minibatch_steps": minibatch_steps}
     if args.loss == "kl-penalty":  # PPO-Penalty: KL(old || new) on the whole batch after the update, to adapt beta
         with torch.no_grad():
             batch_size, kl_after = len(batch["values"]), 0.0
             in_order = np.arange(args.num_envs if args.recurrent else batch_size)
             for mb_envs, mb_inds in minibatches(
                 in_order, args.num_minibatches, args.num_steps, args.num_envs, args.recurrent
-            ):  # in minibatches: pixels are large
+            ):
+                obs, actions, starts = batch["obs"][mb_inds], batch["actions"][mb_inds], batch["starts"][mb_inds]
                 _, newlogprob, _, _, _ = agent.get_action_and_value(
-                    batch["obs"][mb_inds],
-                    batch["actions"][mb_inds],
-                    select_envs(lstm_state, mb_envs),
-                    batch["starts"][mb_inds],
+                    obs, actions, select_envs(lstm_state, mb_envs), starts
                 )
                 logratio = newlogprob - batch["logprobs"][mb_inds]
                 kl_after += ((logratio.exp() - 1) - logratio).sum().item() / batch_size
@@ -887,27 +863,52 @@ def update(agent, optimizer, minibatch_loss, batch: dict, lstm_state, args: Args
     return stats
 
 
-def train(
-    args: Args, run: "Run", envs, agent: Agent, optimizer, global_step: int, start_iteration: int, kl_coef: float
-) -> tuple[int, float, int]:
-    """The PPO loop from `start_iteration` to the last; -> global step, beta and the last update's minibatch steps."""
-    num_iterations = run.num_iterations  # --total-timesteps // (N x M x workers)
-    # the rollout's policy step and the minibatch loss: get_action_and_value and ppo_loss, or the same functions
-    # compiled by --compile (fast_paths, in run control)
-    policy_step, minibatch_loss = fast_paths(agent, args)
-    rollout = Rollout(args, envs.single_observation_space.shape, run.device)
-    memory = rollout.obs.numel() * rollout.obs.element_size() / 2**20
-    run.writer.add_text("memory", f"rollout observation buffer: {memory:.1f} MiB (uint8)")
+@dataclass
+class TrainState:
+    """Everything a run continues from, saved whole in a checkpoint and restored whole on --resume: a change that
+    adds state (a scheduler, a statistic) adds it here, to state_dict and load_state_dict."""
+
+    agent: Agent
+    optimizer: torch.optim.Optimizer
+    kl_coef: float  # PPO-Penalty's beta
+    global_step: int = 0
+    iteration: int = 0  # the iteration in progress, or the last one done
+
+    def state_dict(self) -> dict:
+        name, key, *rest = np.random.get_state()  # numpy's key as a tensor: torch.load(weights_only=True) reads it
+        rng = {"python": random.getstate(), "numpy": (name, torch.from_numpy(key.astype(np.int64)), *rest)}
+        rng["torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():  # a resumed GPU run must not replay the noise of its first iterations
+            rng["cuda"] = torch.cuda.get_rng_state()
+        steps = {"kl_coef": self.kl_coef, "global_step": self.global_step, "iteration": self.iteration}
+        return {"model": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng, **steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.agent.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_coef, self.global_step, self.iteration = state["kl_coef"], state["global_step"], state["iteration"]
+        random.setstate(state["rng"]["python"])
+        name, key, *rest = state["rng"]["numpy"]
+        np.random.set_state((name, key.numpy().astype(np.uint32), *rest))
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["rng"]["cuda"])
+
+
+def train(args: Args, envs, state: TrainState, device=torch.device("cpu"), rank: int = 0, world_size: int = 1):
+    """The PPO loop, from the iteration after `state.iteration` to the last; advances `state` and yields, after each
+    iteration, its statistics by log tag (detail 12) and the games that ended in it, (global step, score, length).
+    It knows nothing of run control: `main` (or your own loop) logs, saves and stops around it."""
+    agent, optimizer = state.agent, state.optimizer
+    num_iterations = args.total_timesteps // (args.num_envs * args.num_steps * world_size)
+    rollout = Rollout(args, envs.single_observation_space.shape, device)
     # env seeds differ per worker, and a resumed run starts new games, seeded apart from the first start's
-    obs, info = envs.reset(seed=args.seed + (run.rank + run.world_size * (start_iteration - 1)) * args.num_envs)
+    obs, info = envs.reset(seed=args.seed + (rank + world_size * state.iteration) * args.num_envs)
     scores = GameScores(info["lives"])  # full-game raw scores, counted per sub-env across lives and autoresets
-    state = EnvState(
-        obs=torch.as_tensor(obs, device=run.device),
-        start=torch.ones(args.num_envs, device=run.device),
-        lstm_state=agent.initial_state(args.num_envs, run.device),
-    )
-    minibatch_steps = 0
-    for iteration in range(start_iteration, num_iterations + 1):
+    rollout.next_obs, rollout.next_start = torch.as_tensor(obs, device=device), torch.ones(args.num_envs, device=device)
+    rollout.next_lstm_state = agent.initial_state(args.num_envs, device)  # detail 33
+    for iteration in range(state.iteration + 1, num_iterations + 1):
+        state.iteration = iteration
         # detail 4 (and the auxiliary clip annealing): linear decay to 0 over the run
         frac = 1.0 - (iteration - 1.0) / num_iterations
         lr_now = frac * args.learning_rate if args.anneal_lr else args.learning_rate
@@ -915,329 +916,281 @@ def train(
         clip_now = frac * args.clip_coef if args.anneal_clip else args.clip_coef
 
         rollout_start = time.time()
-        global_step = collect_rollout(
-            envs, agent, policy_step, state, rollout, scores, args, global_step, args.num_envs * run.world_size
-        )
-        advantages, returns = bootstrap_and_gae(agent, state, rollout, args)
+        state.global_step, games = collect_rollout(envs, agent, rollout, scores, args, state.global_step, world_size)
+        advantages, returns = bootstrap_and_gae(agent, rollout, args)
         batch = flatten(rollout, advantages, returns)
         update_start = time.time()
-        with run.guard(iteration):  # a non-finite loss or gradient stops the run before it is saved
-            logs = update(agent, optimizer, minibatch_loss, batch, rollout.lstm_state, args, clip_now, kl_coef)
-        minibatch_steps = logs["charts/minibatch_steps"]
+        logs = update(agent, optimizer, batch, rollout.lstm_state, args, clip_now, state.kl_coef)
         if args.loss == "kl-penalty":
-            logs["charts/kl_coef"] = kl_coef
-            kl_coef = adapt_kl_coef(kl_coef, logs["losses/kl_after_update"], args.kl_target)
+            logs["charts/kl_coef"] = state.kl_coef
+            state.kl_coef = adapt_kl_coef(state.kl_coef, logs["losses/kl_after_update"], args.kl_target)
 
-        # Log (detail 12): the update's statistics, rank 0's; every worker's games; checkpoints (run control)
-        y_pred, y_true = batch["values"].cpu().numpy(), batch["returns"].cpu().numpy()
+        # Log (detail 12): the update's statistics, where the time went (env steps and inference, then the update)
+        logs["losses/explained_variance"] = explained_variance(
+            batch["values"].cpu().numpy(), batch["returns"].cpu().numpy()
+        )
+        logs |= {"charts/learning_rate": lr_now, "charts/clip_coef": clip_now}
         logs |= {
-            "charts/learning_rate": lr_now,
-            "charts/clip_coef": clip_now,
-            "losses/explained_variance": explained_variance(y_pred, y_true),
-            # where the iteration's time went: env steps and inference (with GAE), then the update
             "time/rollout_seconds": update_start - rollout_start,
             "time/update_seconds": time.time() - update_start,
         }
-        if run.end_iteration(iteration, num_iterations, global_step, logs, scores, kl_coef):
-            break  # a signal: the run stopped with a checkpoint
-    return global_step, kl_coef, minibatch_steps
+        yield logs, games
 
 
-def main(args: Args) -> Optional[dict]:
-    """Train (or only evaluate, with --eval-checkpoint); -> this worker's final state: weights, Adam
-    state, global step and the last update's minibatch steps."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's workers; 1 under plain python
-    validate_args(args, world_size)
+def main(args: Args) -> TrainState:
+    """Train with the run control below (or only evaluate, with --eval-checkpoint); -> the final state."""
     if args.eval_checkpoint is not None:
         return evaluate_checkpoint(args)
-    run = Run(args, world_size)  # checks, workers, the run directory, signals and seeding: see Run control
-
-    with sigint_blocked():  # sub-env processes inherit it: the run, not they, decides when a Ctrl-C stops
-        envs = make_envs(args, f"videos/{run.name}" if args.capture_video else None)  # either back end
-    lstm_hidden_size = args.lstm_hidden_size if args.recurrent else 0
-    num_actions = int(envs.single_action_space.n)
-    agent = Agent(
-        args.frame_stack,
-        args.frame_size,
-        num_actions,
-        args.shared_network,
-        args.scale_obs,
-        args.ortho_init,
-        lstm_hidden_size,
-    ).to(run.device)
-    broadcast_(list(agent.parameters()))  # every worker starts from rank 0's weights
-    # detail 3; torch's fused Adam: one kernel updates every parameter (FusedAdam, in run control)
-    optimizer = FusedAdam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)
-    # a resumed run continues where its checkpoint left off: weights, Adam moments, schedules, beta, RNGs
-    global_step, start_iteration, kl_coef = run.start(agent, optimizer, args.kl_coef)
-
-    global_step, kl_coef, minibatch_steps = train(
-        args, run, envs, agent, optimizer, global_step, start_iteration, kl_coef
-    )
-    envs.close()
-    run.finish(global_step, kl_coef)  # the final checkpoint and its evaluation (--save-model); exit on a signal
-    return {
-        "model": agent.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "global_step": global_step,
-        "minibatch_steps": minibatch_steps,
-        "kl_coef": kl_coef,
-    }
+    with Run(args) as run:  # checks, workers, seeds, the run directory, signals; put back on leaving
+        envs = make_envs(args, run.video_folder)  # either back end
+        hidden, num_actions = args.lstm_hidden_size if args.recurrent else 0, int(envs.single_action_space.n)
+        agent = Agent(
+            args.frame_stack, args.frame_size, num_actions, args.shared_network, args.scale_obs, args.ortho_init, hidden
+        )
+        agent = agent.to(run.device)
+        if args.compile:  # the rollout and the loss call it: both compiled
+            agent.get_action_and_value = torch.compile(agent.get_action_and_value)
+        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)  # detail 3
+        state = TrainState(agent, optimizer, args.kl_coef)
+        run.start(state)  # rank 0's weights to every worker, or the checkpoint's state (--resume); the writers
+        for logs, games in train(args, envs, state, run.device, run.rank, run.world_size):
+            if run.log(state, logs, games):  # TensorBoard, the console, checkpoints; True: a signal stops the run
+                break
+        envs.close()
+        run.finish(state)  # the --save-model checkpoint and its evaluation
+    return state
 
 
 # ==== Run control: not PPO, skip on a first read ====
-# Input checks, workers, seeding, signals, writers, checkpoint files and their rotation, resume checks, evaluation,
-# the console line.
+# What `main` puts around `train`: input checks, workers, seeding, the run directory, signals, TensorBoard and W&B,
+# checkpoints and --resume, evaluation, summary.json, the console line. A fork may delete this section and `main`,
+# and drive `train` itself (README: "Your own loop").
 
+import glob
+import json
+import pickle
+import shlex
+import signal
+import sys
+import warnings
+from collections import deque
 
-class UsageError(Exception):
-    """Bad input from the user: reported as one line on stderr with exit code 2."""
-
-
-class NonFiniteError(Exception):
-    """A loss, gradient or parameter became NaN or infinite: the run stops (exit code 1)."""
-
-
-class WriteError(Exception):
-    """A checkpoint could not be written (full disk, read-only directory): the run stops (exit code 1)."""
+import tyro
+from torch.utils.tensorboard import SummaryWriter
 
 
 class SignalStop(Exception):
-    """SIGINT / SIGTERM where no iteration is left to finish (evaluation): stop at once, exit 128 + signum."""
+    """SIGINT / SIGTERM (args[0]) that stops the run at once: a second one, or one with no iteration left to finish."""
 
-    def __init__(self, signum: int):
-        super().__init__(f"{signal.Signals(signum).name}: stopped")
-        self.signum = signum
+
+def stop_at_once(signum, frame):
+    raise SignalStop(signum)
 
 
 class Run:
-    """One training run's control around the PPO loop: checks, workers, the run directory, signals, seeding
-    (on creation); restoring a checkpoint and opening the writers (`start`); logging, the console line and
-    checkpoints after each iteration (`end_iteration`); the final checkpoint, its evaluation and teardown (`finish`)."""
+    """Run control around `train`, a context manager: entering checks the input, joins the workers, seeds, claims the
+    run directory and takes SIGINT / SIGTERM (blocked until `start`, so sub-env processes started meanwhile ignore a
+    Ctrl-C: the run decides); `start` restores --resume and opens the writers; `log` follows each iteration; `finish`
+    saves and evaluates the model; leaving writes summary.json and puts back what it changed."""
 
-    def __init__(self, args: Args, world_size: int):
+    def __init__(self, args: Args):
+        self.args, self.world_size = args, int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's workers
+        validate_args(args, self.world_size)
         check_tracking(args)
-        self.args, self.world_size, self.checkpoint = args, world_size, None
-        if args.resume is not None:
-            self.checkpoint = load_checkpoint(args.resume, "--resume")
-            check_resume_args(args, self.checkpoint, world_size)
-        observation_space, action_space = check_env(args)
-        self.num_iterations = args.total_timesteps // (args.num_envs * args.num_steps * world_size)
-        self.rank, self.device = setup_workers(args, world_size)
-        check_memory(*rollout_bytes(args, observation_space, action_space), self.device)
-        if self.checkpoint is None:  # rank 0 names the run for everyone
+        self.checkpoint = args.resume and load_checkpoint(args.resume, "--resume")
+        workers = self.checkpoint and len(self.checkpoint["rng"])  # one set of RNG states per worker
+        if self.checkpoint and workers != self.world_size:
+            launch = "python" if workers == 1 else f"torchrun with {workers} workers in all"
+            raise UsageError(f"--resume: the checkpoint was written by {workers} worker(s); launch it with {launch}")
+        self.rollout_bytes, self.rollout_flags = check_env(args)  # and the network's, where it grows with flags
+        self.num_iterations = args.total_timesteps // (args.num_envs * args.num_steps * self.world_size)
+        self.state = self.writer = self.wandb_run = self.evaluation = self.stop_signal = self.stopping = None
+        self.last_checkpoint, self.recent_returns, self.videos = args.resume, deque(maxlen=100), set()
+        self.episodes, self.sps, self.created, self.evaluating = 0, 0, time.time(), False
+
+    def __enter__(self) -> "Run":
+        args, use_cuda = self.args, torch.cuda.is_available() and self.args.cuda
+        self.rank, self.device = 0, torch.device("cuda" if use_cuda else "cpu")
+        if self.world_size > 1:  # torchrun: join the process group, one GPU each
+            dist.init_process_group("nccl" if use_cuda else "gloo")
+            self.rank = dist.get_rank()
+            self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if use_cuda else self.device
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")  # one line, not an allocator's traceback
+        memory = torch.cuda.mem_get_info(self.device)[0] if use_cuda else memory
+        if self.rollout_bytes > memory:
+            need = (
+                f"need {self.rollout_bytes / 2**30:,.1f} GiB, more than the {memory / 2**30:,.1f} GiB of {self.device}"
+            )
+            raise UsageError(f"{self.rollout_flags}: the rollout buffers {need}")
+        self.name = self.checkpoint and self.checkpoint["run_name"]
+        if not self.name:  # rank 0 names the run for everyone
             env_name = args.env_id.replace(":", "_").replace("/", "_")
             name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
-            self.name = gather_objects(claim_run_dir(name) if self.rank == 0 else None)[0]
-        else:  # nothing left to train when the checkpoint is at --total-timesteps already: save and evaluate
-            self.name = self.checkpoint["run_name"]
-        # SIGINT / SIGTERM: finish the iteration, write a checkpoint, exit 130 / 143; a second signal exits at once
-        self.stop_signal, self.stop_requested = [], False
-        signal.signal(signal.SIGINT, self.request_stop)
-        signal.signal(signal.SIGTERM, self.request_stop)
-        # Seeding: each worker samples its own actions and minibatches
-        random.seed(args.seed + self.rank)
+            self.name = self.gather(claim_run_dir(name) if self.rank == 0 else None)[0]
+        self.video_folder = f"videos/{self.name}" if args.capture_video else None
+        random.seed(args.seed + self.rank)  # each worker samples its own actions and minibatches
         np.random.seed(args.seed + self.rank)
         torch.manual_seed(args.seed + self.rank)
         torch.backends.cudnn.deterministic = args.torch_deterministic
-        if args.torch_threads > 0:
-            torch.set_num_threads(args.torch_threads)
-        self.writer, self.wandb_run = NullWriter(), None
-        self.written, self.last_checkpoint = [], None  # the checkpoints this process wrote, oldest first
-        self.recent_returns = deque(maxlen=100)
-        # for runs/<run>/summary.json: what this process did, and how it ended
-        self.created, self.global_step, self.episodes, self.sps, self.evaluation = time.time(), 0, 0, 0, None
-        self.videos = set()  # the video files logged to W&B
+        self.restore = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), torch.get_num_threads()
+        torch.set_num_threads(args.torch_threads or self.restore[2])
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        return self
+
+    def gather(self, obj) -> list:
+        """obj of every worker, in rank order ([obj] in a single process)."""
+        objects = [obj] * self.world_size
+        if dist.is_initialized():
+            dist.all_gather_object(objects, obj)
+        return objects
 
     def request_stop(self, signum, frame):
-        if self.stop_signal:
-            raise SystemExit(128 + signum)
-        self.stop_signal.append(signum)
+        if self.stop_signal is not None or self.evaluating:
+            raise SignalStop(signum)
+        self.stop_signal = signum
         if self.rank == 0:
-            name = signal.Signals(signum).name
-            print(
-                f"\n{name}: stopping after this iteration with a checkpoint (again: stop now)",
-                file=sys.stderr,
-                flush=True,
-            )
+            action = "stopping after this iteration with a checkpoint (again: stop now)"
+            print(f"\n{signal.Signals(signum).name}: {action}", file=sys.stderr, flush=True)
 
-    def start(self, agent: nn.Module, optimizer, kl_coef: float, statistics: Optional[dict] = None):
-        """Restore a resumed run (weights, Adam, statistics, beta, RNGs), then open the writers (a damaged checkpoint
-        is refused before anything is written); -> global step, first iteration, beta."""
-        self.agent, self.optimizer, self.statistics = agent, optimizer, statistics or {}
-        global_step, self.start_iteration, checkpoint = 0, 1, self.checkpoint
-        if checkpoint is not None:
-            load_state(agent, checkpoint["model"], "--resume", self.args.resume)
-            load_state(optimizer, checkpoint["optimizer"], "--resume", self.args.resume)
-            for key, target in self.statistics.items():
-                if target is not None:
-                    load_state(target, checkpoint[key], "--resume", self.args.resume)
-            global_step, self.start_iteration, kl_coef = (
-                checkpoint["global_step"],
-                checkpoint["iteration"] + 1,
-                checkpoint["kl_coef"],
-            )
-            set_rng_states(checkpoint["rng"][self.rank], self.device)
-            self.last_checkpoint = self.args.resume
+    def start(self, state: TrainState) -> None:
+        """Every worker starts from rank 0's weights, or from the checkpoint's state; then rank 0 opens the writers (a
+        checkpoint that does not fit is refused before anything is written)."""
+        self.state, args = state, self.args
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        for tensor in state.agent.parameters() if dist.is_initialized() else []:
+            dist.broadcast(tensor.data, src=0)
+        if self.checkpoint:
+            load_state(state, {**self.checkpoint, "rng": self.checkpoint["rng"][self.rank]}, "--resume", args.resume)
+        self.start_step, self.start_time = state.global_step, time.time()
         if self.rank == 0:
-            wandb_id, purge_step = (
-                (checkpoint["wandb_id"], checkpoint["global_step"] + 1) if checkpoint else (None, None)
-            )
-            self.writer, self.wandb_run = init_logging(self.args, self.name, wandb_id, purge_step)
-        table = "\n".join([f"|{key}|{value}|" for key, value in vars(self.args).items()])
-        self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-        if self.rank == 0:
+            saved = self.checkpoint or {"wandb_id": None, "global_step": -1}  # a resumed run drops what came after
+            self.writer, self.wandb_run = init_logging(args, self.name, saved["wandb_id"], saved["global_step"] + 1)
             workers = f" x {self.world_size} workers" if self.world_size > 1 else ""
-            steps = self.args.num_envs * self.args.num_steps
-            backend = f" ({self.args.env_backend} back end)" if hasattr(self.args, "env_backend") else ""  # Atari's
-            print(
-                f"{self.name}: {self.num_iterations} iterations of {steps} steps{workers} on {self.device}{backend}, "
-                f"logging to runs/{self.name}"
-            )
-        self.start_time, self.start_step = time.time(), global_step
-        return global_step, self.start_iteration, kl_coef
+            print(f"{self.name}: {self.num_iterations} iterations of {args.num_envs * args.num_steps} steps{workers}")
 
-    @contextmanager
-    def guard(self, iteration: int):
-        """A non-finite loss or gradient in the update stops every worker, naming the last good checkpoint."""
-        try:
-            yield
-        except NonFiniteError as e:
-            self.write_summary("non-finite")
-            raise NonFiniteError(
-                f"iteration {iteration}: {e}; stopped without saving (last good checkpoint: "
-                f"{self.last_checkpoint or 'none'})"
-            ) from None
-
-    def end_iteration(self, iteration, num_iterations, global_step, logs: dict, stats, kl_coef) -> bool:
-        """Log (rank 0 writes every worker's episodes), print the console line, write a checkpoint every
-        --checkpoint-every iterations and when a signal asks to stop; -> whether to stop."""
-        reports = gather_objects((stats.finished, bool(self.stop_signal)))
-        for episodes, _ in reports:
-            for step_of_end, episode_return, episode_length in episodes:
-                self.writer.add_scalar("charts/episodic_return", episode_return, step_of_end)
-                self.writer.add_scalar("charts/episodic_length", episode_length, step_of_end)
+    def log(self, state: TrainState, logs: dict, episodes: list) -> bool:
+        """After an iteration: every worker's episodes and rank 0's statistics to TensorBoard, the console line, a
+        checkpoint every --checkpoint-every iterations and when a signal asks to stop; -> whether to stop."""
+        reports = self.gather((episodes, self.stop_signal))
+        self.stopping = next((signum for _, signum in reports if signum), None)  # a signal to any worker stops all
+        self.sps = int((state.global_step - self.start_step) / (time.time() - self.start_time))
+        if self.rank == 0:
+            for step, episode_return, length in [episode for episodes, _ in reports for episode in episodes]:
+                self.writer.add_scalar("charts/episodic_return", episode_return, step)
+                self.writer.add_scalar("charts/episodic_length", length, step)
                 self.recent_returns.append(episode_return)
-        stats.finished = []
-        self.stop_requested = any(stopping for _, stopping in reports)  # a signal to any worker stops them all
-        sps = int((global_step - self.start_step) / (time.time() - self.start_time))
-        self.global_step, self.sps = global_step, sps
-        self.episodes += sum(len(episodes) for episodes, _ in reports)
-        for tag, value in logs.items():
-            self.writer.add_scalar(tag, value, global_step)
-        self.writer.add_scalar("charts/SPS", sps, global_step)
-        upload_videos(self.wandb_run, f"videos/{self.name}", self.videos)
-        if self.rank == 0:
-            print_status(iteration, num_iterations, global_step, self.args, self.world_size, sps, self.recent_returns)
-        if self.stop_requested or (self.args.checkpoint_every and iteration % self.args.checkpoint_every == 0):
-            path = f"runs/{self.name}/checkpoints/iteration_{iteration:07d}.pt"
-            self.last_checkpoint = self.write_checkpoint(path, iteration, global_step, kl_coef)
-            if self.rank == 0:
-                self.written.append(self.last_checkpoint)
-                rotate_checkpoints(f"runs/{self.name}/checkpoints", self.written, self.args.keep_checkpoints)
-        return self.stop_requested
+                self.episodes += 1
+            for tag, value in {**logs, "charts/SPS": self.sps}.items():
+                self.writer.add_scalar(tag, value, state.global_step)
+            upload_videos(self.wandb_run, self.video_folder, self.videos)
+            print_status(state, self.num_iterations, self.args.total_timesteps, self.sps, self.recent_returns)
+        if self.stopping or (self.args.checkpoint_every and state.iteration % self.args.checkpoint_every == 0):
+            self.save(f"runs/{self.name}/checkpoints/iteration_{state.iteration:07d}.pt")
+            if self.rank == 0:  # keep the latest written (a resumed run's own are the latest); no stale tmp file
+                written = sorted(glob.glob(f"runs/{self.name}/checkpoints/*.pt"), key=os.path.getmtime)
+                for path in written[: -self.args.keep_checkpoints] + glob.glob(f"runs/{self.name}/checkpoints/*.tmp"):
+                    os.remove(path)
+        return self.stopping is not None
 
-    def write_checkpoint(self, path: str, iteration: int, global_step: int, kl_coef: float) -> str:
-        """Called by every worker (each adds its RNG states); rank 0 writes. Weights, Adam state and statistics are
-        equal everywhere, so every worker refuses a non-finite state together: no file this script writes holds one."""
-        checkpoint = {
-            "format": CHECKPOINT_FORMAT,
-            "args": vars(self.args),
-            "run_name": self.name,
-            "iteration": iteration,
-            "global_step": global_step,
-            "kl_coef": kl_coef,
-            "model": self.agent.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            **{key: target.state_dict() if target is not None else None for key, target in self.statistics.items()},
-            "wandb_id": self.wandb_run.id if self.wandb_run else None,
-        }
-        bad = first_non_finite(checkpoint)
-        if bad is not None:
-            self.write_summary("non-finite")
-            raise NonFiniteError(
-                f"iteration {iteration}: {bad} is not finite; stopped without saving "
-                f"(last good checkpoint: {self.last_checkpoint or 'none'})"
-            )
-        checkpoint["rng"] = gather_objects(rng_states(self.device))
+    def save(self, path: str) -> None:
+        """Every worker adds its RNG states and refuses a non-finite state (the weights are equal everywhere: all stop
+        together, and no file this script writes holds one); rank 0 writes, atomically."""
+        checkpoint = {"format": CHECKPOINT_FORMAT, "args": vars(self.args), "run_name": self.name}
+        checkpoint |= {"wandb_id": self.wandb_run and self.wandb_run.id, **self.state.state_dict()}
+        checkpoint["rng"] = self.gather(checkpoint["rng"])
+        if (bad := first_non_finite(checkpoint)) is not None:
+            raise FloatingPointError(f"{bad} is not finite")
         if self.rank == 0:
-            try:
-                save_checkpoint(path, checkpoint)
-            except OSError as e:
-                raise WriteError(
-                    f"cannot write {path}: {e.strerror or e}; stopped (last good checkpoint: "
-                    f"{self.last_checkpoint or 'none'})"
-                ) from None
-        return path
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:  # a crash mid-write leaves the file at `path` as it was, a failed write no temporary file
+                torch.save(checkpoint, f"{path}.tmp")
+                os.replace(f"{path}.tmp", path)
+            except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+                if os.path.exists(f"{path}.tmp"):
+                    os.remove(f"{path}.tmp")
+                reason = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+                stopped = f"stopped (last good checkpoint: {self.last_checkpoint or 'none'})"
+                raise SystemExit(f"{os.path.basename(__file__)}: stopped: cannot write {path}: {reason}; {stopped}")
+        self.last_checkpoint = path
 
-    def finish(self, global_step: int, kl_coef: float) -> None:
-        """After the loop: the continue-command when a signal stopped it, else the --save-model checkpoint and its
-        evaluation; close the writers, leave the process group together, exit 128 + signum after a signal."""
-        args, rank, stop_signal = self.args, self.rank, self.stop_signal
-        if self.stop_requested:
-            if rank == 0:
-                launcher = "python" if self.world_size == 1 else "torchrun <the same launch flags>"
-                argv = sys.argv
-                command = " ".join(a for i, a in enumerate(argv) if "--resume" not in (a.split("=")[0], argv[i - 1]))
-                print(
-                    f"stopped at step {global_step}; continue with: {launcher} {command} --resume "
-                    f"{self.last_checkpoint}",
-                    file=sys.stderr,
-                )
-        elif args.save_model:
-            iteration = max(self.num_iterations, self.start_iteration - 1)
-            model_path = self.last_checkpoint = self.write_checkpoint(
-                f"runs/{self.name}/{args.exp_name}.pt", iteration, global_step, kl_coef
+    def finish(self, state: TrainState) -> None:
+        """After the loop: the command that continues a run a signal stopped, or the --save-model checkpoint and its
+        evaluation (a signal stops the evaluation at once)."""
+        if self.stopping and self.rank == 0:
+            launcher = "python" if self.world_size == 1 else "torchrun <the same launch flags>"
+            command = f"{launcher} {shlex.join([sys.argv[0], '--resume', self.last_checkpoint])}"
+            print(f"stopped at step {state.global_step}; continue with: {command}", file=sys.stderr)
+        if self.stopping or not self.args.save_model:
+            return
+        self.save(f"runs/{self.name}/{self.args.exp_name}.pt")
+        if self.rank == 0:
+            print(f"model saved to {self.last_checkpoint}")
+            self.evaluating, video_folder = True, self.video_folder and f"{self.video_folder}/eval"
+            try:  # no iteration is left to finish: a signal stops the evaluation at once
+                if self.stop_signal:
+                    raise SignalStop(self.stop_signal)
+                seed, episodes = self.args.seed + 10_000, self.args.eval_episodes
+                returns = evaluate(self.last_checkpoint, episodes, seed, self.device, video_folder)
+            except SignalStop as stop:
+                name, self.stopping = signal.Signals(stop.args[0]).name, stop.args[0]
+                print(f"{name}: evaluation stopped; the model is saved in {self.last_checkpoint}", file=sys.stderr)
+                return
+            for episode, episode_return in enumerate(returns):
+                self.writer.add_scalar("eval/episodic_return", episode_return, episode)
+            self.writer.add_scalar("eval/mean_return", np.mean(returns), state.global_step)
+            self.writer.add_scalar("eval/std_return", np.std(returns), state.global_step)
+            self.evaluation = float(np.mean(returns))
+            print(
+                f"evaluation of {self.last_checkpoint}: {np.mean(returns):.2f} +- {np.std(returns):.2f} over {episodes} episodes"
             )
-            if rank == 0:
-                print(f"model saved to {model_path}")
-                video_folder = f"videos/{self.name}/eval" if args.capture_video else None
-                signal.signal(signal.SIGINT, stop_at_once)  # no iteration left to finish: a signal stops evaluation
-                signal.signal(signal.SIGTERM, stop_at_once)
-                try:
-                    if stop_signal:
-                        raise SignalStop(stop_signal[0])
-                    seed, device = args.seed + 10_000, self.device
-                    returns = evaluate(model_path, args.eval_episodes, seed, device, video_folder=video_folder)
-                    report_evaluation(self.writer, model_path, returns, global_step)
-                    self.evaluation = returns
-                except SignalStop as stop:
-                    name = signal.Signals(stop.signum).name
-                    print(f"{name}: evaluation stopped; the model is saved in {model_path}", file=sys.stderr)
-                    self.stop_requested, stop_signal[:] = True, [stop.signum]
-        self.write_summary(f"signal {signal.Signals(stop_signal[0]).name}" if self.stop_requested else "finished")
-        upload_videos(self.wandb_run, f"videos/{self.name}", self.videos)
-        self.writer.close()
-        if self.wandb_run:
+
+    def __exit__(self, kind, error, traceback) -> None:
+        """summary.json, however the run ended; the writers closed, the workers' group left, the signal handlers and
+        thread count put back; then a non-finite number is one line (exit 1), a stop by a signal exit 128 + signum."""
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, self.restore[0])
+        signal.signal(signal.SIGTERM, self.restore[1])
+        torch.set_num_threads(self.restore[2])
+        self.stopping = error.args[0] if kind is SignalStop else self.stopping
+        cause = kind and (" ".join(str(error).split())[:200] or kind.__name__)
+        ended = {None: "finished", FloatingPointError: "non-finite"}.get(kind, f"error: {cause}")
+        if self.stopping and kind in (None, SignalStop):
+            ended = f"signal {signal.Signals(self.stopping).name}"
+        if self.rank == 0 and kind is not UsageError:
+            self.write_summary(ended)
+        if self.writer is not None:
+            self.writer.close()
+        if self.wandb_run is not None:
             self.wandb_run.finish()
-        if dist.is_initialized():  # leave together: no worker tears the group down while another still uses it
+        if dist.is_initialized() and kind is None:  # leave together: no one tears the group down while in use
             dist.barrier()
             dist.destroy_process_group()
-        if self.stop_requested:
-            sys.exit(128 + (stop_signal[0] if stop_signal else signal.SIGTERM))
+        script, last_good = os.path.basename(__file__), f"last good checkpoint: {self.last_checkpoint or 'none'}"
+        if kind is FloatingPointError:
+            message = (
+                f"{script}: stopped: iteration {self.state.iteration}: {error}; stopped without saving ({last_good})"
+            )
+            raise SystemExit(message if self.rank == 0 else 1) from None
+        if dist.is_initialized() and (issubclass(kind, dist.DistError) or "gloo" in cause):  # another worker died
+            raise SystemExit(f"{script}: worker {self.rank} stopped: another worker is gone ({cause[:100]})") from None
+        if self.stopping and kind is None:
+            raise SystemExit(128 + self.stopping)
 
     def write_summary(self, ended: str) -> None:
-        """runs/<run>/summary.json (rank 0), written atomically when the run ends: how it ended ("finished",
-        "signal SIGINT" / "signal SIGTERM", "non-finite") and what this process did (a resumed run counts its
-        episodes and time from its resumption), so CI and sweeps need not parse TensorBoard files."""
-        if self.rank != 0:
-            return
-        summary = {
-            "run": self.name,
-            "script": os.path.basename(__file__),
-            "env_id": self.args.env_id,
-            "seed": self.args.seed,
-            "ended": ended,
-            "global_step": self.global_step,
-            "total_timesteps": self.args.total_timesteps,
+        """runs/<run>/summary.json, written atomically: how the run ended ("finished", "signal SIGINT", "non-finite",
+        "error: ...") and what this process did (a resumed run counts from its resumption)."""
+        args, mean_return = self.args, float(np.mean(self.recent_returns)) if self.recent_returns else None
+        summary = {"run": self.name, "script": os.path.basename(__file__), "env_id": args.env_id, "seed": args.seed}
+        summary |= {"ended": ended, "global_step": self.state.global_step if self.state else 0, "sps": self.sps}
+        summary |= {
+            "total_timesteps": args.total_timesteps,
             "episodes": self.episodes,
-            "wall_seconds": round(time.time() - self.created, 3),
-            "sps": self.sps,
-            "mean_return_last_100": float(np.mean(self.recent_returns)) if self.recent_returns else None,
-            "last_checkpoint": self.last_checkpoint,
-            "eval_mean_return": float(np.mean(self.evaluation)) if self.evaluation else None,
+            "eval_mean_return": self.evaluation,
         }
-        path = f"runs/{self.name}/summary.json"
+        summary |= {"wall_seconds": round(time.time() - self.created, 3), "mean_return_last_100": mean_return}
+        summary["last_checkpoint"], path = self.last_checkpoint, f"runs/{self.name}/summary.json"
         try:
             with open(f"{path}.tmp", "w") as f:
                 json.dump(summary, f, indent=2)
@@ -1246,164 +1199,46 @@ class Run:
             print(f"warning: cannot write {path}: {e.strerror or e}", file=sys.stderr)
 
 
-def print_status(iteration, num_iterations, global_step, args: Args, world_size, sps, recent_returns) -> None:
-    """The console line: a live line on a terminal, plain periodic lines (about 20 per run) in logs."""
-    mean_return = f"{np.mean(recent_returns):.1f}" if recent_returns else "n/a"
-    eta = format_seconds((args.total_timesteps - global_step) / max(sps, 1))
-    total = num_iterations * args.num_envs * args.num_steps * world_size
-    status = (
-        f"step {global_step}/{total} ({100 * iteration / num_iterations:.0f}%) | "
-        f"SPS {sps} | return {mean_return} (last {len(recent_returns)} episodes) | ETA {eta}"
-    )
-    if sys.stdout.isatty():
-        print("\r" + status + "\033[K", end="\n" if iteration == num_iterations else "", flush=True)
-    elif iteration % max(1, num_iterations // 20) == 0 or iteration == num_iterations:
-        print(status, flush=True)
-
-
-def format_seconds(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
-
-
-def validate_args(args: Args, world_size: int = 1) -> None:
-    """Reject settings that cannot work, naming the flag and what would."""
-    for flag, value in [
-        ("--total-timesteps", args.total_timesteps),
-        ("--num-envs", args.num_envs),
-        ("--num-steps", args.num_steps),
-        ("--num-minibatches", args.num_minibatches),
-        ("--update-epochs", args.update_epochs),
-        ("--frame-skip", args.frame_skip),
-        ("--frame-stack", args.frame_stack),
-        ("--lstm-hidden-size", args.lstm_hidden_size),
-        ("--keep-checkpoints", args.keep_checkpoints),
-        ("--eval-episodes", args.eval_episodes),
+def check_args(args, world_size: int, counts: list[str], positive: list[str], non_negative: list[str]) -> None:
+    """The checks all scripts share: counts positive, numbers in their ranges and finite; the batch splits into
+    --num-minibatches (of whole env sequences with --recurrent; two samples or more with --norm-adv), and
+    --total-timesteps holds one."""
+    for names, must in [
+        (counts, "a positive integer"),
+        (positive, "a positive number"),
+        (non_negative, "zero or positive"),
     ]:
-        if value <= 0:
-            raise UsageError(f"{flag} must be a positive integer, got {value}")
-    for flag, value in [
-        ("--learning-rate", args.learning_rate),
-        ("--adam-eps", args.adam_eps),
-        ("--clip-coef", args.clip_coef),
-        ("--max-grad-norm", args.max_grad_norm),
-        ("--kl-target", args.kl_target),
-        ("--target-kl", args.target_kl if args.target_kl is not None else 1.0),
-    ]:
-        if not value > 0:
-            raise UsageError(f"{flag} must be a positive number, got {value}")
-        if not math.isfinite(value):
-            raise UsageError(f"{flag} must be finite, got {value}")
-    for flag, value in [
-        ("--ent-coef", args.ent_coef),
-        ("--vf-coef", args.vf_coef),
-        ("--kl-coef", args.kl_coef),
-        ("--noop-max", args.noop_max),
-        ("--checkpoint-every", args.checkpoint_every),
-        ("--torch-threads", args.torch_threads),
-    ]:
-        if not value >= 0:
-            raise UsageError(f"{flag} must be zero or positive, got {value}")
-        if not math.isfinite(value):
-            raise UsageError(f"{flag} must be finite, got {value}")
+        for name, value in [(name, getattr(args, name)) for name in names if getattr(args, name) is not None]:
+            in_range = value >= 0 if names is non_negative else value > 0
+            if not (in_range and np.isfinite(value)):
+                raise UsageError(f"--{name.replace('_', '-')} must be {'finite' if in_range else must}, got {value}")
+    batch, minibatches, envs = args.num_envs * args.num_steps, args.num_minibatches, args.num_envs
+    if batch % minibatches:
+        problem = f"--num-minibatches {minibatches} does not divide the batch of {batch} (--num-envs x --num-steps)"
+        raise UsageError(f"{problem}; use one of {[d for d in range(1, min(batch, 64) + 1) if batch % d == 0]}")
+    if getattr(args, "recurrent", False) and envs % minibatches:
+        problem = f"--recurrent: --num-minibatches {minibatches} does not divide --num-envs {envs} (a minibatch is"
+        raise UsageError(
+            f"{problem} whole env sequences); use one of {[d for d in range(1, envs + 1) if envs % d == 0]}"
+        )
+    if args.norm_adv and batch // minibatches < 2:
+        raise UsageError("--norm-adv: a minibatch of one sample has no standard deviation; use fewer minibatches")
+    if args.total_timesteps < batch * world_size:
+        problem = f"--total-timesteps {args.total_timesteps} is smaller than one batch of {batch * world_size}"
+        raise UsageError(f"{problem} (--num-envs x --num-steps x workers); use at least {batch * world_size}")
     if not 0 <= args.seed <= 2**32 - world_size:  # numpy seeds each worker with seed + rank
         raise UsageError(f"--seed must be in [0, {2**32 - world_size}] (numpy's seed range), got {args.seed}")
-    if args.capture_video and args.env_backend == "ale":
-        raise UsageError(
-            "--capture-video records from the gymnasium back end (ale-py's vector env does not render); "
-            "add --env-backend gymnasium"
-        )
-    if args.frame_size < 36:
-        raise UsageError(
-            f"--frame-size {args.frame_size} is too small for the Nature CNN; use 36 or more (84 is the reference)"
-        )
     if not 0 < args.gamma <= 1:
         raise UsageError(f"--gamma must be in (0, 1], got {args.gamma}")
     if not 0 <= args.gae_lambda <= 1:
         raise UsageError(f"--gae-lambda must be in [0, 1], got {args.gae_lambda}")
-    batch_size = args.num_envs * args.num_steps
-    if batch_size % args.num_minibatches != 0:
-        divisors = [d for d in range(1, min(batch_size, 64) + 1) if batch_size % d == 0]
-        raise UsageError(
-            f"--num-minibatches {args.num_minibatches} does not divide the batch of {batch_size} "
-            f"(--num-envs {args.num_envs} x --num-steps {args.num_steps}); use one of {divisors}"
-        )
-    if args.recurrent and args.num_envs % args.num_minibatches != 0:
-        divisors = [d for d in range(1, args.num_envs + 1) if args.num_envs % d == 0]
-        raise UsageError(
-            f"--recurrent: --num-minibatches {args.num_minibatches} does not divide --num-envs {args.num_envs} "
-            f"(a minibatch is whole env sequences); use one of {divisors}"
-        )
-    minibatch_size = batch_size // args.num_minibatches
-    if args.recurrent:  # whole env sequences
-        minibatch_size = args.num_envs // args.num_minibatches * args.num_steps
-    if args.norm_adv and minibatch_size < 2:
-        raise UsageError(
-            f"--norm-adv: a minibatch of one sample has no standard deviation (--num-envs {args.num_envs} x "
-            f"--num-steps {args.num_steps} / --num-minibatches {args.num_minibatches}); use fewer minibatches or "
-            f"--no-norm-adv"
-        )
-    if args.total_timesteps < batch_size * world_size:
-        workers = f" x {world_size} workers" if world_size > 1 else ""
-        raise UsageError(
-            f"--total-timesteps {args.total_timesteps} is smaller than one batch of {batch_size * world_size} "
-            f"(--num-envs x --num-steps{workers}); use at least {batch_size * world_size}"
-        )
-    if args.compile and args.recurrent:
-        raise UsageError(
-            "--compile does not take --recurrent (the LSTM's step loop would unroll into one huge graph); "
-            "drop --compile"
-        )
-    if args.eval_checkpoint is not None and world_size > 1:
-        raise UsageError("--eval-checkpoint evaluates in one process; run it with python, not torchrun")
-    if args.dist_backend == "nccl" and not (args.cuda and torch.cuda.is_available()):
-        raise UsageError(
-            "--dist-backend nccl needs CUDA, which this machine or --no-cuda rules out; use --dist-backend gloo"
-        )
-
-
-def check_env(args: Args) -> tuple:
-    """Check that --env-id is an Atari game of ale-py, before anything is written; -> (None, None): the spaces
-    follow from the flags."""
-    atari_game(args.env_id)
-    return None, None
-
-
-def rollout_bytes(args: Args, observation_space, action_space) -> tuple[int, str]:
-    """-> memory of the rollout buffers and the network, and the flags that set it: per (step, env) uint8 frames,
-    an int64 action, 9 float32 (logprob, value, reward, GAE, ...); the network with its gradients and Adam's two
-    moments, whose first linear layer grows with the frame size."""
-    conv_size = ((args.frame_size - 8) // 4 + 1 - 4) // 2 + 1 - 2
-    network_bytes = 4 * 4 * 64 * max(conv_size, 1) ** 2 * 512
-    step_bytes = args.frame_stack * args.frame_size**2 + 8 + 36
-    flags = f"--num-envs {args.num_envs} x --num-steps {args.num_steps} x --frame-stack {args.frame_stack} x "
-    return args.num_envs * args.num_steps * step_bytes + network_bytes, f"{flags}--frame-size {args.frame_size}^2"
-
-
-def check_memory(num_bytes: int, flags: str, device: torch.device) -> None:
-    """Refuse rollout buffers larger than the memory free on `device` (CUDA's free memory, or the host's
-    MemAvailable on Linux), before any is allocated: a clear error instead of an allocator traceback or an OOM kill."""
-    if device.type == "cuda":
-        free = torch.cuda.mem_get_info(device)[0]
-    else:
-        try:
-            with open("/proc/meminfo") as f:
-                free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-        except (OSError, StopIteration):  # not Linux: no check
-            return
-    if num_bytes > free:
-        raise UsageError(
-            f"{flags}: the rollout buffers need {num_bytes / 2**30:,.1f} GiB, more than the "
-            f"{free / 2**30:,.1f} GiB free on {device}; use smaller values"
-        )
 
 
 def claim_run_dir(run_name: str) -> str:
-    """Create runs/<run_name> and -> its name; a name another run holds already (two runs started in the
-    same second) gets a suffix _2, _3, ..., so a run never writes into another run's directory."""
+    """Create runs/<run_name>, or runs/<run_name>_2, _3, ... when another run holds it (two started in the same
+    second); -> the name it got."""
     os.makedirs("runs", exist_ok=True)
-    for k in range(1, 10_000):
-        name = run_name if k == 1 else f"{run_name}_{k}"
+    for name in [run_name, *(f"{run_name}_{k}" for k in range(2, 10_000))]:
         try:
             os.mkdir(f"runs/{name}")
             return name
@@ -1412,472 +1247,220 @@ def claim_run_dir(run_name: str) -> str:
     raise UsageError(f"runs/{run_name}: 10000 runs of this name exist already; use another --exp-name")
 
 
-def stop_at_once(signum, frame):
-    raise SignalStop(signum)
-
-
-@contextmanager
-def sigint_blocked():
-    """SIGINT blocked while sub-env processes start: they inherit the mask, so a Ctrl-C reaches only the run."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-
-# ---- Data parallel (torchrun): W workers, each with its own envs, step with the mean gradient ----
-# A plain `python` run is one worker and makes no collective call: every helper is the identity there.
-
-
-def setup_workers(args: Args, world_size: int) -> tuple[int, torch.device]:
-    """-> (rank, device); under torchrun (world_size > 1) join the process group first."""
-    use_cuda = torch.cuda.is_available() and args.cuda
-    if world_size == 1:
-        return 0, torch.device("cuda" if use_cuda else "cpu")
-    device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    dist.init_process_group(args.dist_backend or ("nccl" if use_cuda else "gloo"))
-    return dist.get_rank(), device
-
-
-def all_mean_(x: torch.Tensor) -> torch.Tensor:
-    """x, overwritten with its mean over all workers."""
-    if dist.is_initialized():
-        dist.all_reduce(x)
-        x /= dist.get_world_size()
-    return x
-
-
-def average_gradients_(parameters: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
-    """Parallelized gradient update: one all-reduce of every gradient and the loss, flattened together,
-    replaces each by its mean over workers; -> the mean loss. Runs before the gradient clip, so every
-    worker clips and steps identically."""
-    if not dist.is_initialized():
-        return loss
-    flat = all_mean_(torch.cat([p.grad.reshape(-1) for p in parameters] + [loss.detach().reshape(1)]))
-    offset = 0
-    for p in parameters:
-        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
-        offset += p.numel()
-    return flat[-1]
-
-
-def broadcast_(tensors: list[torch.Tensor]) -> None:
-    """Overwrite the tensors with rank 0's (the initial weights, so all workers start equal)."""
-    if dist.is_initialized():
-        for tensor in tensors:
-            dist.broadcast(tensor.data, src=0)
-
-
-def gather_objects(obj) -> list:
-    """obj of every worker, in rank order, on every worker ([obj] in a single process)."""
-    if not dist.is_initialized():
-        return [obj]
-    objects = [None] * dist.get_world_size()
-    dist.all_gather_object(objects, obj)
-    return objects
-
-
-class NullWriter:
-    """The TensorBoard writer of workers other than rank 0: they log nothing (rank 0 logs everyone's episodes)."""
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
-
-
-# ---- Speed: the same functions, faster (--compile, Adam's fused kernel) ----
-
-
-def fast_paths(agent: Agent, args: Args):
-    """-> the rollout's policy step and the minibatch loss: get_action_and_value and ppo_loss, or (--compile) the
-    same functions compiled, the loss's backward too; random numbers still come from torch's generator, so a seeded
-    run takes the same actions."""
-    policy_step, minibatch_loss = agent.get_action_and_value, ppo_loss
-    if args.compile:
-        torch._inductor.config.fallback_random = True
-        policy_step, minibatch_loss = torch.compile(policy_step), torch.compile(minibatch_loss)
-    return policy_step, minibatch_loss
-
-
-# Adam: torch's own kernel, without torch.optim's start-up cost
-class FusedAdam:
-    """torch.optim.Adam(params, lr, eps=eps, fused=True): the same kernel, the same state_dict (a checkpoint loads
-    into either), without torch.optim, whose first use imports torch._dynamo: a second of every run's start-up."""
-
-    def __init__(self, params, lr: float, eps: float, betas: tuple = (0.9, 0.999)):
-        self.params = list(params)
-        self.param_groups = [
-            {"lr": lr, "betas": betas, "eps": eps, "weight_decay": 0, "amsgrad": False, "maximize": False}
-            | {"foreach": None, "capturable": False, "differentiable": False, "fused": True}
-            | {"decoupled_weight_decay": False, "params": list(range(len(self.params)))}
-        ]
-        self.state = {}  # parameter index -> step, exp_avg, exp_avg_sq (torch's layout), made at the first step
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        group = self.param_groups[0]
-        for i, p in enumerate(self.params):
-            if i not in self.state:
-                self.state[i] = {
-                    "step": torch.zeros((), device=p.device),
-                    "exp_avg": torch.zeros_like(p),
-                    "exp_avg_sq": torch.zeros_like(p),
-                }
-        states = [self.state[i] for i in range(len(self.params))]
-        steps = [s["step"] for s in states]
-        torch._foreach_add_(steps, 1)
-        torch._fused_adam_(
-            self.params,
-            [p.grad for p in self.params],
-            [s["exp_avg"] for s in states],
-            [s["exp_avg_sq"] for s in states],
-            [],
-            steps,
-            amsgrad=False,
-            lr=group["lr"],
-            beta1=group["betas"][0],
-            beta2=group["betas"][1],
-            weight_decay=0.0,
-            eps=group["eps"],
-            maximize=False,
-        )
-
-    def state_dict(self) -> dict:
-        return {"state": self.state, "param_groups": [dict(group) for group in self.param_groups]}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        (group,) = state_dict["param_groups"]
-        if len(group["params"]) != len(self.params) or not state_dict["state"].keys() <= set(group["params"]):
-            raise ValueError("the optimizer's parameters are not this network's")
-        state = {}
-        for i, saved in state_dict["state"].items():
-            p = self.params[group["params"].index(i)]
-            if saved["exp_avg"].shape != p.shape or saved["exp_avg_sq"].shape != p.shape:
-                raise ValueError(f"the optimizer's state of parameter {i} has shape {tuple(saved['exp_avg'].shape)}")
-            state[i] = {
-                "step": saved["step"].to(torch.float32, copy=True).to(p.device),
-                "exp_avg": saved["exp_avg"].to(p, copy=True),
-                "exp_avg_sq": saved["exp_avg_sq"].to(p, copy=True),
-            }
-        self.state = state
-        self.param_groups[0] |= {key: value for key, value in group.items() if key in ("lr", "betas", "eps")}
-
-
-# ---- Checkpoints: everything needed to continue a run, written atomically, loaded without code ----
-
-CHECKPOINT_FORMAT = "ppo37 ppo_atari.py checkpoint v2"
-CHECKPOINT_KEYS = {
-    "format",
-    "args",
-    "run_name",
-    "iteration",
-    "global_step",
-    "kl_coef",
-    "model",
-    "optimizer",
-    "rng",
-    "wandb_id",
-}
-
-
 def first_non_finite(state, where: str = "") -> Optional[str]:
     """Where the first NaN or infinite float is in a nested checkpoint (dicts, lists, tensors, numbers), or None."""
     if isinstance(state, torch.Tensor):
         return where if state.is_floating_point() and not torch.isfinite(state).all() else None
     if isinstance(state, float):
-        return where if not math.isfinite(state) else None
+        return where if not np.isfinite(state) else None
     items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else []
-    for key, value in items:
-        found = first_non_finite(value, f"{where}/{key}" if where else str(key))
-        if found is not None:
-            return found
-    return None
-
-
-def save_checkpoint(path: str, checkpoint: dict) -> None:
-    """Write to a temporary file, then rename: a crash mid-write leaves the file at `path` as it was, and a
-    failed write (a full disk) leaves no temporary file behind."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    try:
-        torch.save(checkpoint, f"{path}.tmp")
-        os.replace(f"{path}.tmp", path)
-    finally:
-        if os.path.exists(f"{path}.tmp"):
-            os.remove(f"{path}.tmp")
+    return next(filter(None, (first_non_finite(value, f"{where}/{key}".lstrip("/")) for key, value in items)), None)
 
 
 def load_checkpoint(path: str, flag: str) -> dict:
-    """A checkpoint written by this script, loaded with weights_only=True (a pickle cannot run code),
-    or a UsageError naming `flag`."""
+    """A checkpoint this script wrote, loaded with weights_only=True (a pickle cannot run code), or one line naming
+    `flag` and what is wrong."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error below says it all
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UsageError(f"{flag} {path}: no such file") from None
-    except pickle.UnpicklingError:
-        raise UsageError(
-            f"{flag} {path} is not a readable checkpoint (it pickles objects other than tensors and "
-            f"plain data, which could run code); pass a .pt file this script wrote"
-        ) from None
-    except Exception as e:  # truncated, or not a torch file at all
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(
-            f"{flag} {path} is not a readable checkpoint ({reason[:120]}); pass a .pt file this script wrote"
-        ) from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        found = (
-            checkpoint.get("format", "no format field") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+    except Exception as e:  # code in the pickle, a truncated file, not a torch file at all
+        reason = "it pickles objects other than tensors" if isinstance(e, pickle.UnpicklingError) else str(e)
+        raise UsageError(f"{flag} {path} is not a readable checkpoint ({' '.join(reason.split())[:120]})") from None
+    found = checkpoint.get("format", "no format field") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+    missing = sorted(CHECKPOINT_KEYS - checkpoint.keys()) if found == CHECKPOINT_FORMAT else []
+    if found != CHECKPOINT_FORMAT or missing or not checkpoint["args"].keys() <= vars(Args()).keys():
+        problem = (
+            f"missing: {', '.join(missing)}" if missing else found if found != CHECKPOINT_FORMAT else "other flags"
         )
-        raise UsageError(
-            f"{flag} {path} is not a checkpoint of {os.path.basename(__file__)} ({found}); use the script that wrote it"
-        )
-    missing = sorted(CHECKPOINT_KEYS - checkpoint.keys())
-    flags = checkpoint.get("args")
-    if not missing and not (isinstance(flags, dict) and flags.keys() <= Args.__dataclass_fields__.keys()):
-        missing = ["args (flags this script does not have)"]
-    if missing:
-        raise UsageError(
-            f"{flag} {path} is a damaged checkpoint (missing or wrong: {', '.join(missing)}); "
-            f"pass a .pt file this script wrote"
-        )
+        raise UsageError(f"{flag} {path} is not a whole checkpoint of {os.path.basename(__file__)} ({problem})")
     return checkpoint
 
 
 def load_state(target, state: dict, flag: str, path: str) -> None:
-    """target.load_state_dict(state), for a network or an optimizer, or a UsageError naming the checkpoint."""
+    """target.load_state_dict(state) (a network, or the whole training state), or one line naming the checkpoint."""
     try:
         target.load_state_dict(state)
-    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
-        reason = " ".join(str(e).split()) or type(e).__name__
-        raise UsageError(
-            f"{flag} {path} does not fit the network of its own flags ({reason[:160]}); "
-            f"pass a .pt file this script wrote"
-        ) from None
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        reason = " ".join(str(e).split())[:160] or type(e).__name__
+        raise UsageError(f"{flag} {path} does not fit the network of its own flags ({reason})") from None
 
 
-def rotate_checkpoints(folder: str, written: list[str], keep: int) -> None:
-    """Keep the `keep` latest checkpoints in `folder`. This process's own writes (`written`, oldest first) are the
-    latest; files of earlier processes (a run resumed from an older checkpoint) go first, oldest written first.
-    Stale temporary files (a write killed mid-way) go too."""
-    own = set(written)
-    names = os.listdir(folder)
-    others = sorted((os.path.join(folder, name) for name in names if name.endswith(".pt")), key=os.path.getmtime)
-    for path in ([path for path in others if path not in own] + written)[:-keep]:
-        os.remove(path)
-    written[:] = written[-keep:]
-    for name in names:
-        if name.endswith(".pt.tmp"):
-            os.remove(os.path.join(folder, name))
-
-
-def check_resume_args(args: Args, checkpoint: dict, world_size: int = 1) -> None:
-    """A resumed run repeats the flags it was started with, with as many workers; only RUN_CONTROL flags may change."""
-    if len(checkpoint["rng"]) != world_size:  # one set of RNG states per worker
-        launch = "python" if len(checkpoint["rng"]) == 1 else f"torchrun with {len(checkpoint['rng'])} workers in all"
-        raise UsageError(
-            f"--resume: the checkpoint was written by {len(checkpoint['rng'])} worker(s), this run has "
-            f"{world_size}; launch it with {launch}"
-        )
-    saved = {**vars(Args()), **checkpoint["args"]}  # a flag added since the checkpoint was written: its default
-    for name, value in vars(args).items():
-        if name not in RUN_CONTROL and saved.get(name) != value:
-            flag = "--" + name.replace("_", "-")
-            raise UsageError(
-                f"--resume: the checkpoint was trained with {flag} {saved.get(name)}, this command has {flag} {value}; "
-                f"drop {flag} (--resume alone continues with the run's flags; only --total-timesteps and the "
-                "checkpoint, evaluation and logging flags may change)"
-            )
-
-
-def rng_states(device: torch.device) -> dict:
-    """This worker's python, numpy and torch RNG states, and its GPU's when it runs on one."""
-    np_state = np.random.get_state()
-    states = {
-        "python": random.getstate(),
-        "torch": torch.get_rng_state(),
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
-    }
-    if device.type == "cuda":  # a resumed GPU run must not replay the noise of its first iterations
-        states["cuda"] = torch.cuda.get_rng_state(device)
-    return states
-
-
-def set_rng_states(states: dict, device: torch.device) -> None:
-    random.setstate(states["python"])
-    torch.set_rng_state(states["torch"])
-    name, keys, *rest = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state(states["cuda"], device)
-
-
-def evaluate(
-    checkpoint_path: str,
-    eval_episodes: int,
-    seed: int = 1,
-    device: torch.device = torch.device("cpu"),
-    video_folder: Optional[str] = None,
-) -> list[float]:
-    """Raw scores of whole games of a checkpoint's deterministic (argmax) policy on a fresh env of the back end
-    it trained on, with the run's Atari settings (the back ends differ in details: see the module docstring)."""
-    checkpoint = load_checkpoint(checkpoint_path, "--eval-checkpoint")
-    saved = Args(**{**checkpoint["args"], "num_envs": 1, "vector_mode": "sync"})
-    if video_folder is not None and saved.env_backend == "ale":
-        raise UsageError(
-            "--capture-video: the model trained on the ale back end, whose vector env does not render; "
-            "evaluate it without --capture-video"
-        )
-    envs = make_envs(saved, video_folder)
-    agent = Agent(
-        saved.frame_stack,
-        saved.frame_size,
-        int(envs.single_action_space.n),
-        saved.shared_network,
-        saved.scale_obs,
-        saved.ortho_init,
-        saved.lstm_hidden_size if saved.recurrent else 0,
-    )
-    load_state(agent, checkpoint["model"], "--eval-checkpoint", checkpoint_path)
-    agent.to(device)
-    next_obs, info = envs.reset(seed=seed)
-    game_scores, returns = GameScores(info["lives"]), []
-    next_start = torch.ones(1, device=device)
-    lstm_state = agent.initial_state(1, device)
-    while len(returns) < eval_episodes:
-        with torch.no_grad():
-            x = torch.as_tensor(next_obs, device=device)
-            action, _, _, _, lstm_state = agent.get_action_and_value(
-                x, None, lstm_state, next_start, deterministic=True
-            )
-        next_obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
-        next_start = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)  # a lost life too
-        returns += [score for _, score, _ in game_scores.update(reward, terminated, truncated, info["lives"])]
-    envs.close()
-    return returns[:eval_episodes]
-
-
-def check_tracking(args: Args) -> None:
-    """--track needs a W&B login, unless W&B logs offline: one line before anything runs, not a traceback later."""
-    if not args.track or os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
-        return
-    import wandb
-
-    if not wandb.login(prompt=False):
-        raise UsageError(
-            "--track: not logged in to Weights & Biases; run `wandb login` (or set WANDB_API_KEY), "
-            "or log locally with WANDB_MODE=offline"
-        )
-
-
-def upload_videos(wandb_run, folder: str, uploaded: set) -> None:
-    """--track --capture-video: log the mp4 files of `folder` (and below) not yet in `uploaded` to the W&B run."""
-    if wandb_run is None or not os.path.isdir(folder):
-        return
-    import wandb
-
-    for path in sorted(glob.glob(os.path.join(folder, "**", "*.mp4"), recursive=True)):
-        if path not in uploaded:
-            uploaded.add(path)
-            tag = "videos/eval" if os.sep + "eval" + os.sep in path else "videos/train"
-            wandb_run.log({tag: wandb.Video(path, format="mp4")}, commit=False)
-
-
-def init_logging(args: Args, run_name: str, wandb_id: Optional[str], purge_step: Optional[int] = None):
-    """-> TensorBoard writer of runs/<run_name>, and the W&B run (resumed when `wandb_id` is given) or None."""
-    wandb_run = None
-    if args.track:
-        import wandb
-
-        wandb_run = wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_name,
-            save_code=True,
-            id=wandb_id,
-            resume="allow",
-        )
-    # on resume, scalars logged after the checkpoint by the interrupted process are dropped
-    return SummaryWriter(f"runs/{run_name}", purge_step=purge_step), wandb_run
-
-
-def report_evaluation(writer, checkpoint_path: str, returns: list[float], global_step: int) -> None:
-    for episode, episode_return in enumerate(returns):
-        writer.add_scalar("eval/episodic_return", episode_return, episode)
-    writer.add_scalar("eval/mean_return", np.mean(returns), global_step)
-    writer.add_scalar("eval/std_return", np.std(returns), global_step)
-    print(
-        f"evaluation of {checkpoint_path}: {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} episodes"
-    )
-
-
-def evaluate_checkpoint(args: Args) -> None:
-    """--eval-checkpoint: evaluate a saved policy and log to its run directory; a signal stops it at once
-    (exit 130 / 143)."""
-    signal.signal(signal.SIGINT, stop_at_once)
-    signal.signal(signal.SIGTERM, stop_at_once)
-    check_tracking(args)
-    checkpoint = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
-    saved = Args(**checkpoint["args"])
-    check_env(saved)
-    video_folder = f"videos/{checkpoint['run_name']}/eval" if args.capture_video else None
-    print(f"evaluating {args.eval_checkpoint} over {args.eval_episodes} episodes", flush=True)
-    returns = evaluate(args.eval_checkpoint, args.eval_episodes, saved.seed + 10_000, video_folder=video_folder)
-    writer, wandb_run = init_logging(args, checkpoint["run_name"], checkpoint["wandb_id"])
-    report_evaluation(writer, args.eval_checkpoint, returns, checkpoint["global_step"])
-    if video_folder:
-        upload_videos(wandb_run, video_folder, set())
-    writer.close()
-    if wandb_run:
-        wandb_run.finish()
-
-
-def resume_defaults(argv: list[str]) -> Optional[Args]:
-    """With --resume PATH, the flags saved in that checkpoint become the defaults, so `--resume PATH` alone
-    continues the run as it was started; a flag given on the command line still overrides (and check_resume_args
-    refuses a changed algorithm flag). None without --resume."""
+def resume_defaults(argv: list[str]):
+    """With --resume PATH, the flags saved in that checkpoint become the defaults, so `--resume PATH` alone continues
+    the run as it was started; a flag given that changes the algorithm is refused (only run-control flags may)."""
     path = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--resume=")), None)
     if path is None and "--resume" in argv[:-1]:
         path = argv[argv.index("--resume") + 1]
     if path is None:
         return None
-    saved = load_checkpoint(path, "--resume")["args"]
-    return Args(**{**vars(Args()), **saved, "resume": None, "eval_checkpoint": None})
+    saved = {**vars(Args()), **load_checkpoint(path, "--resume")["args"]}  # a flag added since then: its default
+    args = tyro.cli(Args, args=argv, default=Args(**{**saved, "resume": None, "eval_checkpoint": None}))
+    for name in [name for name, value in vars(args).items() if name not in RUN_CONTROL and saved[name] != value]:
+        flag, given = "--" + name.replace("_", "-"), getattr(args, name)
+        problem = f"--resume: the checkpoint was trained with {flag} {saved[name]}, this command has {flag} {given}"
+        raise UsageError(f"{problem}; drop {flag} (--resume alone continues with the run's flags)")
+    return args
+
+
+def check_tracking(args) -> None:
+    """--track needs a W&B login, unless W&B logs offline: one line before anything runs, not a traceback later."""
+    if args.track and os.environ.get("WANDB_MODE") not in ("offline", "disabled", "dryrun"):
+        import wandb
+
+        if not wandb.login(prompt=False):
+            how = "run `wandb login` (or set WANDB_API_KEY), or log locally with WANDB_MODE=offline"
+            raise UsageError(f"--track: not logged in to Weights & Biases; {how}")
+
+
+def init_logging(args, run_name: str, wandb_id: Optional[str], purge_step: int):
+    """-> the TensorBoard writer of runs/<run_name> (what was logged from `purge_step` on dropped), and the W&B run
+    (resumed when `wandb_id` is given) or None; the flags go to both."""
+    wandb_run = None
+    if args.track:
+        import wandb
+
+        project = {"project": args.wandb_project_name, "entity": args.wandb_entity, "name": run_name, "id": wandb_id}
+        wandb_run = wandb.init(**project, config=vars(args), sync_tensorboard=True, save_code=True, resume="allow")
+    writer = SummaryWriter(f"runs/{run_name}", purge_step=purge_step)
+    table = "\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+    return writer, wandb_run
+
+
+def upload_videos(wandb_run, folder: Optional[str], uploaded: set) -> None:
+    """--track --capture-video: log the mp4 files of `folder` (and below) not yet in `uploaded` to the W&B run."""
+    if wandb_run is not None and folder is not None:
+        import wandb
+
+        for path in sorted(set(glob.glob(f"{folder}/**/*.mp4", recursive=True)) - uploaded):
+            uploaded.add(path)
+            wandb_run.log({"videos/eval" if "/eval/" in path else "videos/train": wandb.Video(path)}, commit=False)
+
+
+def print_status(state, num_iterations: int, total_timesteps: int, sps: int, recent_returns) -> None:
+    """The console line: a live line on a terminal, plain periodic lines (about 20 per run) in logs."""
+    minutes, seconds = divmod(int((total_timesteps - state.global_step) / max(sps, 1)), 60)
+    eta = f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
+    returns = f"return {np.mean(recent_returns):.1f}" if recent_returns else "return n/a"
+    steps, last = (
+        f"{state.global_step}/{state.global_step // state.iteration * num_iterations}",
+        state.iteration == num_iterations,
+    )
+    status = f"step {steps} ({state.iteration / num_iterations:.0%}) | SPS {sps} | {returns} (last {len(recent_returns)} episodes) | ETA {eta}"
+    if sys.stdout.isatty():
+        print(f"\r{status}\033[K", end="\n" if last else "", flush=True)
+    elif state.iteration % max(1, num_iterations // 20) == 0 or last:
+        print(status, flush=True)
+
+
+def evaluate_checkpoint(args) -> None:
+    """--eval-checkpoint: evaluate a saved policy and print the result (a signal stops it at once)."""
+    validate_args(args, 1)
+    checkpoint = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
+    check_env(Args(**checkpoint["args"]))
+    video_folder = f"videos/{checkpoint['run_name']}/eval" if args.capture_video else None
+    print(f"evaluating {args.eval_checkpoint} over {args.eval_episodes} episodes", flush=True)
+    returns = evaluate(
+        args.eval_checkpoint, args.eval_episodes, checkpoint["args"]["seed"] + 10_000, video_folder=video_folder
+    )
+    print(
+        f"evaluation of {args.eval_checkpoint}: {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} episodes"
+    )
+
+
+# ---- This script's checks, checkpoint format and evaluation ----
+
+CHECKPOINT_FORMAT = "ppo37 ppo_atari.py checkpoint v2"
+CHECKPOINT_KEYS = {"format", "args", "run_name", "iteration", "global_step", "kl_coef", "model", "optimizer", "rng"}
+
+
+def validate_args(args: Args, world_size: int) -> None:
+    """Reject settings that cannot work, naming the flag and what would."""
+    counts = ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "frame_skip"]
+    positive = ["learning_rate", "adam_eps", "clip_coef", "max_grad_norm", "kl_target", "target_kl"]
+    non_negative = ["ent_coef", "vf_coef", "kl_coef", "noop_max", "checkpoint_every", "torch_threads"]
+    counts += ["frame_stack", "lstm_hidden_size", "keep_checkpoints", "eval_episodes"]
+    check_args(args, world_size, counts, positive, non_negative)
+    if args.capture_video and args.env_backend == "ale":
+        raise UsageError(
+            "--capture-video records from the gymnasium back end (ale-py's vector env does not render); add --env-backend gymnasium"
+        )
+    if args.frame_size < 36:
+        raise UsageError(
+            f"--frame-size {args.frame_size} is too small for the Nature CNN; use 36 or more (84 is the reference)"
+        )
+    if args.compile and args.recurrent:
+        raise UsageError(
+            "--compile does not take --recurrent (the LSTM's loop unrolls into a huge graph); drop --compile"
+        )
+
+
+def check_env(args: Args) -> tuple[int, str]:
+    """Check that --env-id is an Atari game of ale-py, before anything is written; -> the bytes of the rollout buffers
+    and the network (and the flags that set them): per step and env uint8 frames, an int64 action, 9 float32
+    (logprob, value, reward, GAE, ...); the network with its gradients and Adam's two moments."""
+    atari_game(args.env_id)
+    conv_size = ((args.frame_size - 8) // 4 + 1 - 4) // 2 + 1 - 2  # the first linear layer grows with the frames
+    network_bytes = 4 * 4 * 64 * max(conv_size, 1) ** 2 * 512
+    step_bytes = args.frame_stack * args.frame_size**2 + 8 + 36
+    flags = f"--num-envs {args.num_envs} x --num-steps {args.num_steps} x --frame-stack {args.frame_stack} x "
+    return args.num_envs * args.num_steps * step_bytes + network_bytes, f"{flags}--frame-size {args.frame_size}^2"
+
+
+def evaluate(path: str, episodes: int, seed: int = 1, device=torch.device("cpu"), video_folder=None) -> list[float]:
+    """Raw scores of whole games of a checkpoint's deterministic (argmax) policy on a fresh env of the back end it
+    trained on, with the run's Atari settings (the back ends differ in details: see the module docstring)."""
+    checkpoint = load_checkpoint(path, "--eval-checkpoint")
+    saved = Args(**{**checkpoint["args"], "num_envs": 1, "vector_mode": "sync"})
+    if video_folder is not None and saved.env_backend == "ale":
+        raise UsageError(
+            "--capture-video: the model trained on the ale back end, whose vector env does not render; evaluate it without --capture-video"
+        )
+    envs = make_envs(saved, video_folder)
+    hidden, num_actions = saved.lstm_hidden_size if saved.recurrent else 0, int(envs.single_action_space.n)
+    agent = Agent(
+        saved.frame_stack,
+        saved.frame_size,
+        num_actions,
+        saved.shared_network,
+        saved.scale_obs,
+        saved.ortho_init,
+        hidden,
+    )
+    load_state(agent, checkpoint["model"], "--eval-checkpoint", path)
+    agent.to(device)
+    obs, info = envs.reset(seed=seed)
+    game_scores, returns = GameScores(info["lives"]), []
+    start, lstm_state = torch.ones(1, device=device), agent.initial_state(1, device)
+    while len(returns) < episodes:
+        with torch.no_grad():
+            action, _, _, _, lstm_state = agent.get_action_and_value(
+                torch.as_tensor(obs, device=device), None, lstm_state, start, True
+            )
+        obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
+        start = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)  # a lost life too
+        returns += [score for _, score, _ in game_scores.update(reward, terminated, truncated, info["lives"])]
+    envs.close()
+    return returns[:episodes]
 
 
 if __name__ == "__main__":
+    script = os.path.basename(__file__)
+    signal.signal(signal.SIGINT, stop_at_once)  # outside a run (--eval-checkpoint, start-up): stop at once
+    signal.signal(signal.SIGTERM, stop_at_once)
     try:
-        main(tyro.cli(Args, default=resume_defaults(sys.argv[1:])))
+        main(resume_defaults(sys.argv[1:]) or tyro.cli(Args))
     except UsageError as e:  # under torchrun every worker finds the same error: rank 0 reports it
         if os.environ.get("RANK", "0") == "0":
-            print(f"{os.path.basename(__file__)}: error: {e}", file=sys.stderr)
+            print(f"{script}: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except (dist.DistError, RuntimeError) as e:  # a collective failed: another worker died, torchrun stops the rest
-        if not (dist.is_initialized() and (isinstance(e, dist.DistError) or "gloo" in str(e))):
-            raise
-        reason = str(e).strip().splitlines()[0].split("] ")[-1].split(". ")[0] if str(e).strip() else type(e).__name__
-        print(
-            f"{os.path.basename(__file__)}: worker {dist.get_rank()} stopped: another worker is gone ({reason[:100]}); "
-            f"its error is above",
-            file=sys.stderr,
-        )
-        sys.exit(1)
-    except (NonFiniteError, WriteError) as e:
-        print(f"{os.path.basename(__file__)}: stopped: {e}", file=sys.stderr)
-        sys.exit(1)
-    except SignalStop as stop:  # during --eval-checkpoint
-        print(f"{os.path.basename(__file__)}: {stop}", file=sys.stderr)
-        sys.exit(128 + stop.signum)
+    except SignalStop as stop:  # a second signal, or one outside the training loop
+        print(f"{script}: {signal.Signals(stop.args[0]).name}: stopped", file=sys.stderr)
+        sys.exit(128 + stop.args[0])
     except OSError as e:  # the file system: a read-only working directory, a full disk
         if e.filename is None:
             raise
-        print(f"{os.path.basename(__file__)}: error: {e.filename}: {e.strerror}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(f"{script}: error: {e.filename}: {e.strerror}")

@@ -814,7 +814,7 @@ class Run:
         if self.checkpoint and workers != self.world_size:
             launch = "python" if workers == 1 else f"torchrun with {workers} workers in all"
             raise UsageError(f"--resume: the checkpoint was written by {workers} worker(s); launch it with {launch}")
-        self.rollout_bytes = check_env(args)
+        self.rollout_bytes, self.rollout_flags = check_env(args)  # and the network's, where it grows with flags
         self.num_iterations = args.total_timesteps // (args.num_envs * args.num_steps * self.world_size)
         self.state = self.writer = self.wandb_run = self.evaluation = self.stop_signal = self.stopping = None
         self.last_checkpoint, self.recent_returns, self.videos = args.resume, deque(maxlen=100), set()
@@ -833,7 +833,7 @@ class Run:
             need = (
                 f"need {self.rollout_bytes / 2**30:,.1f} GiB, more than the {memory / 2**30:,.1f} GiB of {self.device}"
             )
-            raise UsageError(f"--num-envs {args.num_envs} x --num-steps {args.num_steps}: the rollout buffers {need}")
+            raise UsageError(f"{self.rollout_flags}: the rollout buffers {need}")
         self.name = self.checkpoint and self.checkpoint["run_name"]
         if not self.name:  # rank 0 names the run for everyone
             env_name = args.env_id.replace(":", "_").replace("/", "_")
@@ -1201,7 +1201,7 @@ def validate_args(args: Args, world_size: int) -> None:
         )
 
 
-def check_env(args: Args) -> int:
+def check_env(args: Args) -> tuple[int, str]:
     """Make one env of --env-id and check that this script can train on it; -> the bytes of the rollout buffers: per
     step and env a float32 observation, int64 actions, a bool mask and 9 float32 (logprob, value, reward, ...)."""
     try:
@@ -1227,7 +1227,8 @@ def check_env(args: Args) -> int:
         problem = f"--action-masking: {args.env_id} puts no 'action_mask' in its info"
         raise UsageError(f"{problem}; drop the flag or have the env return a bool mask in info['action_mask']")
     nvec = action_layout(actions)[0]
-    return args.num_envs * args.num_steps * (4 * gym.spaces.flatdim(space) + 8 * len(nvec) + sum(nvec) + 36)
+    step_bytes = 4 * gym.spaces.flatdim(space) + 8 * len(nvec) + sum(nvec) + 36
+    return args.num_envs * args.num_steps * step_bytes, f"--num-envs {args.num_envs} x --num-steps {args.num_steps}"
 
 
 def evaluate(path: str, episodes: int, seed: int = 1, device=torch.device("cpu"), video_folder=None) -> list[float]:
