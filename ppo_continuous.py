@@ -802,15 +802,14 @@ def stop_at_once(signum, frame):
 
 
 class Run:
-    """Run control around `train`, a context manager: entering checks the input, joins the workers, seeds, claims the
-    run directory and takes SIGINT / SIGTERM (blocked until `start`, so sub-env processes started meanwhile ignore a
-    Ctrl-C: the run decides); `start` restores --resume and opens the writers; `log` follows each iteration; `finish`
-    saves and evaluates the model; leaving writes summary.json and puts back what it changed."""
+    """Run control around `train`: entering checks the input, joins the workers, seeds, claims the run directory and
+    takes SIGINT / SIGTERM (SIGINT blocked until `start`: sub-env processes started meanwhile leave Ctrl-C to the run);
+    `start` restores --resume, opens the writers; `log` follows each iteration; `finish` saves and evaluates the model;
+    leaving writes summary.json (however the run ended) and puts back what entering changed."""
 
     def __init__(self, args: Args):
         self.args, self.world_size = args, int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's workers
         validate_args(args, self.world_size)
-        check_tracking(args)
         self.checkpoint = args.resume and load_checkpoint(args.resume, "--resume")
         workers = self.checkpoint and len(self.checkpoint["rng"])  # one set of RNG states per worker
         if self.checkpoint and workers != self.world_size:
@@ -819,7 +818,7 @@ class Run:
         self.rollout_bytes, self.rollout_flags = check_env(args)  # and the network's, where it grows with flags
         self.num_iterations = args.total_timesteps // (args.num_envs * args.num_steps * self.world_size)
         self.state = self.writer = self.wandb_run = self.evaluation = self.stop_signal = self.stopping = None
-        self.last_checkpoint, self.recent_returns, self.videos = args.resume, deque(maxlen=100), set()
+        self.last_checkpoint, self.recent_returns = args.resume, deque(maxlen=100)
         self.episodes, self.sps, self.created, self.evaluating = 0, 0, time.time(), False
 
     def __enter__(self) -> "Run":
@@ -829,13 +828,11 @@ class Run:
             dist.init_process_group("nccl" if use_cuda else "gloo")
             self.rank = dist.get_rank()
             self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if use_cuda else self.device
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")  # one line, not an allocator's traceback
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         memory = torch.cuda.mem_get_info(self.device)[0] if use_cuda else memory
-        if self.rollout_bytes > memory:
-            need = (
-                f"need {self.rollout_bytes / 2**30:,.1f} GiB, more than the {memory / 2**30:,.1f} GiB of {self.device}"
-            )
-            raise UsageError(f"{self.rollout_flags}: the rollout buffers {need}")
+        if self.rollout_bytes > memory:  # one line now, not an allocator's traceback later
+            need = f"{self.rollout_bytes / 2**30:,.1f} GiB, more than the {memory / 2**30:,.1f} GiB of {self.device}"
+            raise UsageError(f"{self.rollout_flags}: the rollout buffers need {need}")
         self.name = self.checkpoint and self.checkpoint["run_name"]
         if not self.name:  # rank 0 names the run for everyone
             env_name = args.env_id.replace(":", "_").replace("/", "_")
@@ -869,8 +866,7 @@ class Run:
             print(f"\n{signal.Signals(signum).name}: {action}", file=sys.stderr, flush=True)
 
     def start(self, state: TrainState) -> None:
-        """Every worker starts from rank 0's weights, or from the checkpoint's state; then rank 0 opens the writers (a
-        checkpoint that does not fit is refused before anything is written)."""
+        """Rank 0's weights to every worker, or the checkpoint's state; then rank 0 opens the writers."""
         self.state, args = state, self.args
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         for tensor in state.agent.parameters() if dist.is_initialized() else []:
@@ -880,13 +876,21 @@ class Run:
         self.start_step, self.start_time = state.global_step, time.time()
         if self.rank == 0:
             saved = self.checkpoint or {"wandb_id": None, "global_step": -1}  # a resumed run drops what came after
-            self.writer, self.wandb_run = init_logging(args, self.name, saved["wandb_id"], saved["global_step"] + 1)
+            self.writer = SummaryWriter(f"runs/{self.name}", purge_step=saved["global_step"] + 1)
+            table = "\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])
+            self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+            if args.track:
+                import wandb
+
+                run = {"project": args.wandb_project_name, "entity": args.wandb_entity, "config": vars(args)}
+                run |= {"name": self.name, "id": saved["wandb_id"], "resume": "allow"}
+                self.wandb_run = wandb.init(**run, sync_tensorboard=True, save_code=True)
             workers = f" x {self.world_size} workers" if self.world_size > 1 else ""
             print(f"{self.name}: {self.num_iterations} iterations of {args.num_envs * args.num_steps} steps{workers}")
 
     def log(self, state: TrainState, logs: dict, episodes: list) -> bool:
-        """After an iteration: every worker's episodes and rank 0's statistics to TensorBoard, the console line, a
-        checkpoint every --checkpoint-every iterations and when a signal asks to stop; -> whether to stop."""
+        """After an iteration: TensorBoard (every worker's episodes), the console line (about 20 a run), a checkpoint
+        every --checkpoint-every iterations and when a signal stops the run; -> whether to stop."""
         reports = self.gather((episodes, self.stop_signal))
         self.stopping = next((signum for _, signum in reports if signum), None)  # a signal to any worker stops all
         self.sps = int((state.global_step - self.start_step) / (time.time() - self.start_time))
@@ -898,8 +902,17 @@ class Run:
                 self.episodes += 1
             for tag, value in {**logs, "charts/SPS": self.sps}.items():
                 self.writer.add_scalar(tag, value, state.global_step)
-            upload_videos(self.wandb_run, self.video_folder, self.videos)
-            print_status(state, self.num_iterations, self.args.total_timesteps, self.sps, self.recent_returns)
+            minutes, seconds = divmod(int((self.args.total_timesteps - state.global_step) / max(self.sps, 1)), 60)
+            eta = f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
+            returns = f"{np.mean(self.recent_returns):.1f}" if self.recent_returns else "n/a"
+            total, done = (
+                state.global_step // state.iteration * self.num_iterations,
+                state.iteration / self.num_iterations,
+            )
+            status = f"step {state.global_step}/{total} ({done:.0%}) | SPS {self.sps} | return {returns}"
+            status += f" (last {len(self.recent_returns)} episodes) | ETA {eta}"
+            if state.iteration % max(1, self.num_iterations // 20) == 0 or done == 1:
+                print(status, flush=True)
         if self.stopping or (self.args.checkpoint_every and state.iteration % self.args.checkpoint_every == 0):
             self.save(f"runs/{self.name}/checkpoints/iteration_{state.iteration:07d}.pt")
             if self.rank == 0:  # keep the latest written (a resumed run's own are the latest); no stale tmp file
@@ -909,8 +922,7 @@ class Run:
         return self.stopping is not None
 
     def save(self, path: str) -> None:
-        """Every worker adds its RNG states and refuses a non-finite state (the weights are equal everywhere: all stop
-        together, and no file this script writes holds one); rank 0 writes, atomically."""
+        """A checkpoint of the whole state and every worker's RNGs, never with a non-finite number; rank 0 writes it."""
         checkpoint = {"format": CHECKPOINT_FORMAT, "args": vars(self.args), "run_name": self.name}
         checkpoint |= {"wandb_id": self.wandb_run and self.wandb_run.id, **self.state.state_dict()}
         checkpoint["rng"] = self.gather(checkpoint["rng"])
@@ -925,13 +937,12 @@ class Run:
                 if os.path.exists(f"{path}.tmp"):
                     os.remove(f"{path}.tmp")
                 reason = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
-                stopped = f"stopped (last good checkpoint: {self.last_checkpoint or 'none'})"
-                raise SystemExit(f"{os.path.basename(__file__)}: stopped: cannot write {path}: {reason}; {stopped}")
+                stopped = f"{reason}; stopped (last good checkpoint: {self.last_checkpoint or 'none'})"
+                raise SystemExit(f"{os.path.basename(__file__)}: stopped: cannot write {path}: {stopped}") from None
         self.last_checkpoint = path
 
     def finish(self, state: TrainState) -> None:
-        """After the loop: the command that continues a run a signal stopped, or the --save-model checkpoint and its
-        evaluation (a signal stops the evaluation at once)."""
+        """After the loop: how to continue a run a signal stopped, or the --save-model checkpoint and its evaluation."""
         if self.stopping and self.rank == 0:
             launcher = "python" if self.world_size == 1 else "torchrun <the same launch flags>"
             command = f"{launcher} {shlex.join([sys.argv[0], '--resume', self.last_checkpoint])}"
@@ -955,14 +966,12 @@ class Run:
                 self.writer.add_scalar("eval/episodic_return", episode_return, episode)
             self.writer.add_scalar("eval/mean_return", np.mean(returns), state.global_step)
             self.writer.add_scalar("eval/std_return", np.std(returns), state.global_step)
-            self.evaluation = float(np.mean(returns))
-            print(
-                f"evaluation of {self.last_checkpoint}: {np.mean(returns):.2f} +- {np.std(returns):.2f} over {episodes} episodes"
-            )
+            self.evaluation, std = float(np.mean(returns)), np.std(returns)
+            print(f"evaluation of {self.last_checkpoint}: {self.evaluation:.2f} +- {std:.2f} over {episodes} episodes")
 
     def __exit__(self, kind, error, traceback) -> None:
-        """summary.json, however the run ended; the writers closed, the workers' group left, the signal handlers and
-        thread count put back; then a non-finite number is one line (exit 1), a stop by a signal exit 128 + signum."""
+        """summary.json ("ended": "finished", "signal SIGINT", "non-finite", "error: ..."); the writers closed, the
+        workers' group left, what entering changed put back; a non-finite number is one line, a signal 128 + signum."""
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         signal.signal(signal.SIGINT, self.restore[0])
         signal.signal(signal.SIGTERM, self.restore[1])
@@ -972,56 +981,47 @@ class Run:
         ended = {None: "finished", FloatingPointError: "non-finite"}.get(kind, f"error: {cause}")
         if self.stopping and kind in (None, SignalStop):
             ended = f"signal {signal.Signals(self.stopping).name}"
-        if self.rank == 0 and kind is not UsageError:
-            self.write_summary(ended)
+        if self.rank == 0 and kind is not UsageError:  # summary.json, atomically; a resumed run counts from resuming
+            args, mean_return = self.args, float(np.mean(self.recent_returns)) if self.recent_returns else None
+            summary = {"run": self.name, "script": os.path.basename(__file__), "env_id": args.env_id, "seed": args.seed}
+            summary |= {"ended": ended, "global_step": self.state.global_step if self.state else 0}
+            summary |= {"total_timesteps": args.total_timesteps, "episodes": self.episodes, "sps": self.sps}
+            summary |= {"wall_seconds": round(time.time() - self.created, 3), "mean_return_last_100": mean_return}
+            summary |= {"last_checkpoint": self.last_checkpoint, "eval_mean_return": self.evaluation}
+            path = f"runs/{self.name}/summary.json"
+            try:
+                with open(f"{path}.tmp", "w") as f:
+                    json.dump(summary, f, indent=2)
+                os.replace(f"{path}.tmp", path)
+            except OSError as e:  # the run's own error (a full disk, say) is the one to report
+                print(f"warning: cannot write {path}: {e.strerror or e}", file=sys.stderr)
         if self.writer is not None:
             self.writer.close()
         if self.wandb_run is not None:
+            import wandb
+
+            for path in sorted(glob.glob(f"{self.video_folder}/**/*.mp4", recursive=True) if self.video_folder else []):
+                self.wandb_run.log({"videos/eval" if "/eval/" in path else "videos/train": wandb.Video(path)})
             self.wandb_run.finish()
         if dist.is_initialized() and kind is None:  # leave together: no one tears the group down while in use
             dist.barrier()
             dist.destroy_process_group()
         script, last_good = os.path.basename(__file__), f"last good checkpoint: {self.last_checkpoint or 'none'}"
         if kind is FloatingPointError:
-            message = (
-                f"{script}: stopped: iteration {self.state.iteration}: {error}; stopped without saving ({last_good})"
-            )
-            raise SystemExit(message if self.rank == 0 else 1) from None
+            message = f"{script}: stopped: iteration {self.state.iteration}: {error}; stopped without saving"
+            raise SystemExit(f"{message} ({last_good})" if self.rank == 0 else 1) from None
         if dist.is_initialized() and (issubclass(kind, dist.DistError) or "gloo" in cause):  # another worker died
             raise SystemExit(f"{script}: worker {self.rank} stopped: another worker is gone ({cause[:100]})") from None
         if self.stopping and kind is None:
             raise SystemExit(128 + self.stopping)
 
-    def write_summary(self, ended: str) -> None:
-        """runs/<run>/summary.json, written atomically: how the run ended ("finished", "signal SIGINT", "non-finite",
-        "error: ...") and what this process did (a resumed run counts from its resumption)."""
-        args, mean_return = self.args, float(np.mean(self.recent_returns)) if self.recent_returns else None
-        summary = {"run": self.name, "script": os.path.basename(__file__), "env_id": args.env_id, "seed": args.seed}
-        summary |= {"ended": ended, "global_step": self.state.global_step if self.state else 0, "sps": self.sps}
-        summary |= {
-            "total_timesteps": args.total_timesteps,
-            "episodes": self.episodes,
-            "eval_mean_return": self.evaluation,
-        }
-        summary |= {"wall_seconds": round(time.time() - self.created, 3), "mean_return_last_100": mean_return}
-        summary["last_checkpoint"], path = self.last_checkpoint, f"runs/{self.name}/summary.json"
-        try:
-            with open(f"{path}.tmp", "w") as f:
-                json.dump(summary, f, indent=2)
-            os.replace(f"{path}.tmp", path)
-        except OSError as e:  # the run's own error (a full disk, say) is the one to report
-            print(f"warning: cannot write {path}: {e.strerror or e}", file=sys.stderr)
-
 
 def check_args(args, world_size: int, counts: list[str], positive: list[str], non_negative: list[str]) -> None:
     """The checks all scripts share: counts positive, numbers in their ranges and finite; the batch splits into
     --num-minibatches (of whole env sequences with --recurrent; two samples or more with --norm-adv), and
-    --total-timesteps holds one."""
-    for names, must in [
-        (counts, "a positive integer"),
-        (positive, "a positive number"),
-        (non_negative, "zero or positive"),
-    ]:
+    --total-timesteps holds one; --track has a W&B login (unless W&B logs offline)."""
+    rules = [(counts, "a positive integer"), (positive, "a positive number"), (non_negative, "zero or positive")]
+    for names, must in rules:
         for name, value in [(name, getattr(args, name)) for name in names if getattr(args, name) is not None]:
             in_range = value >= 0 if names is non_negative else value > 0
             if not (in_range and np.isfinite(value)):
@@ -1030,11 +1030,9 @@ def check_args(args, world_size: int, counts: list[str], positive: list[str], no
     if batch % minibatches:
         problem = f"--num-minibatches {minibatches} does not divide the batch of {batch} (--num-envs x --num-steps)"
         raise UsageError(f"{problem}; use one of {[d for d in range(1, min(batch, 64) + 1) if batch % d == 0]}")
-    if getattr(args, "recurrent", False) and envs % minibatches:
-        problem = f"--recurrent: --num-minibatches {minibatches} does not divide --num-envs {envs} (a minibatch is"
-        raise UsageError(
-            f"{problem} whole env sequences); use one of {[d for d in range(1, envs + 1) if envs % d == 0]}"
-        )
+    if getattr(args, "recurrent", False) and envs % minibatches:  # a minibatch is whole env sequences
+        problem = f"--recurrent: --num-minibatches {minibatches} does not divide --num-envs {envs}"
+        raise UsageError(f"{problem}; use one of {[d for d in range(1, envs + 1) if envs % d == 0]}")
     if args.norm_adv and batch // minibatches < 2:
         raise UsageError("--norm-adv: a minibatch of one sample has no standard deviation; use fewer minibatches")
     if args.total_timesteps < batch * world_size:
@@ -1046,11 +1044,16 @@ def check_args(args, world_size: int, counts: list[str], positive: list[str], no
         raise UsageError(f"--gamma must be in (0, 1], got {args.gamma}")
     if not 0 <= args.gae_lambda <= 1:
         raise UsageError(f"--gae-lambda must be in [0, 1], got {args.gae_lambda}")
+    if args.track and os.environ.get("WANDB_MODE") not in ("offline", "disabled", "dryrun"):
+        import wandb
+
+        if not wandb.login(prompt=False):
+            how = "run `wandb login` (or set WANDB_API_KEY), or log locally with WANDB_MODE=offline"
+            raise UsageError(f"--track: not logged in to Weights & Biases; {how}")
 
 
 def claim_run_dir(run_name: str) -> str:
-    """Create runs/<run_name>, or runs/<run_name>_2, _3, ... when another run holds it (two started in the same
-    second); -> the name it got."""
+    """Create runs/<run_name> (or _2, _3, ... when another run holds it: two started in the same second) -> its name."""
     os.makedirs("runs", exist_ok=True)
     for name in [run_name, *(f"{run_name}_{k}" for k in range(2, 10_000))]:
         try:
@@ -1072,8 +1075,7 @@ def first_non_finite(state, where: str = "") -> Optional[str]:
 
 
 def load_checkpoint(path: str, flag: str) -> dict:
-    """A checkpoint this script wrote, loaded with weights_only=True (a pickle cannot run code), or one line naming
-    `flag` and what is wrong."""
+    """A checkpoint this script wrote, loaded with weights_only=True (a pickle cannot run code), or one line why not."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error below says it all
@@ -1084,11 +1086,10 @@ def load_checkpoint(path: str, flag: str) -> dict:
         reason = "it pickles objects other than tensors" if isinstance(e, pickle.UnpicklingError) else str(e)
         raise UsageError(f"{flag} {path} is not a readable checkpoint ({' '.join(reason.split())[:120]})") from None
     found = checkpoint.get("format", "no format field") if isinstance(checkpoint, dict) else type(checkpoint).__name__
-    missing = sorted(CHECKPOINT_KEYS - checkpoint.keys()) if found == CHECKPOINT_FORMAT else []
+    keys = {"args", "run_name", "rng", "global_step", "wandb_id"}
+    missing = sorted(keys - checkpoint.keys()) if found == CHECKPOINT_FORMAT else []
     if found != CHECKPOINT_FORMAT or missing or not checkpoint["args"].keys() <= vars(Args()).keys():
-        problem = (
-            f"missing: {', '.join(missing)}" if missing else found if found != CHECKPOINT_FORMAT else "other flags"
-        )
+        problem = f"missing {', '.join(missing)}" if missing else found if found != CHECKPOINT_FORMAT else "other flags"
         raise UsageError(f"{flag} {path} is not a whole checkpoint of {os.path.basename(__file__)} ({problem})")
     return checkpoint
 
@@ -1102,72 +1103,19 @@ def load_state(target, state: dict, flag: str, path: str) -> None:
         raise UsageError(f"{flag} {path} does not fit the network of its own flags ({reason})") from None
 
 
-def resume_defaults(argv: list[str]):
-    """With --resume PATH, the flags saved in that checkpoint become the defaults, so `--resume PATH` alone continues
-    the run as it was started; a flag given that changes the algorithm is refused (only run-control flags may)."""
-    path = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--resume=")), None)
-    if path is None and "--resume" in argv[:-1]:
-        path = argv[argv.index("--resume") + 1]
-    if path is None:
-        return None
-    saved = {**vars(Args()), **load_checkpoint(path, "--resume")["args"]}  # a flag added since then: its default
-    args = tyro.cli(Args, args=argv, default=Args(**{**saved, "resume": None, "eval_checkpoint": None}))
+def parse_args() -> Args:
+    """The command line; with --resume PATH the flags saved in that checkpoint are the defaults, so `--resume PATH`
+    alone continues the run as it was started, and a flag given that changes the algorithm is refused."""
+    args = tyro.cli(Args)
+    if args.resume is None:
+        return args
+    saved = {**vars(Args()), **load_checkpoint(args.resume, "--resume")["args"]}  # a flag added since then: its default
+    args = tyro.cli(Args, default=Args(**{**saved, "resume": args.resume, "eval_checkpoint": None}))
     for name in [name for name, value in vars(args).items() if name not in RUN_CONTROL and saved[name] != value]:
         flag, given = "--" + name.replace("_", "-"), getattr(args, name)
         problem = f"--resume: the checkpoint was trained with {flag} {saved[name]}, this command has {flag} {given}"
         raise UsageError(f"{problem}; drop {flag} (--resume alone continues with the run's flags)")
     return args
-
-
-def check_tracking(args) -> None:
-    """--track needs a W&B login, unless W&B logs offline: one line before anything runs, not a traceback later."""
-    if args.track and os.environ.get("WANDB_MODE") not in ("offline", "disabled", "dryrun"):
-        import wandb
-
-        if not wandb.login(prompt=False):
-            how = "run `wandb login` (or set WANDB_API_KEY), or log locally with WANDB_MODE=offline"
-            raise UsageError(f"--track: not logged in to Weights & Biases; {how}")
-
-
-def init_logging(args, run_name: str, wandb_id: Optional[str], purge_step: int):
-    """-> the TensorBoard writer of runs/<run_name> (what was logged from `purge_step` on dropped), and the W&B run
-    (resumed when `wandb_id` is given) or None; the flags go to both."""
-    wandb_run = None
-    if args.track:
-        import wandb
-
-        project = {"project": args.wandb_project_name, "entity": args.wandb_entity, "name": run_name, "id": wandb_id}
-        wandb_run = wandb.init(**project, config=vars(args), sync_tensorboard=True, save_code=True, resume="allow")
-    writer = SummaryWriter(f"runs/{run_name}", purge_step=purge_step)
-    table = "\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])
-    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-    return writer, wandb_run
-
-
-def upload_videos(wandb_run, folder: Optional[str], uploaded: set) -> None:
-    """--track --capture-video: log the mp4 files of `folder` (and below) not yet in `uploaded` to the W&B run."""
-    if wandb_run is not None and folder is not None:
-        import wandb
-
-        for path in sorted(set(glob.glob(f"{folder}/**/*.mp4", recursive=True)) - uploaded):
-            uploaded.add(path)
-            wandb_run.log({"videos/eval" if "/eval/" in path else "videos/train": wandb.Video(path)}, commit=False)
-
-
-def print_status(state, num_iterations: int, total_timesteps: int, sps: int, recent_returns) -> None:
-    """The console line: a live line on a terminal, plain periodic lines (about 20 per run) in logs."""
-    minutes, seconds = divmod(int((total_timesteps - state.global_step) / max(sps, 1)), 60)
-    eta = f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
-    returns = f"return {np.mean(recent_returns):.1f}" if recent_returns else "return n/a"
-    steps, last = (
-        f"{state.global_step}/{state.global_step // state.iteration * num_iterations}",
-        state.iteration == num_iterations,
-    )
-    status = f"step {steps} ({state.iteration / num_iterations:.0%}) | SPS {sps} | {returns} (last {len(recent_returns)} episodes) | ETA {eta}"
-    if sys.stdout.isatty():
-        print(f"\r{status}\033[K", end="\n" if last else "", flush=True)
-    elif state.iteration % max(1, num_iterations // 20) == 0 or last:
-        print(status, flush=True)
 
 
 def evaluate_checkpoint(args) -> None:
@@ -1177,19 +1125,14 @@ def evaluate_checkpoint(args) -> None:
     check_env(Args(**checkpoint["args"]))
     video_folder = f"videos/{checkpoint['run_name']}/eval" if args.capture_video else None
     print(f"evaluating {args.eval_checkpoint} over {args.eval_episodes} episodes", flush=True)
-    returns = evaluate(
-        args.eval_checkpoint, args.eval_episodes, checkpoint["args"]["seed"] + 10_000, video_folder=video_folder
-    )
-    print(
-        f"evaluation of {args.eval_checkpoint}: {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} episodes"
-    )
+    seed, path = checkpoint["args"]["seed"] + 10_000, args.eval_checkpoint
+    returns = evaluate(path, args.eval_episodes, seed, video_folder=video_folder)
+    print(f"evaluation of {path}: {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} episodes")
 
 
 # ---- This script's checks, checkpoint format and evaluation ----
 
 CHECKPOINT_FORMAT = "ppo37 ppo_continuous.py checkpoint v2"
-CHECKPOINT_KEYS = {"format", "args", "run_name", "iteration", "global_step", "kl_coef", "model", "optimizer", "rng"}
-CHECKPOINT_KEYS |= {"obs_rms", "reward_rms"}
 
 
 def validate_args(args: Args, world_size: int) -> None:
@@ -1201,8 +1144,8 @@ def validate_args(args: Args, world_size: int) -> None:
 
 
 def check_env(args: Args) -> tuple[int, str]:
-    """Make one env of --env-id and check that this script can train on it; -> the bytes of the rollout buffers: per
-    step and env a float32 observation and action, and 8 float32 (logprob, value, reward, GAE, ...)."""
+    """Make one env of --env-id and check that this script trains on it; -> the bytes of the rollout buffers (per step
+    and env: a float32 observation and action, 8 float32) and the flags that set them."""
     try:
         env = gym.make(args.env_id)
     except (gym.error.Error, ImportError) as e:
@@ -1213,24 +1156,18 @@ def check_env(args: Args) -> tuple[int, str]:
     space, actions = env.observation_space, env.action_space
     env.close()
     if not isinstance(actions, gym.spaces.Box):
-        fits = (
-            "ppo_discrete.py"
-            if isinstance(actions, (gym.spaces.Discrete, gym.spaces.MultiDiscrete))
-            else "none of our scripts"
-        )
-        raise UsageError(
-            f"--env-id {args.env_id} has a {type(actions).__name__} action space; ppo_continuous.py handles Box, use {fits}"
-        )
+        fits = "ppo_discrete.py" if isinstance(actions, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)) else "none"
+        raise UsageError(f"--env-id {args.env_id} has a {type(actions).__name__} action space; use {fits}")
     if isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) >= 2:
-        problem = f"--env-id {args.env_id} has image observations {space.shape}; this script trains on vectors"
-        raise UsageError(f"{problem}: use ppo_atari.py for Atari pixels (or a RAM variant such as ALE/Pong-ram-v5)")
-    if not isinstance(gym.spaces.flatten_space(space), gym.spaces.Box):
-        problem = f"--env-id {args.env_id} has a {type(space).__name__} observation space, which does not flatten"
-        raise UsageError(f"{problem} to a vector; wrap the env to return a Box, Discrete, MultiBinary, Dict or Tuple")
-    if args.clip_action and not (np.all(np.isfinite(actions.low)) and np.all(np.isfinite(actions.high))):
         raise UsageError(
-            f"--clip-action: the action space of {args.env_id} is unbounded ({actions}); pass --no-clip-action"
+            f"--env-id {args.env_id} has image observations {space.shape}: use ppo_atari.py for Atari pixels"
         )
+    if not isinstance(gym.spaces.flatten_space(space), gym.spaces.Box):
+        raise UsageError(
+            f"--env-id {args.env_id} has a {type(space).__name__} observation space, which does not flatten"
+        )
+    if args.clip_action and not (np.all(np.isfinite(actions.low)) and np.all(np.isfinite(actions.high))):
+        raise UsageError(f"--clip-action: the action space of {args.env_id} is unbounded; pass --no-clip-action")
     step_bytes = 4 * gym.spaces.flatdim(space) + 4 * gym.spaces.flatdim(actions) + 32
     return args.num_envs * args.num_steps * step_bytes, f"--num-envs {args.num_envs} x --num-steps {args.num_steps}"
 
@@ -1238,11 +1175,10 @@ def check_env(args: Args) -> tuple[int, str]:
 def load_model(path: str, device: torch.device = torch.device("cpu")):
     """-> (agent, obs_rms or None, the saved Args as a dict) of a checkpoint."""
     checkpoint = load_checkpoint(path, "--eval-checkpoint")
-    saved, model = checkpoint["args"], checkpoint["model"]
+    saved, model, obs_rms = checkpoint["args"], checkpoint["model"], checkpoint["obs_rms"] and RunningMeanStd()
     obs_dim, action_dim = model["actor_trunk.0.weight"].shape[1], model["actor_mean.weight"].shape[0]
     agent = Agent(obs_dim, action_dim, saved["shared_network"], saved["state_dependent_std"]).to(device)
     load_state(agent, model, "--eval-checkpoint", path)
-    obs_rms = checkpoint["obs_rms"] and RunningMeanStd()
     if obs_rms is not None:
         load_state(obs_rms, checkpoint["obs_rms"], "--eval-checkpoint", path)
     return agent, obs_rms, saved
@@ -1256,22 +1192,19 @@ def evaluate(
     with torch.random.fork_rng(devices=[]):  # seeded samples, and the caller's RNG left as it was
         torch.manual_seed(seed)
         agent, obs_rms, saved = load_model(path, device)
-        env = make_env(saved["env_id"], video_folder)()
-        low, high = env.action_space.low.reshape(-1), env.action_space.high.reshape(-1)  # flat, as in training
-        (obs, _), returns, episode_return = env.reset(seed=seed), [], 0.0
+        envs = make_envs(Args(env_id=saved["env_id"], num_envs=1), video_folder)
+        space, (obs, _), returns = envs.single_action_space, envs.reset(seed=seed), []
         while len(returns) < episodes:
-            x = torch.as_tensor(
-                normalize_obs(obs.reshape(1, -1), obs_rms, saved["clip_obs"]), dtype=torch.float32, device=device
-            )
+            x = torch.as_tensor(normalize_obs(obs.reshape(1, -1), obs_rms, saved["clip_obs"]), dtype=torch.float32)
             with torch.no_grad():
+                x = x.to(device)
                 action = agent.get_mean_action(x) if deterministic else agent.get_action_and_value(x)[0]
-            action = env_actions(action[0].cpu().numpy(), low, high, saved["clip_action"])
-            obs, reward, terminated, truncated, _ = env.step(action.reshape(env.action_space.shape))  # the env's shape
-            episode_return += float(reward)
-            if terminated or truncated:
-                returns.append(episode_return)
-                (obs, _), episode_return = env.reset(), 0.0
-        env.close()
+            action = env_actions(
+                action.cpu().numpy(), space.low.reshape(-1), space.high.reshape(-1), saved["clip_action"]
+            )
+            obs, _, _, _, info = envs.step(action.reshape(1, *space.shape))  # the env's own shape
+            returns += [float(info["episode"]["r"][0])] if "episode" in info else []
+        envs.close()
     return returns
 
 
@@ -1280,7 +1213,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, stop_at_once)  # outside a run (--eval-checkpoint, start-up): stop at once
     signal.signal(signal.SIGTERM, stop_at_once)
     try:
-        main(resume_defaults(sys.argv[1:]) or tyro.cli(Args))
+        main(parse_args())
     except UsageError as e:  # under torchrun every worker finds the same error: rank 0 reports it
         if os.environ.get("RANK", "0") == "0":
             print(f"{script}: error: {e}", file=sys.stderr)
