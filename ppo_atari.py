@@ -5,16 +5,12 @@
     python ppo_atari.py --help          # every flag, one line each
     torchrun --standalone --nproc_per_node 2 ppo_atari.py --env-id BreakoutNoFrameskip-v4   # 2 data-parallel workers
 
-Defaults reproduce CleanRL's ppo_atari.py (itself openai/baselines' ppo2 with the DeepMind
-wrappers); "ours" marks the defaults that do not. Two environment back ends give observations of
-the same shape and the same episode accounting: `gymnasium` (a gymnasium vector env of the baselines
-wrappers written below) and `ale` (ale-py's multithreaded AtariVectorEnv). Their trajectories differ
-in details (the order of no-ops and FIRE at a reset, a new game's stack padded with zeros or copies,
-max-pooling of grayscale or RGB frames: docs/flags.md, "Differences between the back ends"), so a model is
-evaluated on the back end it trained on. Frames are kept as uint8 everywhere, the rollout buffer
-included, and scaled only inside the network.
-Read it top to bottom: Arguments, Environment, Agent, PPO math, Training, `main`; the run control
-after `main` (workers, signals, checkpoints, evaluation, console) is not PPO and can wait.
+Defaults reproduce CleanRL's ppo_atari.py (itself openai/baselines' ppo2 with the DeepMind wrappers); "ours" marks
+the defaults that do not. Two environment back ends give observations of the same shape and the same episode
+accounting: `gymnasium` (a vector env of the baselines wrappers written below) and `ale` (ale-py's multithreaded
+AtariVectorEnv). Their trajectories differ in details (docs/flags.md, "Differences between the back ends"), so a
+model is evaluated on the back end it trained on. Frames stay uint8, the rollout buffer included, until the network.
+Read it top to bottom: Arguments, Environment, Agent, PPO math, Training, `main`; the run control after `main` can wait.
 
 DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail -> flag -> where
    1  vectorized environments          --num-envs --num-steps --env-backend   make_envs, collect_rollout
@@ -53,6 +49,7 @@ DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail 
 import os
 import random
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -207,8 +204,7 @@ class Args(RunControlArgs, AlgorithmArgs):
             self.frame_stack = 1 if self.recurrent else 4
 
 
-RUN_CONTROL = set(RunControlArgs.__dataclass_fields__)
-"""Flags that may differ between a run and its resumption; every other flag must match the checkpoint's."""
+RUN_CONTROL = set(RunControlArgs.__dataclass_fields__)  # may change on --resume; the other flags must match
 
 
 # ==== Environment: two back ends, the same observations and episode accounting ====
@@ -218,23 +214,15 @@ class UsageError(Exception):
     """Bad input from the user: reported as one line on stderr with exit code 2."""
 
 
-LIST_GAMES = (
-    'list them with `python -c "import ale_py; print(sorted(ale_py.roms.get_all_rom_ids()))"` '
-    "(ids look like PongNoFrameskip-v4)"
-)
-
-
 def atari_game(env_id: str) -> str:
     """The ale-py game name behind an env id (BreakoutNoFrameskip-v4 -> breakout), or a UsageError."""
     try:
         spec = gym.spec(env_id)
     except gym.error.Error as e:
-        raise UsageError(f"--env-id {env_id}: {str(e).strip().splitlines()[0]}; {LIST_GAMES}") from None
+        games = '`python -c "import ale_py; print(sorted(ale_py.roms.get_all_rom_ids()))"` (e.g. PongNoFrameskip-v4)'
+        raise UsageError(f"--env-id {env_id}: {str(e).strip().splitlines()[0]}; list them with {games}") from None
     if spec.entry_point != "ale_py.env:AtariEnv":
-        raise UsageError(
-            f"--env-id {env_id} is not an Atari game of ale-py; ppo_atari.py trains on Atari, "
-            "use ppo_discrete.py or ppo_continuous.py"
-        )
+        raise UsageError(f"--env-id {env_id} is not an Atari game of ale-py; use ppo_discrete.py or ppo_continuous.py")
     return spec.kwargs["game"]
 
 
@@ -258,8 +246,7 @@ class NoopReset(gym.Wrapper):
 
 
 class MaxAndSkip(gym.Wrapper):
-    """detail 15: repeat the action `skip` frames, sum the rewards, max-pool the last two frames
-    (Atari sprites flicker between frames)."""
+    """detail 15: repeat the action `skip` frames, sum the rewards, max-pool the last two (sprites flicker)."""
 
     def __init__(self, env: gym.Env, skip: int):
         super().__init__(env)
@@ -281,8 +268,8 @@ class MaxAndSkip(gym.Wrapper):
 
 
 class EpisodicLife(gym.Wrapper):
-    """detail 16: a lost life ends the training episode (terminated), but the game goes on: the
-    reset that follows is a no-op step. Only a real game over resets the emulator."""
+    """detail 16: a lost life ends the training episode (terminated), but the game goes on: the reset that follows is a
+    no-op step. Only a real game over resets the emulator."""
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
@@ -308,8 +295,7 @@ class EpisodicLife(gym.Wrapper):
 
 
 class FireReset(gym.Wrapper):
-    """detail 17: press FIRE (then RIGHT/UP, action 2, as baselines does) after each reset, for
-    games that wait for FIRE to start."""
+    """detail 17: press FIRE (then action 2, as baselines does) after each reset, for games that wait for FIRE."""
 
     def reset(self, **kwargs):
         self.env.reset(**kwargs)
@@ -334,8 +320,7 @@ class WarpFrame(gym.ObservationWrapper):
 
 
 class FrameStack(gym.Wrapper):
-    """detail 20: observation = the last k frames, oldest first, [k, H, W] uint8; after a reset the
-    stack starts as k copies of the first frame."""
+    """detail 20: the last k frames, oldest first, [k, H, W] uint8; after a reset, k copies of the first frame."""
 
     def __init__(self, env: gym.Env, k: int):
         super().__init__(env)
@@ -370,12 +355,9 @@ def wrap_atari(env: gym.Env, args: Args) -> gym.Env:
 def make_env(env_id: str, args: Args, video_folder: Optional[str] = None):
     def thunk():
         # the wrappers do the frame skipping; ALE itself skips nothing and has no sticky actions
+        render_mode = None if video_folder is None else "rgb_array"
         env = gym.make(
-            env_id,
-            frameskip=1,
-            repeat_action_probability=0.0,
-            full_action_space=False,
-            render_mode=None if video_folder is None else "rgb_array",
+            env_id, frameskip=1, repeat_action_probability=0.0, full_action_space=False, render_mode=render_mode
         )
         if video_folder is not None:  # whole games (0, 1, 8, 27, ...: gymnasium's cubic schedule), every frame
             env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
@@ -388,41 +370,31 @@ def make_envs(args: Args, video_folder: Optional[str] = None) -> gym.vector.Vect
     """N envs with same-step autoreset (the final observation of an ended episode is in
     info["final_obs"]), and "lives" in info, from either back end."""
     if args.env_backend == "ale":
-        return ale_py.vector_env.AtariVectorEnv(
-            game=atari_game(args.env_id),
-            num_envs=args.num_envs,
-            frameskip=args.frame_skip,
-            maxpool=args.frame_skip >= 2,
-            noop_max=args.noop_max,
-            use_fire_reset=args.fire_reset,
-            episodic_life=False,  # ale's episodic_life resets the game at a life loss; baselines does not
-            life_loss_info=args.episodic_life,  # terminated at a life loss, the game goes on
-            reward_clipping=False,  # the script clips, so raw scores can be logged
-            img_height=args.frame_size,
-            img_width=args.frame_size,
-            stack_num=args.frame_stack,
-            repeat_action_probability=0.0,
-            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-        )
+        settings = {"frameskip": args.frame_skip, "maxpool": args.frame_skip >= 2, "noop_max": args.noop_max}
+        settings |= {"use_fire_reset": args.fire_reset, "stack_num": args.frame_stack, "repeat_action_probability": 0}
+        settings |= {"img_height": args.frame_size, "img_width": args.frame_size, "num_envs": args.num_envs}
+        # ale's episodic_life resets the game at a life loss, baselines does not: a lost life is only reported;
+        # rewards stay raw (the script clips them), so whole-game scores can be logged
+        settings |= {"episodic_life": False, "life_loss_info": args.episodic_life, "reward_clipping": False}
+        same_step = gym.vector.AutoresetMode.SAME_STEP
+        return ale_py.vector_env.AtariVectorEnv(game=atari_game(args.env_id), autoreset_mode=same_step, **settings)
     vector_env = gym.vector.SyncVectorEnv if args.vector_mode == "sync" else gym.vector.AsyncVectorEnv
     thunks = [make_env(args.env_id, args, video_folder if i == 0 else None) for i in range(args.num_envs)]
     return vector_env(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 class GameScores:
-    """The raw score and length (agent steps) of each sub-env's current game, summed across lives,
-    so the logged return is the full game's score as in the published numbers."""
+    """The raw score and length (agent steps) of each sub-env's current game, summed across lives, so the logged return
+    is the full game's score as in the published numbers."""
 
-    def __init__(self, lives: np.ndarray):
-        """lives: [N], as the reset reported them"""
+    def __init__(self, lives: np.ndarray):  # lives [N], as the reset reported them
         self.lives = np.array(lives)
         self.scores = np.zeros(len(self.lives))
         self.lengths = np.zeros(len(self.lives), dtype=np.int64)
 
     def update(self, raw_rewards, terminated, truncated, lives) -> list[tuple[int, float, int]]:
-        """One vector step; `lives` as reported after it (after any reset). -> [(env, score, length)]
-        of the games that ended: a game is over when its episode ended without a life being lost
-        (a reset restores the lives; games without lives report 0 throughout)."""
+        """One vector step; `lives` as reported after it (after any reset). -> [(env, score, length)] of the games that
+        ended: an episode end without a life lost (a reset restores the lives; games without lives report 0)."""
         self.scores += raw_rewards
         self.lengths += 1
         over = truncated | (terminated & ~(lives < self.lives))
@@ -455,11 +427,8 @@ def lstm_init(lstm: nn.LSTM, ortho: bool = True) -> nn.LSTM:
 
 
 def lstm_sequence(lstm: nn.LSTM, features: torch.Tensor, state: tuple, starts: torch.Tensor):
-    """Run `lstm` over N env sequences of T steps, each starting from the zero state at episode starts.
-
-    features [T * N, F] time-major, state (h, c) each [1, N, H] before step 0, starts [T * N]
-    (1.0 where the observation is an episode's first) -> outputs [T * N, H], state (h, c) after step T-1.
-    """
+    """Run `lstm` over N env sequences of T steps from `state` (h, c), each [1, N, H], restarting from zeros at episode
+    starts: features [T * N, F] time-major, starts [T * N] (1.0: an episode's first) -> outputs [T * N, H], state."""
     num_envs = state[0].shape[1]
     features = features.reshape(-1, num_envs, features.shape[-1])
     starts = starts.reshape(-1, num_envs)
@@ -480,25 +449,15 @@ def select_envs(state: Optional[tuple], envs) -> Optional[tuple]:
 
 
 class Agent(nn.Module):
-    def __init__(
-        self,
-        frame_stack: int,
-        frame_size: int,
-        num_actions: int,
-        shared_network=True,
-        scale_obs=True,
-        ortho_init=True,
-        lstm_hidden_size: int = 0,
-    ):
+    def __init__(self, args: Args, num_actions: int):
         super().__init__()
-        self.shared_network = shared_network
-        self.scale_obs = scale_obs
-        self.recurrent = lstm_hidden_size > 0
-        conv_out = 64 * (((frame_size - 8) // 4 + 1 - 4) // 2 + 1 - 2) ** 2  # after the three convolutions
+        self.shared_network, self.scale_obs, self.recurrent = args.shared_network, args.scale_obs, args.recurrent
+        conv_out = 64 * (((args.frame_size - 8) // 4 + 1 - 4) // 2 + 1 - 2) ** 2  # after the three convolutions
+        ortho_init, lstm_hidden_size = args.ortho_init, args.lstm_hidden_size
 
         def trunk():  # detail 21: the Nature-CNN
             return nn.Sequential(
-                layer_init(nn.Conv2d(frame_stack, 32, 8, stride=4), ortho=ortho_init),
+                layer_init(nn.Conv2d(args.frame_stack, 32, 8, stride=4), ortho=ortho_init),
                 nn.ReLU(),
                 layer_init(nn.Conv2d(32, 64, 4, stride=2), ortho=ortho_init),
                 nn.ReLU(),
@@ -510,13 +469,12 @@ class Agent(nn.Module):
             )
 
         self.actor_trunk = trunk()
-        self.critic_trunk = self.actor_trunk if shared_network else trunk()
+        self.critic_trunk = self.actor_trunk if self.shared_network else trunk()
         features = 512
         if self.recurrent:  # details 32-36: an LSTM after each trunk (one LSTM when the trunk is shared)
             self.actor_lstm = lstm_init(nn.LSTM(512, lstm_hidden_size), ortho_init)
-            self.critic_lstm = (
-                self.actor_lstm if shared_network else lstm_init(nn.LSTM(512, lstm_hidden_size), ortho_init)
-            )
+            lstm = self.actor_lstm if self.shared_network else lstm_init(nn.LSTM(512, lstm_hidden_size), ortho_init)
+            self.critic_lstm = lstm
             features = lstm_hidden_size
         self.actor_head = layer_init(nn.Linear(features, num_actions), std=0.01, ortho=ortho_init)
         self.critic_head = layer_init(nn.Linear(features, 1), std=1.0, ortho=ortho_init)
@@ -540,13 +498,9 @@ class Agent(nn.Module):
         return self.critic_head(hidden).squeeze(-1)
 
     def get_action_and_value(self, x, action=None, lstm_state=None, starts=None, deterministic=False):
-        """x uint8 [B, k, H, W] -> action [B], logprob [B], entropy [B], value [B], lstm_state.
-
-        Samples an action (the most probable one if `deterministic`) when `action` is None, else
-        scores the given one. Recurrent: x holds N
-        sequences time-major (B = T * N), lstm_state is the state before them, starts [B] marks
-        episode starts, and the state after them is returned (None when feed-forward).
-        """
+        """x uint8 [B, k, H, W] -> action [B], logprob [B], entropy [B], value [B], lstm_state. Samples an action (the
+        most probable if `deterministic`) when `action` is None, else scores it. Recurrent: x holds N sequences
+        time-major (B = T * N), from lstm_state, starts [B] marks episode starts; -> the state after them."""
         x = self.pixels(x)
         hidden = self.actor_trunk(x)
         critic_hidden = hidden if self.shared_network else self.critic_trunk(x)
@@ -587,13 +541,9 @@ def compute_advantages(
     gae=True,
     bootstrap_truncation=True,
 ):
-    """Advantages and returns of one rollout, in NumPy (the backward scan takes T tiny steps: NumPy's are a fraction
-    of a tensor op's overhead, and elementwise float32 arithmetic rounds the same in both).
-
-    rewards, values, terminations, truncations, final_values: [T, N] float, step t's transition;
-    final_values[t] = V(final obs) where step t was truncated; next_value: [N] = V(obs after step T-1).
-    Returns advantages, returns: [T, N].
-    """
+    """Advantages and returns [T, N] of one rollout, in NumPy (T tiny steps: NumPy's cost a fraction of torch's).
+    rewards, values, terminations, truncations, final_values [T, N] of step t's transition (final_values[t]: V(final
+    obs) where step t was truncated); next_value [N]: V(obs after step T-1)."""
     num_steps = rewards.shape[0]
     ended = np.maximum(terminations, truncations)  # the episode ended at step t: no credit flows back past it
     # Value of the state step t led to: the next stored value while the episode goes on; at a time
@@ -690,8 +640,7 @@ def explained_variance(y_pred: np.ndarray, y_true: np.ndarray) -> float:
     return np.nan if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y)
 
 
-# Data parallel (torchrun): W workers, each with its own envs, step with the mean gradient. In one process (no
-# process group) these are the identity.
+# Data parallel (torchrun): W workers, each with its own envs, step with the mean gradient; in one process, identity.
 
 
 def all_mean_(x: torch.Tensor) -> torch.Tensor:
@@ -706,9 +655,8 @@ def all_mean_(x: torch.Tensor) -> torch.Tensor:
 
 
 class Rollout:
-    """The rollout buffers, [T, N, ...] (entry t of each describes the transition taken at step t), and what the policy
-    acts on next: the envs' latest frames [N, k, H, W] uint8, 1.0 where they start an episode (a lost life too, detail
-    16) [N], and the LSTM state they continue ((h, c) each [L, N, H], or None) (`next_*`)."""
+    """The rollout buffers, [T, N, ...] (entry t: the transition taken at step t), and what the policy acts on next
+    (`next_*`): frames [N, k, H, W] uint8, 1.0 where an episode starts (a lost life too) [N], the LSTM state or None."""
 
     def __init__(self, args: Args, obs_shape: tuple, device: torch.device):
         shape = (args.num_steps, args.num_envs)
@@ -790,13 +738,8 @@ def flatten(rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -
     obs = rollout.obs.reshape(size, *rollout.obs.shape[2:])
     # frames channels-last [B, H, W, k] in memory on the CPU: the update runs 1.3-1.5x faster
     obs = obs.contiguous(memory_format=torch.channels_last) if obs.device.type == "cpu" else obs.clone()
-    batch = {
-        "actions": rollout.actions,
-        "starts": rollout.starts,
-        "logprobs": rollout.logprobs,
-        "values": rollout.values,
-    }
-    batch = {key: x.reshape(-1).clone() for key, x in batch.items()}
+    batch = {"actions": rollout.actions, "starts": rollout.starts, "logprobs": rollout.logprobs}
+    batch = {key: x.reshape(-1).clone() for key, x in (batch | {"values": rollout.values}).items()}
     return batch | {"obs": obs, "advantages": advantages.reshape(-1), "returns": returns.reshape(-1)}
 
 
@@ -848,14 +791,13 @@ def update(agent: Agent, optimizer, batch: dict, lstm_state, args: Args, clip_co
     if args.loss == "kl-penalty":  # PPO-Penalty: KL(old || new) on the whole batch after the update, to adapt beta
         with torch.no_grad():
             batch_size, kl_after = len(batch["values"]), 0.0
-            in_order = np.arange(args.num_envs if args.recurrent else batch_size)
+            order = np.arange(args.num_envs if args.recurrent else batch_size)  # in minibatches: pixels are large
             for mb_envs, mb_inds in minibatches(
-                in_order, args.num_minibatches, args.num_steps, args.num_envs, args.recurrent
+                order, args.num_minibatches, args.num_steps, args.num_envs, args.recurrent
             ):
                 obs, actions, starts = batch["obs"][mb_inds], batch["actions"][mb_inds], batch["starts"][mb_inds]
-                _, newlogprob, _, _, _ = agent.get_action_and_value(
-                    obs, actions, select_envs(lstm_state, mb_envs), starts
-                )
+                mb_state = select_envs(lstm_state, mb_envs)
+                _, newlogprob, _, _, _ = agent.get_action_and_value(obs, actions, mb_state, starts)
                 logratio = newlogprob - batch["logprobs"][mb_inds]
                 kl_after += ((logratio.exp() - 1) - logratio).sum().item() / batch_size
             device = batch["values"].device
@@ -880,8 +822,8 @@ class TrainState:
         rng["torch"] = torch.get_rng_state()
         if torch.cuda.is_available():  # a resumed GPU run must not replay the noise of its first iterations
             rng["cuda"] = torch.cuda.get_rng_state()
-        steps = {"kl_coef": self.kl_coef, "global_step": self.global_step, "iteration": self.iteration}
-        return {"model": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng, **steps}
+        steps = {"kl_coef": self.kl_coef, "global_step": self.global_step, "iteration": self.iteration, "rng": rng}
+        return {"model": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(), **steps}
 
     def load_state_dict(self, state: dict) -> None:
         self.agent.load_state_dict(state["model"])
@@ -925,7 +867,7 @@ def train(args: Args, envs, state: TrainState, device=torch.device("cpu"), rank:
             logs["charts/kl_coef"] = state.kl_coef
             state.kl_coef = adapt_kl_coef(state.kl_coef, logs["losses/kl_after_update"], args.kl_target)
 
-        # Log (detail 12): the update's statistics, where the time went (env steps and inference, then the update)
+        # Log (detail 12): the update's statistics, where the time went (rollout and GAE, then the update)
         logs["losses/explained_variance"] = explained_variance(
             batch["values"].cpu().numpy(), batch["returns"].cpu().numpy()
         )
@@ -943,11 +885,7 @@ def main(args: Args) -> TrainState:
         return evaluate_checkpoint(args)
     with Run(args) as run:  # checks, workers, seeds, the run directory, signals; put back on leaving
         envs = make_envs(args, run.video_folder)  # either back end
-        hidden, num_actions = args.lstm_hidden_size if args.recurrent else 0, int(envs.single_action_space.n)
-        agent = Agent(
-            args.frame_stack, args.frame_size, num_actions, args.shared_network, args.scale_obs, args.ortho_init, hidden
-        )
-        agent = agent.to(run.device)
+        agent = Agent(args, int(envs.single_action_space.n)).to(run.device)
         if args.compile:  # the rollout and the loss call it: both compiled
             agent.get_action_and_value = torch.compile(agent.get_action_and_value)
         optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)  # detail 3
@@ -973,7 +911,6 @@ import shlex
 import signal
 import sys
 import warnings
-from collections import deque
 
 import tyro
 from torch.utils.tensorboard import SummaryWriter
@@ -1360,12 +1297,8 @@ def evaluate(path: str, episodes: int, seed: int = 1, device=torch.device("cpu")
     if video_folder is not None and saved.env_backend == "ale":
         raise UsageError("--capture-video: the model trained on the ale back end, which does not render; drop the flag")
     envs = make_envs(saved, video_folder)
-    hidden, actions = saved.lstm_hidden_size if saved.recurrent else 0, int(envs.single_action_space.n)
-    agent = Agent(
-        saved.frame_stack, saved.frame_size, actions, saved.shared_network, saved.scale_obs, saved.ortho_init, hidden
-    )
+    agent = Agent(saved, int(envs.single_action_space.n)).to(device)
     load_state(agent, checkpoint["model"], "--eval-checkpoint", path)
-    agent.to(device)
     (obs, info), returns = envs.reset(seed=seed), []
     game_scores, start, lstm_state = (
         GameScores(info["lives"]),

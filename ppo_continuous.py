@@ -8,8 +8,7 @@ Defaults reproduce CleanRL's ppo_continuous_action.py (itself openai/baselines' 
 marks the defaults that do not. Observation and reward normalisation live in this file, at the vector level
 (one set of statistics for all sub-envs, like SB3's VecNormalize), and are saved with the model, so an
 evaluated model sees exactly the inputs it was trained on. Read it top to bottom: Arguments, Environment,
-Agent, PPO math, Training, `main`; the run control after `main` (workers, signals, checkpoints, evaluation,
-console) is not PPO and can wait for a second read.
+Agent, PPO math, Training, `main`; the run control after `main` is not PPO and can wait for a second read.
 
 DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail -> flag -> where
    1  vectorized environments          --num-envs --num-steps --vector-mode   make_envs, collect_rollout
@@ -43,6 +42,7 @@ DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail 
 import os
 import random
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -184,8 +184,7 @@ class Args(RunControlArgs, AlgorithmArgs):
     pass
 
 
-RUN_CONTROL = set(RunControlArgs.__dataclass_fields__)
-"""Flags that may differ between a run and its resumption; every other flag must match the checkpoint's."""
+RUN_CONTROL = set(RunControlArgs.__dataclass_fields__)  # may change on --resume; the other flags must match
 
 
 # ==== Environment ====
@@ -246,11 +245,8 @@ class RunningMeanStd:
         self.count = total
 
     def state_dict(self) -> dict:
-        return {
-            "mean": torch.from_numpy(np.asarray(self.mean)),
-            "var": torch.from_numpy(np.asarray(self.var)),
-            "count": float(self.count),
-        }
+        mean, var = torch.from_numpy(np.asarray(self.mean)), torch.from_numpy(np.asarray(self.var))
+        return {"mean": mean, "var": var, "count": float(self.count)}
 
     def load_state_dict(self, state: dict) -> None:
         self.mean, self.var, self.count = state["mean"].numpy(), state["var"].numpy(), state["count"]
@@ -265,14 +261,10 @@ def normalize_obs(obs: np.ndarray, obs_rms: Optional[RunningMeanStd], clip_obs: 
 
 
 class RewardScaler:
-    """detail 30-31: rewards [N] divided by the running std of each sub-env's discounted return, then clipped.
-
-    restart "episode-end" (ours, baselines' VecNormalize): the return restarts after an episode ended
-    (termination or truncation), so one episode's return never leaks into the next one's scale.
-    "termination" (CleanRL, gymnasium 0.29's NormalizeReward): return = return * gamma * (1 - terminated)
-    + reward, so it restarts before a terminal step's reward, which then carries into the next
-    episode, and runs on across time limits.
-    """
+    """detail 30-31: rewards [N] divided by the running std of each sub-env's discounted return, then clipped. restart
+    "episode-end" (ours, baselines' VecNormalize): the return restarts after any episode end; "termination" (CleanRL,
+    gymnasium 0.29's NormalizeReward): return * gamma * (1 - terminated) + reward, so it restarts before a terminal
+    step's reward (which carries into the next episode) and runs on across time limits."""
 
     def __init__(self, num_envs: int, gamma: float, clip_reward: float, restart: str = "episode-end"):
         self.return_rms = RunningMeanStd()
@@ -336,10 +328,8 @@ class Agent(nn.Module):
         return self.actor_mean(self.actor_trunk(x))
 
     def get_action_and_value(self, x, action=None):
-        """x [B, obs_dim] -> action [B, action_dim], logprob [B], entropy [B], value [B].
-
-        Samples an action when `action` is None, else scores the given one.
-        """
+        """x [B, obs_dim] -> action [B, action_dim], logprob [B], entropy [B], value [B]; samples an action when
+        `action` is None, else scores the given one."""
         hidden = self.actor_trunk(x)
         value = self.critic_head(hidden if self.shared_network else self.critic_trunk(x)).squeeze(-1)
         mean = self.actor_mean(hidden)
@@ -354,10 +344,8 @@ class Agent(nn.Module):
 
 
 def gaussian_logprob_and_entropy(mean: torch.Tensor, logstd: torch.Tensor, action: torch.Tensor):
-    """mean, logstd, action [B, action_dim] -> logprob [B], entropy [B].
-
-    detail 25: the components are independent Normals; log-probs and entropies are summed.
-    """
+    """mean, logstd, action [B, action_dim] -> logprob [B], entropy [B]; detail 25: the components are independent
+    Normals, log-probs and entropies summed."""
     logprob = -0.5 * ((action - mean) * torch.exp(-logstd)) ** 2 - logstd - 0.5 * np.log(2 * np.pi)
     entropy = 0.5 + 0.5 * np.log(2 * np.pi) + logstd
     return logprob.sum(-1), entropy.sum(-1)
@@ -380,13 +368,9 @@ def compute_advantages(
     gae=True,
     bootstrap_truncation=True,
 ):
-    """Advantages and returns of one rollout, in NumPy (the backward scan takes T tiny steps: NumPy's are a fraction
-    of a tensor op's overhead, and elementwise float32 arithmetic rounds the same in both).
-
-    rewards, values, terminations, truncations, final_values: [T, N] float, step t's transition;
-    final_values[t] = V(final obs) where step t was truncated; next_value: [N] = V(obs after step T-1).
-    Returns advantages, returns: [T, N].
-    """
+    """Advantages and returns [T, N] of one rollout, in NumPy (T tiny steps: NumPy's cost a fraction of torch's).
+    rewards, values, terminations, truncations, final_values [T, N] of step t's transition (final_values[t]: V(final
+    obs) where step t was truncated); next_value [N]: V(obs after step T-1)."""
     num_steps = rewards.shape[0]
     ended = np.maximum(terminations, truncations)  # the episode ended at step t: no credit flows back past it
     # Value of the state step t led to: the next stored value while the episode goes on; at a time
@@ -472,8 +456,7 @@ def explained_variance(y_pred: np.ndarray, y_true: np.ndarray) -> float:
     return np.nan if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y)
 
 
-# Data parallel (torchrun): W workers, each with its own envs, step with the mean gradient. In one process (no
-# process group) these are the identity.
+# Data parallel (torchrun): W workers, each with its own envs, step with the mean gradient; in one process, identity.
 
 
 def all_mean_(x: torch.Tensor) -> torch.Tensor:
@@ -500,8 +483,7 @@ def all_gather_rows(x: np.ndarray) -> np.ndarray:
 
 
 class Rollout:
-    """The rollout buffers, [T, N, ...] (entry t of each describes the transition taken at step t), and the
-    (normalised) observation the policy acts on next, `next_obs` [N, obs_dim]."""
+    """The rollout buffers, [T, N, ...] (entry t: the transition taken at step t), and `next_obs` [N, obs_dim]."""
 
     def __init__(self, args: Args, obs_dim: int, action_dim: int, device: torch.device):
         shape = (args.num_steps, args.num_envs)
@@ -518,8 +500,7 @@ class Rollout:
 
 
 class Normalization:
-    """details 28-31: one set of observation and return statistics for all sub-envs (and all workers), saved with
-    the model; None where switched off."""
+    """details 28-31: one set of observation and return statistics for all sub-envs and workers; None where off."""
 
     def __init__(self, args: Args, obs_dim: int):
         self.args = args
@@ -528,8 +509,7 @@ class Normalization:
         if args.norm_reward:
             self.reward_scaler = RewardScaler(args.num_envs, args.gamma, args.clip_reward, args.norm_reward_restart)
 
-    def statistics(self) -> dict:
-        """What a checkpoint saves, by its key."""
+    def statistics(self) -> dict:  # what a checkpoint saves, by its key
         return {"obs_rms": self.obs_rms, "reward_rms": self.reward_scaler.return_rms if self.reward_scaler else None}
 
     def observe(self, raw_obs: np.ndarray, update: bool, device: torch.device) -> torch.Tensor:
@@ -562,9 +542,8 @@ def collect_rollout(envs, agent: Agent, rollout: Rollout, norm: Normalization, a
         rollout.obs[step] = rollout.next_obs
         with torch.inference_mode():
             action, logprob, _, value = agent.get_action_and_value(rollout.next_obs)
-        rollout.values[step] = value
-        rollout.actions[step] = action  # detail 27: the unclipped sample is what the update scores
-        rollout.logprobs[step] = logprob
+        # detail 27: the unclipped sample is what the update scores
+        rollout.values[step], rollout.actions[step], rollout.logprobs[step] = value, action, logprob
 
         env_action = env_actions(action.cpu().numpy(), low, high, args.clip_action)
         next_obs, reward, terminated, truncated, info = envs.step(
@@ -685,15 +664,9 @@ class TrainState:
         rng["torch"] = torch.get_rng_state()
         if torch.cuda.is_available():  # a resumed GPU run must not replay the noise of its first iterations
             rng["cuda"] = torch.cuda.get_rng_state()
-        steps = {"kl_coef": self.kl_coef, "global_step": self.global_step, "iteration": self.iteration}
-        statistics = {key: x and x.state_dict() for key, x in self.norm.statistics().items()}
-        return {
-            "model": self.agent.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "rng": rng,
-            **steps,
-            **statistics,
-        }
+        steps = {"kl_coef": self.kl_coef, "global_step": self.global_step, "iteration": self.iteration, "rng": rng}
+        statistics = {key: x and x.state_dict() for key, x in self.norm.statistics().items()}  # details 28-31
+        return {"model": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(), **steps, **statistics}
 
     def load_state_dict(self, state: dict) -> None:
         self.agent.load_state_dict(state["model"])
@@ -739,7 +712,7 @@ def train(args: Args, envs, state: TrainState, device=torch.device("cpu"), rank:
             logs["charts/kl_coef"] = state.kl_coef
             state.kl_coef = adapt_kl_coef(state.kl_coef, logs["losses/kl_after_update"], args.kl_target)
 
-        # Log (detail 12): the update's statistics, where the time went (env steps and inference, then the update)
+        # Log (detail 12): the update's statistics, where the time went (rollout and GAE, then the update)
         logs["losses/explained_variance"] = explained_variance(
             batch["values"].cpu().numpy(), batch["returns"].cpu().numpy()
         )
@@ -787,7 +760,6 @@ import shlex
 import signal
 import sys
 import warnings
-from collections import deque
 
 import tyro
 from torch.utils.tensorboard import SummaryWriter

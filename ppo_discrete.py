@@ -5,9 +5,8 @@
     torchrun --standalone --nproc_per_node 2 ppo_discrete.py --env-id CartPole-v1   # 2 data-parallel workers
 
 Defaults reproduce CleanRL's ppo.py (itself openai/baselines' ppo2); "ours" marks the defaults that do
-not. Everything the algorithm does is in this file: copy it and own it. Read it top to bottom:
-Arguments, Environment, Agent, PPO math, Training, `main`; the run control after `main` (workers,
-signals, checkpoints, evaluation, console) is not PPO and can wait for a second read.
+not. Everything the algorithm does is in this file: copy it and own it. Read it top to bottom: Arguments,
+Environment, Agent, PPO math, Training, `main`; the run control after `main` can wait for a second read.
 
 DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail -> flag -> where
    1  vectorized environments          --num-envs --num-steps --vector-mode   make_envs, collect_rollout
@@ -41,6 +40,7 @@ import importlib
 import os
 import random
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -172,8 +172,7 @@ class Args(RunControlArgs, AlgorithmArgs):
     pass
 
 
-RUN_CONTROL = set(RunControlArgs.__dataclass_fields__)
-"""Flags that may differ between a run and its resumption; every other flag must match the checkpoint's."""
+RUN_CONTROL = set(RunControlArgs.__dataclass_fields__)  # may change on --resume; the other flags must match
 
 
 # ==== Environment ====
@@ -184,8 +183,7 @@ class UsageError(Exception):
 
 
 def make_gym_env(env_id: str, **kwargs) -> gym.Env:
-    """gym.make; ale-py's games (ALE/...) register when ale-py is imported, and ALE/<Game>-ram-v5 gives the
-    console's 128 bytes of RAM as the observation (ale-py 0.9+ registers it as obs_type="ram")."""
+    """gym.make; ALE/... games register when ale-py is imported; ALE/<Game>-ram-v5: the console's 128 bytes of RAM."""
     if env_id.startswith("ALE/"):
         importlib.import_module("ale_py")
         if env_id not in gym.registry and "-ram-" in env_id:
@@ -227,14 +225,10 @@ def action_layout(action_space: gym.Space):
 def read_action_mask(info: dict, num_envs: int, num_logits: int) -> np.ndarray:
     """The env's bool masks, [num_envs, num_logits] (MultiDiscrete: components concatenated)."""
     if "action_mask" not in info or not np.all(info["_action_mask"]):
-        raise UsageError(
-            "--action-masking: an env step returned no info['action_mask']; the env must set it every step"
-        )
+        raise UsageError("--action-masking: an env step returned no info['action_mask']; set it every step")
     mask = np.asarray(info["action_mask"], dtype=bool).reshape(num_envs, -1)
     if mask.shape[1] != num_logits:
-        raise UsageError(
-            f"--action-masking: info['action_mask'] has {mask.shape[1]} entries per env, expected {num_logits}"
-        )
+        raise UsageError(f"--action-masking: info['action_mask'] has {mask.shape[1]} entries per env, not {num_logits}")
     return mask
 
 
@@ -261,11 +255,8 @@ def lstm_init(lstm: nn.LSTM, ortho: bool = True) -> nn.LSTM:
 
 
 def lstm_sequence(lstm: nn.LSTM, features: torch.Tensor, state: tuple, starts: torch.Tensor):
-    """Run `lstm` over N env sequences of T steps, each starting from the zero state at episode starts.
-
-    features [T * N, F] time-major, state (h, c) each [1, N, H] before step 0, starts [T * N]
-    (1.0 where the observation is an episode's first) -> outputs [T * N, H], state (h, c) after step T-1.
-    """
+    """Run `lstm` over N env sequences of T steps from `state` (h, c), each [1, N, H], restarting from zeros at episode
+    starts: features [T * N, F] time-major, starts [T * N] (1.0: an episode's first) -> outputs [T * N, H], state."""
     num_envs = state[0].shape[1]
     features = features.reshape(-1, num_envs, features.shape[-1])
     starts = starts.reshape(-1, num_envs)
@@ -306,9 +297,8 @@ class Agent(nn.Module):
         features = 64
         if self.recurrent:  # details 32-36: an LSTM after each trunk (one LSTM when the trunk is shared)
             self.actor_lstm = lstm_init(nn.LSTM(64, lstm_hidden_size), ortho_init)
-            self.critic_lstm = (
-                self.actor_lstm if shared_network else lstm_init(nn.LSTM(64, lstm_hidden_size), ortho_init)
-            )
+            lstm = self.actor_lstm if shared_network else lstm_init(nn.LSTM(64, lstm_hidden_size), ortho_init)
+            self.critic_lstm = lstm
             features = lstm_hidden_size
         self.actor_head = layer_init(nn.Linear(features, sum(nvec)), std=0.01, ortho=ortho_init)
         self.critic_head = layer_init(nn.Linear(features, 1), std=1.0, ortho=ortho_init)
@@ -328,13 +318,9 @@ class Agent(nn.Module):
         return self.critic_head(hidden).squeeze(-1)
 
     def get_action_and_value(self, x, action=None, action_mask=None, lstm_state=None, starts=None, deterministic=False):
-        """x [B, obs_dim] -> action [B, n_components], logprob [B], entropy [B], value [B], lstm_state.
-
-        Samples an action (the most probable one if `deterministic`) when `action` is None, else
-        scores the given one. Recurrent: x holds N sequences time-major (B = T * N), lstm_state is the
-        state before them, starts [B] marks episode starts, and the state after them is returned
-        (None when feed-forward).
-        """
+        """x [B, obs_dim] -> action [B, n_components], logprob [B], entropy [B], value [B], lstm_state. Samples an
+        action (the most probable if `deterministic`) when `action` is None, else scores it. Recurrent: x holds N
+        sequences time-major (B = T * N), from lstm_state, starts [B] marks episode starts; -> the state after them."""
         hidden = self.actor_trunk(x)
         critic_hidden = hidden if self.shared_network else self.critic_trunk(x)
         if self.recurrent:
@@ -361,21 +347,14 @@ class Agent(nn.Module):
 
 
 def mask_logits(logits: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
-    """Invalid action masking: logits [B, sum(nvec)], bool mask [B, sum(nvec)] (True = allowed).
-
-    A masked logit becomes a large negative constant, so its probability is 0 and, being a constant,
-    it passes no gradient back to the network.
-    """
+    """Invalid action masking: logits, bool mask [B, sum(nvec)] (True: allowed). A masked logit becomes a large
+    negative constant: probability 0, and no gradient back to the network."""
     return logits.masked_fill(~action_mask, -1e8)
 
 
 def sample_actions(logits: torch.Tensor, nvec: list[int], deterministic: bool = False) -> torch.Tensor:
-    """logits [B, sum(nvec)] -> actions [B, len(nvec)], one Categorical sample per component
-    (deterministic: the most probable choice of each).
-
-    Gumbel-max, straight from the logits: argmax(logits + G) with G = -log(E), E ~ Exponential(1), is
-    distributed as Categorical(softmax(logits)); four small ops, no distribution objects.
-    """
+    """logits [B, sum(nvec)] -> actions [B, len(nvec)], one Categorical sample per component (deterministic: the most
+    probable). Gumbel-max: argmax(logits - log(E)), E ~ Exponential(1), is a sample of Categorical(softmax(logits))."""
     noisy = logits if deterministic else logits - torch.empty_like(logits).exponential_().log()
     if len(nvec) == 1:
         return noisy.argmax(-1, keepdim=True)
@@ -383,10 +362,8 @@ def sample_actions(logits: torch.Tensor, nvec: list[int], deterministic: bool = 
 
 
 def logprob_and_entropy(logits: torch.Tensor, actions: torch.Tensor, nvec: list[int]):
-    """logits [B, sum(nvec)], actions [B, len(nvec)] -> logprob [B], entropy [B].
-
-    detail 37: one Categorical per component; log-probs and entropies are summed.
-    """
+    """logits [B, sum(nvec)], actions [B, len(nvec)] -> logprob [B], entropy [B]; detail 37: one Categorical per
+    component, log-probs and entropies summed."""
     logprob, entropy = 0.0, 0.0
     for part, action in zip(logits.split(nvec, dim=-1) if len(nvec) > 1 else [logits], actions.unbind(-1), strict=True):
         log_p = part.log_softmax(-1)
@@ -407,13 +384,9 @@ def compute_advantages(
     gae=True,
     bootstrap_truncation=True,
 ):
-    """Advantages and returns of one rollout, in NumPy (the backward scan takes T tiny steps: NumPy's are a fraction
-    of a tensor op's overhead, and elementwise float32 arithmetic rounds the same in both).
-
-    rewards, values, terminations, truncations, final_values: [T, N] float, step t's transition;
-    final_values[t] = V(final obs) where step t was truncated; next_value: [N] = V(obs after step T-1).
-    Returns advantages, returns: [T, N].
-    """
+    """Advantages and returns [T, N] of one rollout, in NumPy (T tiny steps: NumPy's cost a fraction of torch's).
+    rewards, values, terminations, truncations, final_values [T, N] of step t's transition (final_values[t]: V(final
+    obs) where step t was truncated); next_value [N]: V(obs after step T-1)."""
     num_steps = rewards.shape[0]
     ended = np.maximum(terminations, truncations)  # the episode ended at step t: no credit flows back past it
     # Value of the state step t led to: the next stored value while the episode goes on; at a time
@@ -512,8 +485,7 @@ def explained_variance(y_pred: np.ndarray, y_true: np.ndarray) -> float:
     return np.nan if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y)
 
 
-# Data parallel (torchrun): W workers, each with its own envs, step with the mean gradient. In one process (no
-# process group) these are the identity.
+# Data parallel (torchrun): W workers, each with its own envs, step with the mean gradient; in one process, identity.
 
 
 def all_mean_(x: torch.Tensor) -> torch.Tensor:
@@ -693,8 +665,8 @@ class TrainState:
         rng["torch"] = torch.get_rng_state()
         if torch.cuda.is_available():  # a resumed GPU run must not replay the noise of its first iterations
             rng["cuda"] = torch.cuda.get_rng_state()
-        steps = {"kl_coef": self.kl_coef, "global_step": self.global_step, "iteration": self.iteration}
-        return {"model": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng, **steps}
+        steps = {"kl_coef": self.kl_coef, "global_step": self.global_step, "iteration": self.iteration, "rng": rng}
+        return {"model": self.agent.state_dict(), "optimizer": self.optimizer.state_dict(), **steps}
 
     def load_state_dict(self, state: dict) -> None:
         self.agent.load_state_dict(state["model"])
@@ -739,7 +711,7 @@ def train(args: Args, envs, state: TrainState, device=torch.device("cpu"), rank:
             logs["charts/kl_coef"] = state.kl_coef
             state.kl_coef = adapt_kl_coef(state.kl_coef, logs["losses/kl_after_update"], args.kl_target)
 
-        # Log (detail 12): the update's statistics, where the time went (env steps and inference, then the update)
+        # Log (detail 12): the update's statistics, where the time went (rollout and GAE, then the update)
         logs["losses/explained_variance"] = explained_variance(
             batch["values"].cpu().numpy(), batch["returns"].cpu().numpy()
         )
@@ -785,7 +757,6 @@ import shlex
 import signal
 import sys
 import warnings
-from collections import deque
 
 import tyro
 from torch.utils.tensorboard import SummaryWriter
