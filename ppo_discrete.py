@@ -780,8 +780,7 @@ class Run:
         self.args, self.world_size = args, int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's workers
         validate_args(args, self.world_size)
         self.checkpoint = args.resume and load_checkpoint(args.resume, "--resume")
-        workers = self.checkpoint and len(self.checkpoint["rng"])  # one set of RNG states per worker
-        if self.checkpoint and workers != self.world_size:
+        if self.checkpoint and (workers := len(self.checkpoint["rng"])) != self.world_size:  # RNGs: one set a worker
             launch = "python" if workers == 1 else f"torchrun with {workers} workers in all"
             raise UsageError(f"--resume: the checkpoint was written by {workers} worker(s); launch it with {launch}")
         self.rollout_bytes, self.rollout_flags = check_env(args)  # and the network's, where it grows with flags
@@ -801,7 +800,7 @@ class Run:
         memory = torch.cuda.mem_get_info(self.device)[0] if use_cuda else memory
         if self.rollout_bytes > memory:  # one line now, not an allocator's traceback later
             need = f"{self.rollout_bytes / 2**30:,.1f} GiB, more than the {memory / 2**30:,.1f} GiB of {self.device}"
-            raise UsageError(f"{self.rollout_flags}: the rollout buffers need {need}")
+            raise UsageError(f"{self.rollout_flags}: the rollout buffers need {need}; use smaller values")
         self.name = self.checkpoint and self.checkpoint["run_name"]
         if not self.name:  # rank 0 names the run for everyone
             env_name = args.env_id.replace(":", "_").replace("/", "_")
@@ -837,7 +836,7 @@ class Run:
     def start(self, state: TrainState) -> None:
         """Rank 0's weights to every worker, or the checkpoint's state; then rank 0 opens the writers."""
         self.state, args = state, self.args
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # the sub-env processes are running
         for tensor in state.agent.parameters() if dist.is_initialized() else []:
             dist.broadcast(tensor.data, src=0)
         if self.checkpoint:
@@ -845,15 +844,15 @@ class Run:
         self.start_step, self.start_time = state.global_step, time.time()
         if self.rank == 0:
             saved = self.checkpoint or {"wandb_id": None, "global_step": -1}  # a resumed run drops what came after
-            self.writer = SummaryWriter(f"runs/{self.name}", purge_step=saved["global_step"] + 1)
-            table = "\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])
-            self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-            if args.track:
+            if args.track:  # before the writer: W&B follows the TensorBoard files written after it starts
                 import wandb
 
                 run = {"project": args.wandb_project_name, "entity": args.wandb_entity, "config": vars(args)}
                 run |= {"name": self.name, "id": saved["wandb_id"], "resume": "allow"}
                 self.wandb_run = wandb.init(**run, sync_tensorboard=True, save_code=True)
+            self.writer = SummaryWriter(f"runs/{self.name}", purge_step=saved["global_step"] + 1)
+            table = "\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])
+            self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
             workers = f" x {self.world_size} workers" if self.world_size > 1 else ""
             print(f"{self.name}: {self.num_iterations} iterations of {args.num_envs * args.num_steps} steps{workers}")
 
@@ -1003,7 +1002,8 @@ def check_args(args, world_size: int, counts: list[str], positive: list[str], no
         problem = f"--recurrent: --num-minibatches {minibatches} does not divide --num-envs {envs}"
         raise UsageError(f"{problem}; use one of {[d for d in range(1, envs + 1) if envs % d == 0]}")
     if args.norm_adv and batch // minibatches < 2:
-        raise UsageError("--norm-adv: a minibatch of one sample has no standard deviation; use fewer minibatches")
+        problem = "--norm-adv: a minibatch of one sample has no standard deviation"
+        raise UsageError(f"{problem}; use fewer minibatches or --no-norm-adv")
     if args.total_timesteps < batch * world_size:
         problem = f"--total-timesteps {args.total_timesteps} is smaller than one batch of {batch * world_size}"
         raise UsageError(f"{problem} (--num-envs x --num-steps x workers); use at least {batch * world_size}")
@@ -1055,7 +1055,7 @@ def load_checkpoint(path: str, flag: str) -> dict:
         reason = "it pickles objects other than tensors" if isinstance(e, pickle.UnpicklingError) else str(e)
         raise UsageError(f"{flag} {path} is not a readable checkpoint ({' '.join(reason.split())[:120]})") from None
     found = checkpoint.get("format", "no format field") if isinstance(checkpoint, dict) else type(checkpoint).__name__
-    keys = {"args", "run_name", "rng", "global_step", "wandb_id"}
+    keys = {"args", "run_name", "rng", "global_step", "wandb_id", "model", "optimizer"}
     missing = sorted(keys - checkpoint.keys()) if found == CHECKPOINT_FORMAT else []
     if found != CHECKPOINT_FORMAT or missing or not checkpoint["args"].keys() <= vars(Args()).keys():
         problem = f"missing {', '.join(missing)}" if missing else found if found != CHECKPOINT_FORMAT else "other flags"
@@ -1073,8 +1073,7 @@ def load_state(target, state: dict, flag: str, path: str) -> None:
 
 
 def parse_args() -> Args:
-    """The command line; with --resume PATH the flags saved in that checkpoint are the defaults, so `--resume PATH`
-    alone continues the run as it was started, and a flag given that changes the algorithm is refused."""
+    """The command line; with --resume PATH the checkpoint's flags are the defaults (only run control may change)."""
     args = tyro.cli(Args)
     if args.resume is None:
         return args

@@ -1,5 +1,6 @@
 """One torchrun worker of a script, for the tests: runs the script's main() with the given flags and
-saves the state it returns (weights, Adam state, statistics, step counts) to <out>/rank<R>.pt.
+saves the state it returns (weights, Adam state, statistics, step counts; not the RNGs, which are each worker's own)
+to <out>/rank<R>.pt.
 
     torchrun --standalone --nproc_per_node 2 tests/dist_worker.py ppo_discrete OUT -- --env-id CartPole-v1
 
@@ -24,7 +25,7 @@ def check_mean_gradients(module, checked: list) -> None:
     """Before each gradient clip (after the all-reduce), recompute every worker's minibatch loss from the
     inputs all workers gather, on a copy of the network (equal on all workers), and compare the gradient
     about to be used with the mean of their gradients."""
-    loss_fn, clip = module.ppo_loss, module.clip_grad_norm_
+    loss_fn, clip = module.ppo_loss, torch.nn.utils.clip_grad_norm_
     last = {}
 
     def recording_loss(agent, *args):
@@ -34,7 +35,9 @@ def check_mean_gradients(module, checked: list) -> None:
     def checking_clip(parameters, max_norm, *args, **kwargs):
         parameters = list(parameters)
         gradients = []
-        for worker_args in module.gather_objects(last["args"]):
+        every_workers_args = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(every_workers_args, last["args"])
+        for worker_args in every_workers_args:
             twin = copy.deepcopy(last["agent"])
             twin.zero_grad(set_to_none=True)
             loss_fn(twin, *worker_args)[0].backward()
@@ -45,7 +48,7 @@ def check_mean_gradients(module, checked: list) -> None:
         return clip(parameters, max_norm, *args, **kwargs)
 
     module.ppo_loss = recording_loss
-    module.clip_grad_norm_ = checking_clip
+    torch.nn.utils.clip_grad_norm_ = checking_clip  # the update calls nn.utils.clip_grad_norm_ after the all-reduce
 
 
 def record_envs(module, records: dict) -> None:
@@ -83,7 +86,9 @@ if __name__ == "__main__":
     if os.environ.get("PPO37_CHECK_COLLECTIVES") == "1":
         check_mean_gradients(module, checked)
         record_envs(module, records)
-    state = module.main(tyro.cli(module.Args, args=flags))
+    state = {
+        key: value for key, value in module.main(tyro.cli(module.Args, args=flags)).state_dict().items() if key != "rng"
+    }
     torch.save(state, os.path.join(out, f"rank{os.environ['RANK']}.pt"))
     if checked or records["obs"]:
         records = {key: torch.from_numpy(np.stack(value)) for key, value in records.items()} | {

@@ -115,20 +115,20 @@ def test_game_scores_sum_raw_rewards_across_lives():
 
 @pytest.mark.parametrize("frame_size", [84, 64])
 def test_cnn_shapes(frame_size):
-    agent = Agent(frame_stack=4, frame_size=frame_size, num_actions=6)
+    agent = Agent(Args(frame_stack=4, frame_size=frame_size), num_actions=6)
     x = torch.randint(0, 256, (3, 4, frame_size, frame_size), dtype=torch.uint8)
     action, logprob, entropy, value, _ = agent.get_action_and_value(x)
     assert action.shape == logprob.shape == entropy.shape == value.shape == (3,)
     assert agent.get_value(x).shape == (3,)
-    separate = Agent(frame_stack=4, frame_size=frame_size, num_actions=6, shared_network=False)
+    separate = Agent(Args(frame_stack=4, frame_size=frame_size, shared_network=False), num_actions=6)
     trunk_params = sum(p.numel() for p in agent.actor_trunk.parameters())
     assert sum(p.numel() for p in separate.parameters()) - sum(p.numel() for p in agent.parameters()) == trunk_params
 
 
 def test_scale_obs_scales_inside_the_network():
     x = torch.full((1, 4, 84, 84), 255, dtype=torch.uint8)
-    assert Agent(4, 84, 4).pixels(x).max() == 1.0
-    assert Agent(4, 84, 4, scale_obs=False).pixels(x).max() == 255.0
+    assert Agent(Args(), 4).pixels(x).max() == 1.0
+    assert Agent(Args(scale_obs=False), 4).pixels(x).max() == 255.0
 
 
 def play(env_id, backend, steps, seed=0, **settings):

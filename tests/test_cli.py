@@ -52,7 +52,6 @@ COMMON_FLAGS = [
     "--eval-episodes",
     "--eval-checkpoint",
     "--capture-video",
-    "--dist-backend",
     "--compile",
 ]
 FLAGS = {
@@ -127,13 +126,13 @@ COMMON_BAD = [
     (["--seed", "4294967296"], r"--seed must be in \[0, 4294967295\]"),
     (
         ["--num-envs", "1", "--num-steps", "4", "--num-minibatches", "4"],
-        r"--norm-adv: a minibatch of one sample has no standard deviation .*use fewer minibatches or --no-norm-adv",
+        r"--norm-adv: a minibatch of one sample has no standard deviation; use fewer minibatches or --no-norm-adv",
     ),
 ]
 HUGE_ROLLOUT = (
     ["--num-steps", "1000000000000", "--total-timesteps", "100000000000000"],
     r"--num-envs \d+ x --num-steps 1000000000000.*: the rollout buffers need [\d,.]+ GiB, "
-    r"more than the [\d,.]+ GiB free on cpu",
+    r"more than the [\d,.]+ GiB of cpu",
 )
 BAD_INPUT = [(script, *case) for script in FLAGS for case in COMMON_BAD] + [
     ("ppo_discrete.py", ["--env-id", "NoSuchEnv-v0"], r"--env-id NoSuchEnv-v0: .*pprint_registry"),
@@ -141,7 +140,7 @@ BAD_INPUT = [(script, *case) for script in FLAGS for case in COMMON_BAD] + [
     (
         "ppo_continuous.py",
         ["--env-id", "tests.envs:SequenceObs-v0"],
-        r"Sequence observation space, which does not flatten to a vector; wrap the env",
+        r"Sequence observation space, which does not flatten",
     ),
     ("ppo_continuous.py", ["--env-id", "NoSuchEnv-v0"], r"--env-id NoSuchEnv-v0: .*pprint_registry"),
     ("ppo_atari.py", ["--env-id", "NoSuchGameNoFrameskip-v4"], r"--env-id NoSuchGameNoFrameskip-v4: .*get_all_rom_ids"),
@@ -160,8 +159,7 @@ BAD_INPUT = [(script, *case) for script in FLAGS for case in COMMON_BAD] + [
     (
         "ppo_atari.py",
         ["--recurrent", "--num-minibatches", "16"],
-        r"--recurrent: --num-minibatches 16 does not divide --num-envs 8 \(a minibatch is whole env sequences\); "
-        r"use one of \[1, 2, 4, 8\]",
+        r"--recurrent: --num-minibatches 16 does not divide --num-envs 8; use one of \[1, 2, 4, 8\]",
     ),
     (
         "ppo_atari.py",
@@ -171,7 +169,7 @@ BAD_INPUT = [(script, *case) for script in FLAGS for case in COMMON_BAD] + [
     (
         "ppo_discrete.py",
         ["--recurrent", "--num-minibatches", "8"],
-        r"--recurrent: --num-minibatches 8 does not divide --num-envs 4 .*use one of \[1, 2, 4\]",
+        r"--recurrent: --num-minibatches 8 does not divide --num-envs 4; use one of \[1, 2, 4\]",
     ),
     ("ppo_discrete.py", ["--recurrent", "--compile"], r"--compile does not take --recurrent .*drop --compile"),
     ("ppo_atari.py", ["--recurrent", "--compile"], r"--compile does not take --recurrent .*drop --compile"),

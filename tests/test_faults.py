@@ -16,6 +16,8 @@ from tests.conftest import REPO, TINY, assert_identical, run_script, train_in
 from tests.envs import COUNTING_TIME_LIMIT, counting_episodes
 from tests.test_long_runs import SCRIPTS, module, script, start  # noqa: F401 (script: the fixture)
 
+ONE_MINIBATCH = ["--num-minibatches", "1", "--update-epochs", "1"]
+
 
 def in_python(cwd, code: str, script: str, *flags: str) -> subprocess.CompletedProcess:
     """Run `code` (which patches something), then the script as __main__ with `flags`, from `cwd`."""
@@ -35,44 +37,38 @@ def one_line(stderr: str) -> str:
     return stderr.strip().splitlines()[-1]  # after ale-py's banner
 
 
+INF_AFTER_THE_STEP = """
+import torch
+step = torch.optim.Adam.step
+def step_then_blow_up(self, *args, **kwargs):  # the update's last step leaves an infinite weight behind
+    loss = step(self, *args, **kwargs)
+    with torch.no_grad():
+        self.param_groups[0]["params"][0].view(-1)[0] = float("inf")
+    return loss
+torch.optim.Adam.step = step_then_blow_up
+"""
+
+
 def test_weights_blown_up_by_the_last_update_are_never_saved(tmp_path, script):
-    run = run_script(
-        script,
-        *SCRIPTS[script],
-        "--learning-rate",
-        "1e38",
-        "--total-timesteps",
-        "128",
-        "--num-envs",
-        "1",
-        "--num-steps",
-        "128",
-        "--num-minibatches",
-        "1",
-        "--update-epochs",
-        "1",
-        "--save-model",
-        cwd=tmp_path,
-    )
+    flags = ["--total-timesteps", "128", "--num-envs", "1", "--num-steps", "128", *ONE_MINIBATCH, "--save-model"]
+    run = in_python(tmp_path, INF_AFTER_THE_STEP, script, *SCRIPTS[script], *flags)
     assert run.returncode == 1, run.stderr
     line = one_line(run.stderr)
-    assert line.startswith(f"{script}: stopped: iteration 1: ") and "(last good checkpoint: none)" in line, line
+    assert line.startswith(f"{script}: stopped: iteration 1: model/") and "is not finite" in line, line
+    assert "(last good checkpoint: none)" in line, line
     assert not glob.glob(str(tmp_path / "runs" / "**" / "*.pt*"), recursive=True)
     assert "evaluation of" not in run.stdout
 
 
 def test_rotation_keeps_what_this_process_wrote_last(tmp_path, script):
-    folder = str(tmp_path)
-    for name in ["iteration_0000020.pt", "iteration_0000030.pt", "iteration_0000040.pt.tmp"]:  # an earlier process's
-        open(os.path.join(folder, name), "wb").write(b"x")
-    written = []
-    for iteration in (11, 12, 13):  # resumed from an older checkpoint: lower numbers than the files already there
-        path = os.path.join(folder, f"iteration_{iteration:07d}.pt")
-        open(path, "wb").write(b"x")
-        written.append(path)
-        module(script).rotate_checkpoints(folder, written, 2)
-        assert os.path.exists(path)
-    assert sorted(os.listdir(folder)) == ["iteration_0000012.pt", "iteration_0000013.pt"]
+    # an earlier process's checkpoints, newer by iteration, and a write it left half-done
+    first = train_in(tmp_path, script, *SCRIPTS[script], *TINY, "--checkpoint-every", "1", "--keep-checkpoints", "8")
+    folder = f"{first.run_dir}/checkpoints"
+    open(f"{folder}/iteration_0000099.pt.tmp", "wb").write(b"partial")
+    resume = f"{folder}/iteration_0000002.pt"  # resumed from an older one: lower numbers than the files there
+    flags = [*SCRIPTS[script], *TINY, "--checkpoint-every", "1", "--keep-checkpoints", "2", "--resume", resume]
+    assert run_script(script, *flags, "--total-timesteps", "640", cwd=tmp_path).returncode == 0
+    assert sorted(os.listdir(folder)) == ["iteration_0000004.pt", "iteration_0000005.pt"]
 
 
 FROZEN_CLOCK = "import itertools, time\nticks = itertools.count()\ntime.time = lambda: 1.7e9 + next(ticks) * 1e-6"
@@ -156,10 +152,14 @@ def test_a_read_only_working_directory_is_one_line(tmp_path, script):
     (checkpoint,) = glob.glob(f"{trained.run_dir}/checkpoints/*.pt")
     read_only = tmp_path / "read-only"
     read_only.mkdir()
-    for flags in [[], ["--resume", checkpoint], ["--eval-checkpoint", f"{trained.run_dir}/{script[:-3]}.pt"]]:
+    for flags in [[], ["--resume", checkpoint]]:
         proc = run_read_only(read_only, script, *SCRIPTS[script], *TINY, *flags)
         assert proc.returncode == 1, proc.stderr
         assert one_line(proc.stderr) == f"{script}: error: runs: Read-only file system", proc.stderr
+    # an evaluation writes nothing: it works there
+    model = f"{trained.run_dir}/{script[:-3]}.pt"
+    proc = run_read_only(read_only, script, "--eval-checkpoint", model, "--eval-episodes", "1")
+    assert proc.returncode == 0 and "over 1 episodes" in proc.stdout, proc.stderr
     assert os.listdir(read_only) == []
 
 
@@ -216,19 +216,23 @@ def test_any_box_shape_trains_and_evaluates(train, tmp_path):
 
 
 def test_cuda_rng_state_is_saved_and_restored(monkeypatch, script):
-    # no GPU needed: torch.cuda's RNG calls are stood in for, and the round trip through the helpers is checked
+    # no GPU needed: torch.cuda's RNG calls are stood in for, and the round trip through the training state is checked
     state, restored = torch.arange(16, dtype=torch.uint8), []
-    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: state.clone())
-    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda new_state, device: restored.append((new_state, device)))
-    m, gpu = module(script), torch.device("cuda", 0)
-    states = m.rng_states(gpu)
-    assert torch.equal(states["cuda"], state)
-    m.set_rng_states(states, gpu)
-    assert len(restored) == 1 and torch.equal(restored[0][0], state) and restored[0][1] == gpu
-    assert "cuda" not in m.rng_states(torch.device("cpu"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: state.clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda new_state: restored.append(new_state))
+    m = module(script)
+    agent = torch.nn.Linear(2, 2)
+    norm = (m.Normalization(m.Args(), 2),) if "continuous" in script else ()
+    args = (agent, torch.optim.Adam(agent.parameters()), *norm)
+    training = m.TrainState(*args, kl_coef=1.0)
+    saved = training.state_dict()
+    assert torch.equal(saved["rng"]["cuda"], state)
+    training.load_state_dict(saved)
+    assert len(restored) == 1 and torch.equal(restored[0], state)
 
 
-def run_main(monkeypatch, cwd, script: str, *flags: str) -> dict:
+def run_main(monkeypatch, cwd, script: str, *flags: str):
     """The script's main() in this process, from `cwd`; the signal handlers it installs are put back."""
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     monkeypatch.chdir(cwd)
@@ -362,4 +366,4 @@ def test_final_observations_count_in_the_statistics_only_with_norm_obs_final(mon
         *(["--norm-obs-final"] if final else []),
     )
     ended = len(counting_episodes(1, 2, 512))
-    assert state["obs_rms"]["count"] == pytest.approx(1e-4 + 2 + 2 * 512 + (ended if final else 0), abs=1e-6)
+    assert state.norm.obs_rms.count == pytest.approx(1e-4 + 2 + 2 * 512 + (ended if final else 0), abs=1e-6)

@@ -161,7 +161,7 @@ def test_evaluation_reproduces_the_saved_model(full_run, script, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert f"{np.mean(returns):.2f} +- {np.std(returns):.2f} over 3 episodes" in proc.stdout
-    assert glob.glob(str(tmp_path / "runs" / "*" / "events.out.tfevents.*"))
+    assert not (tmp_path / "runs").exists()  # an evaluation writes nothing
 
 
 def test_atari_evaluates_on_the_back_end_it_trained_on(full_runs, tmp_path, monkeypatch, run_fails):
@@ -236,7 +236,8 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, script, sign
     assert "Traceback" not in stderr, stderr
     (path,) = glob.glob(str(tmp_path / "runs" / "*" / "checkpoints" / "*.pt"))
     rel = os.path.relpath(path, tmp_path)
-    assert f"--vector-mode {vector_mode} --resume {rel}" in stderr.strip().splitlines()[-1]
+    # --resume alone continues with the run's flags (--vector-mode too: saved in the checkpoint)
+    assert stderr.strip().splitlines()[-1].endswith(f"continue with: python {REPO / script} --resume {rel}")
     assert module(script).load_checkpoint(path, "--resume")["global_step"] > 0
     (summary,) = glob.glob(str(tmp_path / "runs" / "*" / "summary.json"))
     summary = json.loads(Path(summary).read_text())
@@ -293,20 +294,6 @@ def test_non_finite_guard_stops_without_saving(tmp_path, script, flags, expected
     assert json.loads(Path(summary).read_text())["ended"] == "non-finite"
 
 
-def test_interrupted_write_leaves_the_previous_checkpoint(tmp_path, script):
-    class FailsMidWrite:
-        def __reduce__(self):
-            raise OSError("disk full")
-
-    m = module(script)
-    path = str(tmp_path / "checkpoint.pt")
-    m.save_checkpoint(path, {"format": m.CHECKPOINT_FORMAT, "weights": torch.ones(1000)})
-    with pytest.raises(OSError, match="disk full"):
-        m.save_checkpoint(path, {"format": m.CHECKPOINT_FORMAT, "weights": torch.zeros(1000), "later": FailsMidWrite()})
-    assert torch.equal(torch.load(path, weights_only=True)["weights"], torch.ones(1000))
-    assert os.listdir(tmp_path) == ["checkpoint.pt"]
-
-
 class RunsCode:
     def __reduce__(self):
         return (os.system, ("touch pwned",))
@@ -339,8 +326,8 @@ def malformed(tmp_path, full_run, script, kind: str) -> str:
     [
         ("pickle-with-code", [], r"is not a readable checkpoint"),
         ("truncated", [], r"is not a readable checkpoint"),
-        ("other-script", [], r"is not a checkpoint of {script} \(ppo37 ppo_\w+\.py checkpoint v2\)"),
-        ("missing-key", [], r"is a damaged checkpoint \(missing or wrong: optimizer\)"),
+        ("other-script", [], r"is not a whole checkpoint of {script} \(ppo37 ppo_\w+\.py checkpoint v2\)"),
+        ("missing-key", [], r"is not a whole checkpoint of {script} \(missing optimizer\)"),
         ("wrong-shape", [], r"does not fit the network of its own flags \(.*size mismatch"),
         (
             "mismatched-env",

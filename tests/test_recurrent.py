@@ -65,7 +65,8 @@ def test_state_resets_where_an_episode_starts(module):
 def make_agent(module, shared_network: bool):
     """A small agent of the module with a policy sharp enough that the LSTM state shows in the log-probs."""
     if module.__name__ == "ppo_atari":
-        agent = module.Agent(1, 36, 4, shared_network=shared_network, lstm_hidden_size=16)
+        settings = {"frame_stack": 1, "frame_size": 36, "shared_network": shared_network}
+        agent = module.Agent(module.Args(**settings, recurrent=True, lstm_hidden_size=16), 4)
         observe = lambda n: torch.randint(0, 256, (n, 1, 36, 36), dtype=torch.uint8)  # noqa: E731
     else:
         agent = module.Agent(3, [2, 3], shared_network=shared_network, lstm_hidden_size=16)
