@@ -734,7 +734,7 @@ def main(args: Args) -> TrainState:
         agent = Agent(obs_dim, nvec, args.shared_network, args.ortho_init, hidden).to(run.device)
         if args.compile:  # the rollout and the loss call it: both compiled
             agent.get_action_and_value = torch.compile(agent.get_action_and_value)
-        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)  # detail 3
+        optimizer = torch.optim.Adam(agent.parameters(), args.learning_rate, eps=args.adam_eps, fused=True)  # detail 3
         state = TrainState(agent, optimizer, args.kl_coef)
         run.start(state)  # rank 0's weights to every worker, or the checkpoint's state (--resume); the writers
         for logs, episodes in train(args, envs, state, run.device, run.rank, run.world_size):

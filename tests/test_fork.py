@@ -136,7 +136,7 @@ def test_a_fork_that_edits_the_agent_stays_on_policy(tmp_path, edit):
 
 def test_a_fork_swaps_the_optimizer_and_adds_a_scheduler_in_one_line(tmp_path):
     # AdamW and a scheduler, each a one-line change: they train, checkpoint, resume
-    optimizer = "optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.adam_eps)"
+    optimizer = "optimizer = torch.optim.Adam(agent.parameters(), args.learning_rate, eps=args.adam_eps, fused=True)"
     edits = [
         (
             optimizer,
