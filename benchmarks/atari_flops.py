@@ -57,7 +57,7 @@ def forward_flops(agent: Agent, frame_size: int = 84) -> int:
 def time_variant(variant: str, args: Args) -> tuple[float, float]:
     """-> (seconds per update step, seconds per rollout forward of 8 envs)."""
     torch.manual_seed(0)
-    agent = Agent(frame_stack=4, frame_size=84, num_actions=4)
+    agent = Agent(ScriptArgs(frame_stack=4, frame_size=84), num_actions=4)
     optimizer = torch.optim.Adam(agent.parameters(), lr=2.5e-4, eps=1e-5, fused=True)
     frames = torch.randint(0, 256, (1024, 4, 84, 84), dtype=torch.uint8)
     actions = torch.randint(0, 4, (1024,))
@@ -71,9 +71,9 @@ def time_variant(variant: str, args: Args) -> tuple[float, float]:
         if variant == "channels-last":
             obs = obs.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16"):
-            loss = loss_fn(
-                agent, script_args, obs, actions[idx], None, zeros, *noise, script_args.clip_coef, script_args.kl_coef
-            )[0]
+            mb = {"obs": obs, "actions": actions[idx], "starts": zeros, "logprobs": noise[0], "advantages": noise[1]}
+            mb |= {"values": noise[2], "returns": noise[3]}
+            loss = loss_fn(agent, script_args, mb, None, script_args.clip_coef, script_args.kl_coef)[0]
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(agent.parameters(), 0.5)
@@ -93,7 +93,7 @@ def time_variant(variant: str, args: Args) -> tuple[float, float]:
 
 
 def main(args: Args) -> None:
-    flops = 3 * forward_flops(Agent(frame_stack=4, frame_size=84, num_actions=4)) * args.minibatch
+    flops = 3 * forward_flops(Agent(ScriptArgs(frame_stack=4, frame_size=84), num_actions=4)) * args.minibatch
     print(
         f"{torch.get_num_threads()} torch threads; "
         f"one update step of {args.minibatch} samples = {flops / 1e9:.1f} GFLOP"
