@@ -192,7 +192,7 @@ class RunControlArgs:
     eval_episodes: int = 10
     """full games of the argmax policy evaluated after --save-model or by --eval-checkpoint (env seed: seed + 10000)"""
     eval_checkpoint: Optional[str] = None
-    """only evaluate this checkpoint (no training), logging to its run directory"""
+    """only evaluate this checkpoint (no training) and print its mean return; nothing is written"""
     capture_video: bool = False
     """record games of the first env to videos/<run_name>/ (gymnasium back end; evaluation in videos/<run_name>/eval)"""
 
