@@ -5,12 +5,11 @@
     python ppo_atari.py --help          # every flag, one line each
     torchrun --standalone --nproc_per_node 2 ppo_atari.py --env-id BreakoutNoFrameskip-v4   # 2 data-parallel workers
 
-Defaults reproduce CleanRL's ppo_atari.py (itself openai/baselines' ppo2 with the DeepMind wrappers); "ours" marks
-the defaults that do not. Two environment back ends give observations of the same shape and the same episode
-accounting: `gymnasium` (a vector env of the baselines wrappers written below) and `ale` (ale-py's multithreaded
-AtariVectorEnv). Their trajectories differ in details (docs/flags.md, "Differences between the back ends"), so a
-model is evaluated on the back end it trained on. Frames stay uint8, the rollout buffer included, until the network.
-Read it top to bottom: Arguments, Environment, Agent, PPO math, Training, `main`; the run control after `main` can wait.
+Defaults reproduce CleanRL's ppo_atari.py (openai/baselines' ppo2 with the DeepMind wrappers); "ours" marks those that
+do not. Two back ends give the same observations and episode accounting: `gymnasium` (the baselines wrappers below)
+and `ale` (ale-py's multithreaded AtariVectorEnv); their trajectories differ in details (docs/flags.md), so a model is
+evaluated on the back end it trained on. Frames stay uint8, the rollout buffer included, until the network. Read it
+top to bottom: Arguments, Environment, Agent, PPO math, Training, `main`; the run control after `main` can wait.
 
 DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail -> flag -> where
    1  vectorized environments          --num-envs --num-steps --env-backend   make_envs, collect_rollout
@@ -27,12 +26,12 @@ DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail 
   12  debug variables                  (logged: approx_kl, clipfrac, ...)     update, train
   13  separate or shared networks      --shared-network                       Agent
   14  no-op reset                      --noop-max                             NoopReset (ale: noop_max)
-  15  frame skip with max-pooling      --frame-skip                           MaxAndSkip (ale: maxpool)
+  15  frame skip with max-pooling      --frame-skip                           wrap_atari (ale: maxpool)
   16  a lost life ends an episode      --episodic-life                        EpisodicLife, GameScores
   17  FIRE on reset                    --fire-reset                           FireReset (ale: use_fire_reset)
   18  grayscale, resized frames        --frame-size                           WarpFrame
   19  reward clipping to its sign      --clip-reward                          collect_rollout
-  20  frame stacking                   --frame-stack                          FrameStack (ale: stack_num)
+  20  frame stacking                   --frame-stack                          wrap_atari (ale: stack_num)
   21  shared Nature-CNN                --shared-network                       Agent
   22  pixels scaled to [0, 1]          --scale-obs                            Agent.pixels
   32  LSTM init                        --recurrent --ortho-init               lstm_init
@@ -49,7 +48,6 @@ DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail 
 import os
 import random
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -226,7 +224,7 @@ def atari_game(env_id: str) -> str:
     return spec.kwargs["game"]
 
 
-# ---- The gymnasium back end: openai/baselines' Atari wrappers (details 14-18, 20) ----
+# ---- The gymnasium back end: openai/baselines' Atari wrappers (details 14-18, 20; 15 and 20 are gymnasium's) ----
 
 
 class NoopReset(gym.Wrapper):
@@ -245,43 +243,18 @@ class NoopReset(gym.Wrapper):
         return obs, info
 
 
-class MaxAndSkip(gym.Wrapper):
-    """detail 15: repeat the action `skip` frames, sum the rewards, max-pool the last two (sprites flicker)."""
-
-    def __init__(self, env: gym.Env, skip: int):
-        super().__init__(env)
-        self.skip = skip
-        self.frames = np.zeros((2, *env.observation_space.shape), dtype=env.observation_space.dtype)
-
-    def step(self, action):
-        total_reward = 0.0
-        for i in range(self.skip):
-            obs, reward, terminated, truncated, info = self.env.step(action)
-            # as in baselines: an episode ending early leaves the previous step's frame in the pool
-            if i >= self.skip - 2:
-                self.frames[i - (self.skip - 2)] = obs
-            total_reward += float(reward)
-            if terminated or truncated:
-                break
-        pooled = self.frames.max(axis=0) if self.skip >= 2 else obs
-        return pooled, total_reward, terminated, truncated, info
-
-
 class EpisodicLife(gym.Wrapper):
     """detail 16: a lost life ends the training episode, but the game goes on: only a game over resets the emulator."""
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
-        self.lives = 0
-        self.game_over = True
+        self.lives, self.game_over = 0, True
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.game_over = terminated or truncated
         lives = self.unwrapped.ale.lives()
-        if 0 < lives < self.lives:
-            terminated = True
-        self.lives = lives
+        terminated, self.lives = terminated or 0 < lives < self.lives, lives
         return obs, reward, terminated, truncated, info
 
     def reset(self, **kwargs):
@@ -318,46 +291,25 @@ class WarpFrame(gym.ObservationWrapper):
         return cv2.resize(gray, (self.size, self.size), interpolation=cv2.INTER_AREA)
 
 
-class FrameStack(gym.Wrapper):
-    """detail 20: the last k frames, oldest first, [k, H, W] uint8; after a reset, k copies of the first frame."""
-
-    def __init__(self, env: gym.Env, k: int):
-        super().__init__(env)
-        self.frames = deque(maxlen=k)
-        self.observation_space = gym.spaces.Box(0, 255, (k, *env.observation_space.shape), np.uint8)
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        for _ in range(self.frames.maxlen):
-            self.frames.append(obs)
-        return np.stack(self.frames), info
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.frames.append(obs)
-        return np.stack(self.frames), reward, terminated, truncated, info
-
-
 def wrap_atari(env: gym.Env, args: Args) -> gym.Env:
     """The baselines stack, innermost first (rewards stay raw: the script clips them, detail 19)."""
     if args.noop_max > 0:
         env = NoopReset(env, args.noop_max)
-    env = MaxAndSkip(env, args.frame_skip)
+    if args.frame_skip > 1:  # detail 15: repeat the action, sum the rewards, max-pool the last two frames (flicker)
+        env = gym.wrappers.MaxAndSkipObservation(env, args.frame_skip)
     if args.episodic_life:
         env = EpisodicLife(env)
     if args.fire_reset and "FIRE" in env.unwrapped.get_action_meanings():
         env = FireReset(env)
     env = WarpFrame(env, args.frame_size)
-    return FrameStack(env, args.frame_stack)
+    return gym.wrappers.FrameStackObservation(env, args.frame_stack)  # detail 20: [k, H, W], k copies after a reset
 
 
 def make_env(env_id: str, args: Args, video_folder: Optional[str] = None):
     def thunk():
         # the wrappers do the frame skipping; ALE itself skips nothing and has no sticky actions
-        render_mode = None if video_folder is None else "rgb_array"
-        env = gym.make(
-            env_id, frameskip=1, repeat_action_probability=0.0, full_action_space=False, render_mode=render_mode
-        )
+        settings = {"frameskip": 1, "repeat_action_probability": 0.0, "full_action_space": False}
+        env = gym.make(env_id, render_mode=None if video_folder is None else "rgb_array", **settings)
         if video_folder is not None:  # whole games (0, 1, 8, 27, ...: gymnasium's cubic schedule), every frame
             env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
         return wrap_atari(env, args)
@@ -386,18 +338,17 @@ class GameScores:
     is the full game's score as in the published numbers."""
 
     def __init__(self, lives: np.ndarray):  # lives [N], as the reset reported them
-        self.lives = np.array(lives)
-        self.scores = np.zeros(len(self.lives))
-        self.lengths = np.zeros(len(self.lives), dtype=np.int64)
+        self.lives, self.scores = np.array(lives), np.zeros(len(lives))
+        self.lengths = np.zeros(len(lives), dtype=np.int64)
 
-    def update(self, raw_rewards, terminated, truncated, lives) -> list[tuple[int, float, int]]:
-        """One vector step; `lives` as reported after it (after any reset). -> [(env, score, length)] of the games that
+    def update(self, raw_rewards, terminated, truncated, lives) -> list[tuple[float, int]]:
+        """One vector step; `lives` as reported after it (after any reset). -> [(score, length)] of the games that
         ended: an episode end without a life lost (a reset restores the lives; games without lives report 0)."""
         self.scores += raw_rewards
         self.lengths += 1
         over = truncated | (terminated & ~(lives < self.lives))
         self.lives = np.array(lives)
-        ended = [(int(i), float(self.scores[i]), int(self.lengths[i])) for i in np.flatnonzero(over)]
+        ended = [(float(self.scores[i]), int(self.lengths[i])) for i in np.flatnonzero(over)]
         self.scores[over], self.lengths[over] = 0.0, 0
         return ended
 
@@ -470,10 +421,9 @@ class Agent(nn.Module):
         self.critic_trunk = self.actor_trunk if self.shared_network else trunk()
         features = 512
         if self.recurrent:  # details 32-36: an LSTM after each trunk (one LSTM when the trunk is shared)
-            self.actor_lstm = lstm_init(nn.LSTM(512, lstm_hidden_size), ortho_init)
-            lstm = self.actor_lstm if self.shared_network else lstm_init(nn.LSTM(512, lstm_hidden_size), ortho_init)
-            self.critic_lstm = lstm
             features = lstm_hidden_size
+            self.actor_lstm = lstm_init(nn.LSTM(512, features), ortho_init)
+            self.critic_lstm = self.actor_lstm if self.shared_network else lstm_init(nn.LSTM(512, features), ortho_init)
         self.actor_head = layer_init(nn.Linear(features, num_actions), std=0.01, ortho=ortho_init)
         self.critic_head = layer_init(nn.Linear(features, 1), std=1.0, ortho=ortho_init)
 
@@ -508,10 +458,8 @@ class Agent(nn.Module):
             if self.shared_network:
                 critic_hidden, lstm_state = hidden, (h_actor, c_actor)
             else:
-                critic_hidden, (h_critic, c_critic) = lstm_sequence(
-                    self.critic_lstm, critic_hidden, (h[1:], c[1:]), starts
-                )
-                lstm_state = torch.cat([h_actor, h_critic]), torch.cat([c_actor, c_critic])
+                critic_hidden, critic_state = lstm_sequence(self.critic_lstm, critic_hidden, (h[1:], c[1:]), starts)
+                lstm_state = torch.cat([h_actor, critic_state[0]]), torch.cat([c_actor, critic_state[1]])
         value = self.critic_head(critic_hidden).squeeze(-1)
         log_probs = self.actor_head(hidden).log_softmax(-1)
         if action is None and deterministic:
@@ -638,11 +586,9 @@ def explained_variance(y_pred: np.ndarray, y_true: np.ndarray) -> float:
     return np.nan if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y)
 
 
-# Data parallel (torchrun): W workers, each with its own envs, step with the mean gradient; in one process, identity.
-
-
 def all_mean_(x: torch.Tensor) -> torch.Tensor:
-    """x, overwritten with its mean over all workers."""
+    """Data parallel (torchrun: workers with their own envs step with the mean gradient): x, overwritten with its mean
+    over all workers; in one process, x as it is."""
     if dist.is_initialized():
         dist.all_reduce(x)
         x /= dist.get_world_size()
@@ -694,8 +640,7 @@ def collect_rollout(envs, agent: Agent, rollout: Rollout, scores: GameScores, ar
         rollout.rewards[step], rollout.terminations[step], rollout.truncations[step] = reward, terminated, truncated
         rollout.next_start = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
         rollout.next_obs = torch.as_tensor(next_obs, device=device)
-        for _env, score, length in scores.update(raw_reward, terminated, truncated, info["lives"]):
-            games.append((global_step, float(score), int(length)))
+        games += [(global_step, *game) for game in scores.update(raw_reward, terminated, truncated, info["lives"])]
 
         # A time limit is not a failure: value the final observation to bootstrap from it (ours)
         time_limited = truncated & ~terminated
@@ -712,28 +657,19 @@ def collect_rollout(envs, agent: Agent, rollout: Rollout, scores: GameScores, ar
 def bootstrap_and_gae(agent: Agent, rollout: Rollout, args: Args):
     """detail 5: -> advantages, returns [T, N] of the rollout (tensors on the device), bootstrapped with V(obs after
     its last step)."""
-    device = rollout.values.device
     with torch.no_grad():
         next_value = agent.get_value(rollout.next_obs, rollout.next_lstm_state, rollout.next_start).cpu().numpy()
-    r = rollout  # detail 5, and (ours) V(final obs) at time limits
-    arrays = (
-        r.rewards,
-        r.values.cpu().numpy(),
-        next_value,
-        r.terminations,
-        r.truncations,
-        r.final_values.cpu().numpy(),
-    )
+    r, values, final_values = rollout, rollout.values.cpu().numpy(), rollout.final_values.cpu().numpy()
+    arrays = (r.rewards, values, next_value, r.terminations, r.truncations, final_values)  # ours: V(final obs)
     advantages, returns = compute_advantages(*arrays, args.gamma, args.gae_lambda, args.gae, args.bootstrap_truncation)
     rollout.final_values.zero_()
-    return torch.from_numpy(advantages).to(device), torch.from_numpy(returns).to(device)
+    return torch.from_numpy(advantages).to(rollout.values.device), torch.from_numpy(returns).to(rollout.values.device)
 
 
 def flatten(rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> dict:
     """[T, N, ...] -> the batch [T * N, ...]: copies (a batch kept past the next rollout stays as it was), time-major
     (so a recurrent minibatch can take whole sequences)."""
-    size = rollout.values.numel()
-    obs = rollout.obs.reshape(size, *rollout.obs.shape[2:])
+    obs = rollout.obs.flatten(0, 1)
     # frames channels-last [B, H, W, k] in memory on the CPU: the update runs 1.3-1.5x faster
     obs = obs.contiguous(memory_format=torch.channels_last) if obs.device.type == "cpu" else obs.clone()
     batch = {"actions": rollout.actions, "starts": rollout.starts, "logprobs": rollout.logprobs}
@@ -790,16 +726,12 @@ def update(agent: Agent, optimizer, batch: dict, lstm_state, args: Args, clip_co
         with torch.no_grad():
             batch_size, kl_after = len(batch["values"]), 0.0
             order = np.arange(args.num_envs if args.recurrent else batch_size)  # in minibatches: pixels are large
-            for mb_envs, mb_inds in minibatches(
-                order, args.num_minibatches, args.num_steps, args.num_envs, args.recurrent
-            ):
-                obs, actions, starts = batch["obs"][mb_inds], batch["actions"][mb_inds], batch["starts"][mb_inds]
-                mb_state = select_envs(lstm_state, mb_envs)
-                _, newlogprob, _, _, _ = agent.get_action_and_value(obs, actions, mb_state, starts)
-                logratio = newlogprob - batch["logprobs"][mb_inds]
+            for envs, inds in minibatches(order, args.num_minibatches, args.num_steps, args.num_envs, args.recurrent):
+                obs, actions, starts = batch["obs"][inds], batch["actions"][inds], batch["starts"][inds]
+                _, newlogprob, _, _, _ = agent.get_action_and_value(obs, actions, select_envs(lstm_state, envs), starts)
+                logratio = newlogprob - batch["logprobs"][inds]
                 kl_after += ((logratio.exp() - 1) - logratio).sum().item() / batch_size
-            device = batch["values"].device
-            stats["losses/kl_after_update"] = all_mean_(torch.tensor(kl_after, device=device)).item()
+            stats["losses/kl_after_update"] = all_mean_(torch.tensor(kl_after, device=batch["values"].device)).item()
     return stats
 
 
@@ -866,14 +798,10 @@ def train(args: Args, envs, state: TrainState, device=torch.device("cpu"), rank:
             state.kl_coef = adapt_kl_coef(state.kl_coef, logs["losses/kl_after_update"], args.kl_target)
 
         # Log (detail 12): the update's statistics, where the time went (rollout and GAE, then the update)
-        logs["losses/explained_variance"] = explained_variance(
-            batch["values"].cpu().numpy(), batch["returns"].cpu().numpy()
-        )
-        logs |= {"charts/learning_rate": lr_now, "charts/clip_coef": clip_now}
-        logs |= {
-            "time/rollout_seconds": update_start - rollout_start,
-            "time/update_seconds": time.time() - update_start,
-        }
+        variance = explained_variance(batch["values"].cpu().numpy(), batch["returns"].cpu().numpy())
+        logs |= {"losses/explained_variance": variance, "charts/learning_rate": lr_now, "charts/clip_coef": clip_now}
+        logs |= {"time/rollout_seconds": update_start - rollout_start}
+        logs["time/update_seconds"] = time.time() - update_start
         yield logs, games
 
 
@@ -938,8 +866,8 @@ class Run:
         self.rollout_bytes, self.rollout_flags = check_env(args)  # and the network's, where it grows with flags
         self.num_iterations = args.total_timesteps // (args.num_envs * args.num_steps * self.world_size)
         self.state = self.writer = self.wandb_run = self.evaluation = self.stop_signal = self.stopping = None
-        self.last_checkpoint, self.recent_returns = args.resume, deque(maxlen=100)
-        self.episodes, self.sps, self.created, self.evaluating = 0, 0, time.time(), False
+        self.last_checkpoint, self.returns = args.resume, []  # the returns of the episodes since this process started
+        self.sps, self.created, self.evaluating = 0, time.time(), False
 
     def __enter__(self) -> "Run":
         args, use_cuda = self.args, torch.cuda.is_available() and self.args.cuda
@@ -1018,19 +946,16 @@ class Run:
             for step, episode_return, length in [episode for episodes, _ in reports for episode in episodes]:
                 self.writer.add_scalar("charts/episodic_return", episode_return, step)
                 self.writer.add_scalar("charts/episodic_length", length, step)
-                self.recent_returns.append(episode_return)
-                self.episodes += 1
+                self.returns.append(episode_return)
             for tag, value in {**logs, "charts/SPS": self.sps}.items():
                 self.writer.add_scalar(tag, value, state.global_step)
             minutes, seconds = divmod(int((self.args.total_timesteps - state.global_step) / max(self.sps, 1)), 60)
             eta = f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
-            returns = f"{np.mean(self.recent_returns):.1f}" if self.recent_returns else "n/a"
-            total, done = (
-                state.global_step // state.iteration * self.num_iterations,
-                state.iteration / self.num_iterations,
-            )
+            returns = f"{np.mean(self.returns[-100:]):.1f}" if self.returns else "n/a"
+            total = state.global_step // state.iteration * self.num_iterations
+            done = state.iteration / self.num_iterations
             status = f"step {state.global_step}/{total} ({done:.0%}) | SPS {self.sps} | return {returns}"
-            status += f" (last {len(self.recent_returns)} episodes) | ETA {eta}"
+            status += f" (last {len(self.returns[-100:])} episodes) | ETA {eta}"
             if state.iteration % max(1, self.num_iterations // 20) == 0 or done == 1:
                 print(status, flush=True)
         if self.stopping or (self.args.checkpoint_every and state.iteration % self.args.checkpoint_every == 0):
@@ -1102,10 +1027,10 @@ class Run:
         if self.stopping and kind in (None, SignalStop):
             ended = f"signal {signal.Signals(self.stopping).name}"
         if self.rank == 0 and kind is not UsageError:  # summary.json, atomically; a resumed run counts from resuming
-            args, mean_return = self.args, float(np.mean(self.recent_returns)) if self.recent_returns else None
+            args, mean_return = self.args, float(np.mean(self.returns[-100:])) if self.returns else None
             summary = {"run": self.name, "script": os.path.basename(__file__), "env_id": args.env_id, "seed": args.seed}
             summary |= {"ended": ended, "global_step": self.state.global_step if self.state else 0}
-            summary |= {"total_timesteps": args.total_timesteps, "episodes": self.episodes, "sps": self.sps}
+            summary |= {"total_timesteps": args.total_timesteps, "episodes": len(self.returns), "sps": self.sps}
             summary |= {"wall_seconds": round(time.time() - self.created, 3), "mean_return_last_100": mean_return}
             summary |= {"last_checkpoint": self.last_checkpoint, "eval_mean_return": self.evaluation}
             path = f"runs/{self.name}/summary.json"
@@ -1154,8 +1079,7 @@ def check_args(args, world_size: int, counts: list[str], positive: list[str], no
         problem = f"--recurrent: --num-minibatches {minibatches} does not divide --num-envs {envs}"
         raise UsageError(f"{problem}; use one of {[d for d in range(1, envs + 1) if envs % d == 0]}")
     if args.norm_adv and batch // minibatches < 2:
-        problem = "--norm-adv: a minibatch of one sample has no standard deviation"
-        raise UsageError(f"{problem}; use fewer minibatches or --no-norm-adv")
+        raise UsageError("--norm-adv: one sample has no standard deviation; use fewer minibatches or --no-norm-adv")
     if args.total_timesteps < batch * world_size:
         problem = f"--total-timesteps {args.total_timesteps} is smaller than one batch of {batch * world_size}"
         raise UsageError(f"{problem} (--num-envs x --num-steps x workers); use at least {batch * world_size}")
@@ -1265,19 +1189,14 @@ def validate_args(args: Args, world_size: int) -> None:
     if args.capture_video and args.env_backend == "ale":
         raise UsageError("--capture-video records from the gymnasium back end only; add --env-backend gymnasium")
     if args.frame_size < 36:
-        raise UsageError(
-            f"--frame-size {args.frame_size} is too small for the Nature CNN; use 36 or more (84: the paper)"
-        )
+        raise UsageError(f"--frame-size {args.frame_size} is too small for the Nature CNN; use 36 or more (paper: 84)")
     if args.compile and args.recurrent:
-        raise UsageError(
-            "--compile does not take --recurrent (the LSTM's loop unrolls into a huge graph); drop --compile"
-        )
+        raise UsageError("--compile does not take --recurrent (its loop unrolls into a huge graph); drop --compile")
 
 
 def check_env(args: Args) -> tuple[int, str]:
-    """Check that --env-id is an Atari game of ale-py; -> the bytes of the rollout buffers (per step and env: uint8
-    frames, an int64 action, 9 float32) and of the network (with its gradients and Adam's moments: its first linear
-    layer grows with the frames), and the flags that set them."""
+    """--env-id must be an Atari game; -> the bytes of the rollout buffers (per step and env: frames, an int64, 9
+    float32) and of the network with its gradients and Adam's moments (its first layer grows with frames), the flags."""
     atari_game(args.env_id)
     conv_size = ((args.frame_size - 8) // 4 + 1 - 4) // 2 + 1 - 2
     network_bytes = 4 * 4 * 64 * max(conv_size, 1) ** 2 * 512
@@ -1297,18 +1216,15 @@ def evaluate(path: str, episodes: int, seed: int = 1, device=torch.device("cpu")
     agent = Agent(saved, int(envs.single_action_space.n)).to(device)
     load_state(agent, checkpoint["model"], "--eval-checkpoint", path)
     (obs, info), returns = envs.reset(seed=seed), []
-    game_scores, start, lstm_state = (
-        GameScores(info["lives"]),
-        torch.ones(1, device=device),
-        agent.initial_state(1, device),
-    )
+    game_scores, start = GameScores(info["lives"]), torch.ones(1, device=device)
+    lstm_state = agent.initial_state(1, device)
     while len(returns) < episodes:
         with torch.no_grad():
             x = torch.as_tensor(obs, device=device)
             action, _, _, _, lstm_state = agent.get_action_and_value(x, None, lstm_state, start, deterministic=True)
         obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
         start = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)  # a lost life too
-        returns += [score for _, score, _ in game_scores.update(reward, terminated, truncated, info["lives"])]
+        returns += [score for score, _ in game_scores.update(reward, terminated, truncated, info["lives"])]
     envs.close()
     return returns[:episodes]
 

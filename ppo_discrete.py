@@ -40,7 +40,6 @@ import importlib
 import os
 import random
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -329,10 +328,8 @@ class Agent(nn.Module):
             if self.shared_network:
                 critic_hidden, lstm_state = hidden, (h_actor, c_actor)
             else:
-                critic_hidden, (h_critic, c_critic) = lstm_sequence(
-                    self.critic_lstm, critic_hidden, (h[1:], c[1:]), starts
-                )
-                lstm_state = torch.cat([h_actor, h_critic]), torch.cat([c_actor, c_critic])
+                critic_hidden, critic_state = lstm_sequence(self.critic_lstm, critic_hidden, (h[1:], c[1:]), starts)
+                lstm_state = torch.cat([h_actor, critic_state[0]]), torch.cat([c_actor, critic_state[1]])
         value = self.critic_head(critic_hidden).squeeze(-1)
         logits = self.actor_head(hidden)
         if action_mask is not None:
@@ -485,11 +482,9 @@ def explained_variance(y_pred: np.ndarray, y_true: np.ndarray) -> float:
     return np.nan if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y)
 
 
-# Data parallel (torchrun): W workers, each with its own envs, step with the mean gradient; in one process, identity.
-
-
 def all_mean_(x: torch.Tensor) -> torch.Tensor:
-    """x, overwritten with its mean over all workers."""
+    """Data parallel (torchrun: workers with their own envs step with the mean gradient): x, overwritten with its mean
+    over all workers; in one process, x as it is."""
     if dist.is_initialized():
         dist.all_reduce(x)
         x /= dist.get_world_size()
@@ -712,14 +707,10 @@ def train(args: Args, envs, state: TrainState, device=torch.device("cpu"), rank:
             state.kl_coef = adapt_kl_coef(state.kl_coef, logs["losses/kl_after_update"], args.kl_target)
 
         # Log (detail 12): the update's statistics, where the time went (rollout and GAE, then the update)
-        logs["losses/explained_variance"] = explained_variance(
-            batch["values"].cpu().numpy(), batch["returns"].cpu().numpy()
-        )
-        logs |= {"charts/learning_rate": lr_now, "charts/clip_coef": clip_now}
-        logs |= {
-            "time/rollout_seconds": update_start - rollout_start,
-            "time/update_seconds": time.time() - update_start,
-        }
+        variance = explained_variance(batch["values"].cpu().numpy(), batch["returns"].cpu().numpy())
+        logs |= {"losses/explained_variance": variance, "charts/learning_rate": lr_now, "charts/clip_coef": clip_now}
+        logs |= {"time/rollout_seconds": update_start - rollout_start}
+        logs["time/update_seconds"] = time.time() - update_start
         yield logs, episodes
 
 
@@ -786,8 +777,8 @@ class Run:
         self.rollout_bytes, self.rollout_flags = check_env(args)  # and the network's, where it grows with flags
         self.num_iterations = args.total_timesteps // (args.num_envs * args.num_steps * self.world_size)
         self.state = self.writer = self.wandb_run = self.evaluation = self.stop_signal = self.stopping = None
-        self.last_checkpoint, self.recent_returns = args.resume, deque(maxlen=100)
-        self.episodes, self.sps, self.created, self.evaluating = 0, 0, time.time(), False
+        self.last_checkpoint, self.returns = args.resume, []  # the returns of the episodes since this process started
+        self.sps, self.created, self.evaluating = 0, time.time(), False
 
     def __enter__(self) -> "Run":
         args, use_cuda = self.args, torch.cuda.is_available() and self.args.cuda
@@ -866,19 +857,16 @@ class Run:
             for step, episode_return, length in [episode for episodes, _ in reports for episode in episodes]:
                 self.writer.add_scalar("charts/episodic_return", episode_return, step)
                 self.writer.add_scalar("charts/episodic_length", length, step)
-                self.recent_returns.append(episode_return)
-                self.episodes += 1
+                self.returns.append(episode_return)
             for tag, value in {**logs, "charts/SPS": self.sps}.items():
                 self.writer.add_scalar(tag, value, state.global_step)
             minutes, seconds = divmod(int((self.args.total_timesteps - state.global_step) / max(self.sps, 1)), 60)
             eta = f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
-            returns = f"{np.mean(self.recent_returns):.1f}" if self.recent_returns else "n/a"
-            total, done = (
-                state.global_step // state.iteration * self.num_iterations,
-                state.iteration / self.num_iterations,
-            )
+            returns = f"{np.mean(self.returns[-100:]):.1f}" if self.returns else "n/a"
+            total = state.global_step // state.iteration * self.num_iterations
+            done = state.iteration / self.num_iterations
             status = f"step {state.global_step}/{total} ({done:.0%}) | SPS {self.sps} | return {returns}"
-            status += f" (last {len(self.recent_returns)} episodes) | ETA {eta}"
+            status += f" (last {len(self.returns[-100:])} episodes) | ETA {eta}"
             if state.iteration % max(1, self.num_iterations // 20) == 0 or done == 1:
                 print(status, flush=True)
         if self.stopping or (self.args.checkpoint_every and state.iteration % self.args.checkpoint_every == 0):
@@ -950,10 +938,10 @@ class Run:
         if self.stopping and kind in (None, SignalStop):
             ended = f"signal {signal.Signals(self.stopping).name}"
         if self.rank == 0 and kind is not UsageError:  # summary.json, atomically; a resumed run counts from resuming
-            args, mean_return = self.args, float(np.mean(self.recent_returns)) if self.recent_returns else None
+            args, mean_return = self.args, float(np.mean(self.returns[-100:])) if self.returns else None
             summary = {"run": self.name, "script": os.path.basename(__file__), "env_id": args.env_id, "seed": args.seed}
             summary |= {"ended": ended, "global_step": self.state.global_step if self.state else 0}
-            summary |= {"total_timesteps": args.total_timesteps, "episodes": self.episodes, "sps": self.sps}
+            summary |= {"total_timesteps": args.total_timesteps, "episodes": len(self.returns), "sps": self.sps}
             summary |= {"wall_seconds": round(time.time() - self.created, 3), "mean_return_last_100": mean_return}
             summary |= {"last_checkpoint": self.last_checkpoint, "eval_mean_return": self.evaluation}
             path = f"runs/{self.name}/summary.json"
@@ -1002,8 +990,7 @@ def check_args(args, world_size: int, counts: list[str], positive: list[str], no
         problem = f"--recurrent: --num-minibatches {minibatches} does not divide --num-envs {envs}"
         raise UsageError(f"{problem}; use one of {[d for d in range(1, envs + 1) if envs % d == 0]}")
     if args.norm_adv and batch // minibatches < 2:
-        problem = "--norm-adv: a minibatch of one sample has no standard deviation"
-        raise UsageError(f"{problem}; use fewer minibatches or --no-norm-adv")
+        raise UsageError("--norm-adv: one sample has no standard deviation; use fewer minibatches or --no-norm-adv")
     if args.total_timesteps < batch * world_size:
         problem = f"--total-timesteps {args.total_timesteps} is smaller than one batch of {batch * world_size}"
         raise UsageError(f"{problem} (--num-envs x --num-steps x workers); use at least {batch * world_size}")
@@ -1110,9 +1097,7 @@ def validate_args(args: Args, world_size: int) -> None:
     non_negative = ["ent_coef", "vf_coef", "kl_coef", "checkpoint_every", "torch_threads"]
     check_args(args, world_size, [*counts, "keep_checkpoints", "eval_episodes"], positive, non_negative)
     if args.compile and args.recurrent:
-        raise UsageError(
-            "--compile does not take --recurrent (the LSTM's loop unrolls into a huge graph); drop --compile"
-        )
+        raise UsageError("--compile does not take --recurrent (its loop unrolls into a huge graph); drop --compile")
 
 
 def check_env(args: Args) -> tuple[int, str]:

@@ -1,6 +1,7 @@
-"""ppo_atari.py: each baselines wrapper against a scripted fake ALE, the game-score accounting,
-the CNN, and the two back ends on real games."""
+"""ppo_atari.py: each baselines wrapper (ours, and gymnasium's for details 15 and 20) against a scripted fake ALE,
+the game-score accounting, the CNN, and the two back ends on real games."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -10,9 +11,7 @@ from ppo_atari import (
     Args,
     EpisodicLife,
     FireReset,
-    FrameStack,
     GameScores,
-    MaxAndSkip,
     NoopReset,
     WarpFrame,
     make_envs,
@@ -38,7 +37,7 @@ def test_noop_reset_takes_1_to_noop_max_noops():
 
 
 def test_max_and_skip_repeats_sums_and_max_pools():
-    env = MaxAndSkip(FakeAleEnv(), skip=4)
+    env = gym.wrappers.MaxAndSkipObservation(FakeAleEnv(), skip=4)
     env.reset(seed=0)
     obs, reward, terminated, _, _ = env.step(3)
     assert env.unwrapped.actions == [3, 3, 3, 3]
@@ -83,7 +82,7 @@ def test_warp_frame_grayscale_and_size():
 
 
 def test_frame_stack_order_and_initial_padding():
-    env = FrameStack(MaxAndSkip(FakeAleEnv(), 1), 4)  # skip 1: frame f is observed after step f
+    env = gym.wrappers.FrameStackObservation(FakeAleEnv(), 4)  # frame f is observed after step f
     obs, _ = env.reset(seed=0)
     assert obs.shape == (4, 210, 160, 3)
     assert [pixel(frame, 0) for frame in obs] == [0, 0, 0, 0]  # four copies of the first frame
@@ -92,10 +91,16 @@ def test_frame_stack_order_and_initial_padding():
     assert [pixel(frame, 0) for frame in obs] == [0, 0, 1, 2]  # oldest first
 
 
-def test_full_stack_observation():
-    args = Args(noop_max=3, frame_size=84, frame_stack=4)
-    obs, _ = wrap_atari(FakeAleEnv(), args).reset(seed=0)
+@pytest.mark.parametrize("frame_skip", [4, 1])
+def test_full_stack_observation(frame_skip):
+    args = Args(noop_max=0, frame_size=84, frame_stack=4, frame_skip=frame_skip, episodic_life=False)
+    env = wrap_atari(FakeAleEnv(), args)
+    obs, _ = env.reset(seed=0)
     assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
+    done = len(env.unwrapped.actions)  # FIRE and 2 after the reset
+    obs, reward, *_ = env.step(3)  # detail 15: the action repeated frame_skip times, the rewards summed
+    assert env.unwrapped.actions[done:] == [3] * frame_skip and obs.shape == (4, 84, 84)
+    assert reward == sum(REWARDS[f % 5] for f in range(done + 1, done + frame_skip + 1))
 
 
 def test_game_scores_sum_raw_rewards_across_lives():
@@ -110,7 +115,7 @@ def test_game_scores_sum_raw_rewards_across_lives():
     ended = []
     for rewards, terminated, lives in script:
         ended += scores.update(np.array(rewards), np.array(terminated), np.array([False, False]), np.array(lives))
-    assert ended == [(1, -1.0, 3), (0, 14.0, 5)]  # raw, unclipped, summed over all lives
+    assert ended == [(-1.0, 3), (14.0, 5)]  # env 1's game, then env 0's  # raw, unclipped, summed over all lives
 
 
 @pytest.mark.parametrize("frame_size", [84, 64])
@@ -143,7 +148,7 @@ def play(env_id, backend, steps, seed=0, **settings):
         observations.append(obs)
         terminations += int(terminated[0])
         rewards.append(float(reward[0]))
-        for _, score, _ in scores.update(reward, terminated, truncated, info["lives"]):
+        for score, _ in scores.update(reward, terminated, truncated, info["lives"]):
             games.append((score, terminations, list(rewards)))
             terminations, rewards = 0, []
     envs.close()

@@ -126,7 +126,7 @@ COMMON_BAD = [
     (["--seed", "4294967296"], r"--seed must be in \[0, 4294967295\]"),
     (
         ["--num-envs", "1", "--num-steps", "4", "--num-minibatches", "4"],
-        r"--norm-adv: a minibatch of one sample has no standard deviation; use fewer minibatches or --no-norm-adv",
+        r"--norm-adv: one sample has no standard deviation; use fewer minibatches or --no-norm-adv",
     ),
 ]
 HUGE_ROLLOUT = (
