@@ -564,12 +564,12 @@ def collect_rollout(envs, agent: Agent, rollout: Rollout, norm: Normalization, a
     return global_step, episodes
 
 
+@torch.no_grad()
 def bootstrap_and_gae(agent: Agent, rollout: Rollout, args: Args):
     """detail 5: -> advantages, returns [T, N] of the rollout (tensors on the device), bootstrapped with V(obs after
     its last step)."""
     device = rollout.values.device
-    with torch.no_grad():
-        next_value = agent.get_value(rollout.next_obs).cpu().numpy()
+    next_value = agent.get_value(rollout.next_obs).cpu().numpy()
     r, values, final_values = rollout, rollout.values.cpu().numpy(), rollout.final_values.cpu().numpy()
     arrays = (r.rewards, values, next_value, r.terminations, r.truncations, final_values)  # ours: V(final obs)
     advantages, returns = compute_advantages(*arrays, args.gamma, args.gae_lambda, args.gae, args.bootstrap_truncation)
@@ -739,12 +739,15 @@ def main(args: Args) -> TrainState:
 # checkpoints and --resume, evaluation, summary.json, the console line. A fork may delete this section and `main`,
 # and drive `train` itself (README: "Your own loop").
 
+import fcntl
 import glob
 import json
 import pickle
+import resource
 import shlex
 import signal
 import sys
+import threading
 import warnings
 
 import tyro
@@ -775,8 +778,9 @@ class Run:
         self.rollout_bytes, self.rollout_flags = check_env(args)  # and the network's, where it grows with flags
         self.num_iterations = args.total_timesteps // (args.num_envs * args.num_steps * self.world_size)
         self.state = self.writer = self.wandb_run = self.evaluation = self.stop_signal = self.stopping = None
-        self.last_checkpoint, self.returns = args.resume, []  # the returns of the episodes since this process started
-        self.sps, self.created, self.evaluating = 0, time.time(), False
+        saved, self.evaluating = self.checkpoint or {}, False  # the run's totals go on across resumptions
+        self.returns, self.episodes = saved.get("returns", torch.zeros(0)).tolist(), saved.get("episodes", 0)
+        self.created, self.last_checkpoint, self.sps = time.time() - saved.get("wall_seconds", 0.0), args.resume, 0
 
     def __enter__(self) -> "Run":
         args, use_cuda = self.args, torch.cuda.is_available() and self.args.cuda
@@ -785,26 +789,25 @@ class Run:
             dist.init_process_group("nccl" if use_cuda else "gloo")
             self.rank = dist.get_rank()
             self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if use_cuda else self.device
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")  # or `ulimit -v`, or a GPU's free memory
+        memory = min(memory, resource.getrlimit(resource.RLIMIT_AS)[0] % 2**64)  # (no limit: -1, so 2**64 - 1)
         memory = torch.cuda.mem_get_info(self.device)[0] if use_cuda else memory
         if self.rollout_bytes > memory:  # one line now, not an allocator's traceback later
             need = f"{self.rollout_bytes / 2**30:,.1f} GiB, more than the {memory / 2**30:,.1f} GiB of {self.device}"
             raise UsageError(f"{self.rollout_flags}: the rollout buffers need {need}; use smaller values")
-        self.name = self.checkpoint and self.checkpoint["run_name"]
-        if not self.name:  # rank 0 names the run for everyone
-            env_name = args.env_id.replace(":", "_").replace("/", "_")
-            name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
-            self.name = self.gather(claim_run_dir(name) if self.rank == 0 else None)[0]
+        claimed = claim_run_dir(args, None) if self.rank == 0 and not self.checkpoint else (None, None)  # a new run
+        self.name, self.lock = (self.checkpoint or {}).get("run_name") or self.gather(claimed[0])[0], claimed[1]
         self.video_folder = f"videos/{self.name}" if args.capture_video else None
-        random.seed(args.seed + self.rank)  # each worker samples its own actions and minibatches
-        np.random.seed(args.seed + self.rank)
-        torch.manual_seed(args.seed + self.rank)
+        for seed in (random.seed, np.random.seed, torch.manual_seed):  # each worker: its own actions, minibatches
+            seed(args.seed + self.rank)
         torch.backends.cudnn.deterministic = args.torch_deterministic
         self.restore = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), torch.get_num_threads()
         torch.set_num_threads(args.torch_threads or self.restore[2])
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        self.excepthook = threading.excepthook  # TensorBoard's writer thread: a full disk is reported once, on leaving
+        threading.excepthook = lambda hook: None if issubclass(hook.exc_type, OSError) else self.excepthook(hook)
         return self
 
     def gather(self, obj) -> list:
@@ -819,8 +822,7 @@ class Run:
             raise SignalStop(signum)
         self.stop_signal = signum
         if self.rank == 0:
-            action = "stopping after this iteration with a checkpoint (again: stop now)"
-            print(f"\n{signal.Signals(signum).name}: {action}", file=sys.stderr, flush=True)
+            print(f"\n{signal.Signals(signum).name}: stopping after this iteration (again: at once)", file=sys.stderr)
 
     def start(self, state: TrainState) -> None:
         """Rank 0's weights to every worker, or the checkpoint's state; then rank 0 opens the writers."""
@@ -832,6 +834,8 @@ class Run:
             load_state(state, {**self.checkpoint, "rng": self.checkpoint["rng"][self.rank]}, "--resume", args.resume)
         self.start_step, self.start_time = state.global_step, time.time()
         if self.rank == 0:
+            if self.checkpoint:  # a resumed run takes its directory once its state fits
+                _, self.lock = claim_run_dir(args, self.checkpoint)
             saved = self.checkpoint or {"wandb_id": None, "global_step": -1}  # a resumed run drops what came after
             if args.track:  # before the writer: W&B follows the TensorBoard files written after it starts
                 import wandb
@@ -856,6 +860,7 @@ class Run:
                 self.writer.add_scalar("charts/episodic_return", episode_return, step)
                 self.writer.add_scalar("charts/episodic_length", length, step)
                 self.returns.append(episode_return)
+                self.episodes += 1
             for tag, value in {**logs, "charts/SPS": self.sps}.items():
                 self.writer.add_scalar(tag, value, state.global_step)
             minutes, seconds = divmod(int((self.args.total_timesteps - state.global_step) / max(self.sps, 1)), 60)
@@ -879,6 +884,8 @@ class Run:
         """A checkpoint of the whole state and every worker's RNGs, never with a non-finite number; rank 0 writes it."""
         checkpoint = {"format": CHECKPOINT_FORMAT, "args": vars(self.args), "run_name": self.name}
         checkpoint |= {"wandb_id": self.wandb_run and self.wandb_run.id, **self.state.state_dict()}
+        checkpoint |= {"episodes": self.episodes, "returns": torch.tensor(self.returns[-100:], dtype=torch.float64)}
+        checkpoint["wall_seconds"] = time.time() - self.created
         checkpoint["rng"] = self.gather(checkpoint["rng"])
         if (bad := first_non_finite(checkpoint)) is not None:
             raise FloatingPointError(f"{bad} is not finite")
@@ -891,8 +898,7 @@ class Run:
                 if os.path.exists(f"{path}.tmp"):
                     os.remove(f"{path}.tmp")
                 reason = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
-                stopped = f"{reason}; stopped (last good checkpoint: {self.last_checkpoint or 'none'})"
-                raise SystemExit(f"{os.path.basename(__file__)}: stopped: cannot write {path}: {stopped}") from None
+                raise OSError(getattr(e, "errno", None), reason, path) from None  # reported in one line on leaving
         self.last_checkpoint = path
 
     def finish(self, state: TrainState) -> None:
@@ -907,15 +913,10 @@ class Run:
         if self.rank == 0:
             print(f"model saved to {self.last_checkpoint}")
             self.evaluating, video_folder = True, self.video_folder and f"{self.video_folder}/eval"
-            try:  # no iteration is left to finish: a signal stops the evaluation at once
-                if self.stop_signal:
-                    raise SignalStop(self.stop_signal)
-                seed, episodes = self.args.seed + 10_000, self.args.eval_episodes
-                returns = evaluate(self.last_checkpoint, episodes, seed, self.device, video_folder)
-            except SignalStop as stop:
-                name, self.stopping = signal.Signals(stop.args[0]).name, stop.args[0]
-                print(f"{name}: evaluation stopped; the model is saved in {self.last_checkpoint}", file=sys.stderr)
-                return
+            if self.stop_signal:  # no iteration is left to finish: a signal stops the evaluation at once
+                raise SignalStop(self.stop_signal)
+            seed, episodes = self.args.seed + 10_000, self.args.eval_episodes
+            returns = evaluate(self.last_checkpoint, episodes, seed, self.device, video_folder)
             for episode, episode_return in enumerate(returns):
                 self.writer.add_scalar("eval/episodic_return", episode_return, episode)
             self.writer.add_scalar("eval/mean_return", np.mean(returns), state.global_step)
@@ -924,33 +925,37 @@ class Run:
             print(f"evaluation of {self.last_checkpoint}: {self.evaluation:.2f} +- {std:.2f} over {episodes} episodes")
 
     def __exit__(self, kind, error, traceback) -> None:
-        """summary.json ("ended": "finished", "signal SIGINT", "non-finite", "error: ..."); the writers closed, the
-        workers' group left, what entering changed put back; a non-finite number is one line, a signal 128 + signum."""
+        """summary.json ("ended": "finished", "signal SIGINT", "non-finite", or "error" and its cause); the writers
+        closed, the workers' group left, what entering changed put back; a non-finite number or a failed write: one
+        line; a signal: 128 + signum."""
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         signal.signal(signal.SIGINT, self.restore[0])
         signal.signal(signal.SIGTERM, self.restore[1])
         torch.set_num_threads(self.restore[2])
+        threading.excepthook = self.excepthook
+        try:  # a full disk fails the writer's last flush too
+            self.writer is None or self.writer.close()
+        except OSError as e:
+            kind, error = (kind, error) if kind else (OSError, e)
         self.stopping = error.args[0] if kind is SignalStop else self.stopping
         cause = kind and (" ".join(str(error).split())[:200] or kind.__name__)
-        ended = {None: "finished", FloatingPointError: "non-finite"}.get(kind, f"error: {cause}")
-        if self.stopping and kind in (None, SignalStop):
-            ended = f"signal {signal.Signals(self.stopping).name}"
-        if self.rank == 0 and kind is not UsageError:  # summary.json, atomically; a resumed run counts from resuming
-            args, mean_return = self.args, float(np.mean(self.returns[-100:])) if self.returns else None
+        end = {None: "finished", FloatingPointError: "non-finite"}.get(kind, "error")
+        end = f"signal {signal.Signals(self.stopping).name}" if self.stopping and kind in (None, SignalStop) else end
+        if self.lock:  # rank 0, on a run it took: summary.json, atomically, valid JSON (NaN, inf: null), totals, flags
+            args, step = self.args, getattr(self.state, "global_step", (self.checkpoint or {}).get("global_step", 0))
             summary = {"run": self.name, "script": os.path.basename(__file__), "env_id": args.env_id, "seed": args.seed}
-            summary |= {"ended": ended, "global_step": self.state.global_step if self.state else 0}
-            summary |= {"total_timesteps": args.total_timesteps, "episodes": len(self.returns), "sps": self.sps}
-            summary |= {"wall_seconds": round(time.time() - self.created, 3), "mean_return_last_100": mean_return}
-            summary |= {"last_checkpoint": self.last_checkpoint, "eval_mean_return": self.evaluation}
+            summary |= {"ended": end, "error": cause if end == "error" else None, "global_step": step}
+            summary |= {"total_timesteps": args.total_timesteps, "episodes": self.episodes, "sps": self.sps}
+            summary |= {"wall_seconds": round(time.time() - self.created, 3), "last_checkpoint": self.last_checkpoint}
+            summary |= {"mean_return_last_100": np.mean(self.returns[-100:]) if self.returns else None}
+            summary |= {"eval_mean_return": self.evaluation, "args": vars(args)}
             path = f"runs/{self.name}/summary.json"
             try:
                 with open(f"{path}.tmp", "w") as f:
-                    json.dump(summary, f, indent=2)
+                    json.dump(json.loads(json.dumps(summary), parse_constant=lambda _: None), f, indent=2)
                 os.replace(f"{path}.tmp", path)
             except OSError as e:  # the run's own error (a full disk, say) is the one to report
                 print(f"warning: cannot write {path}: {e.strerror or e}", file=sys.stderr)
-        if self.writer is not None:
-            self.writer.close()
         if self.wandb_run is not None:
             import wandb
 
@@ -961,9 +966,11 @@ class Run:
             dist.barrier()
             dist.destroy_process_group()
         script, last_good = os.path.basename(__file__), f"last good checkpoint: {self.last_checkpoint or 'none'}"
-        if kind is FloatingPointError:
-            message = f"{script}: stopped: iteration {self.state.iteration}: {error}; stopped without saving"
-            raise SystemExit(f"{message} ({last_good})" if self.rank == 0 else 1) from None
+        if isinstance(error, (FloatingPointError, OSError)):  # a non-finite number; a full disk, a read-only directory
+            what = f"iteration {self.state.iteration}: {error}; stopped without saving"
+            if isinstance(error, OSError):
+                what = f"cannot write {error.filename or f'runs/{self.name}'}: {error.strerror or error}"
+            raise SystemExit(f"{script}: stopped: {what} ({last_good})" if self.rank == 0 else 1) from None
         if dist.is_initialized() and (issubclass(kind, dist.DistError) or "gloo" in cause):  # another worker died
             raise SystemExit(f"{script}: worker {self.rank} stopped: another worker is gone ({cause[:100]})") from None
         if self.stopping and kind is None:
@@ -994,10 +1001,9 @@ def check_args(args, world_size: int, counts: list[str], positive: list[str], no
         raise UsageError(f"{problem} (--num-envs x --num-steps x workers); use at least {batch * world_size}")
     if not 0 <= args.seed <= 2**32 - world_size:  # numpy seeds each worker with seed + rank
         raise UsageError(f"--seed must be in [0, {2**32 - world_size}] (numpy's seed range), got {args.seed}")
-    if not 0 < args.gamma <= 1:
-        raise UsageError(f"--gamma must be in (0, 1], got {args.gamma}")
-    if not 0 <= args.gae_lambda <= 1:
-        raise UsageError(f"--gae-lambda must be in [0, 1], got {args.gae_lambda}")
+    for name, value in [("gamma", args.gamma), ("gae_lambda", args.gae_lambda)]:
+        if not 0 <= value <= 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
     if args.track and os.environ.get("WANDB_MODE") not in ("offline", "disabled", "dryrun"):
         import wandb
 
@@ -1006,16 +1012,26 @@ def check_args(args, world_size: int, counts: list[str], positive: list[str], no
             raise UsageError(f"--track: not logged in to Weights & Biases; {how}")
 
 
-def claim_run_dir(run_name: str) -> str:
-    """Create runs/<run_name> (or _2, _3, ... when another run holds it: two started in the same second) -> its name."""
-    os.makedirs("runs", exist_ok=True)
-    for name in [run_name, *(f"{run_name}_{k}" for k in range(2, 10_000))]:
+def claim_run_dir(args, checkpoint: Optional[dict]) -> tuple:
+    """runs/<run name>, locked while this process lives (a second process on it is refused) -> its name, the lock file.
+    A resumed run keeps its name; a new one takes _2, _3, ... after a name taken (two runs started in one second)."""
+    name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    names = [checkpoint["run_name"]] if checkpoint else [name, *(f"{name}_{k}" for k in range(2, 10_000))]
+    if not isinstance(names[0], str) or "/" in names[0] or not names[0].strip("."):  # nothing outside runs/
+        raise UsageError(f"the run name {names[0]!r} (--exp-name, or --resume's checkpoint) must be one folder name")
+    for run_name in names:
         try:
-            os.mkdir(f"runs/{name}")
-            return name
+            os.makedirs(f"runs/{run_name}", exist_ok=checkpoint is not None)
+            lock = open(f"runs/{run_name}/.lock", "w")
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with open(f"runs/{run_name}/summary.json", "w") as f:  # until the run ends: a scheduler sees it runs
+                json.dump({"run": run_name, "ended": "running"}, f)
+            return run_name, lock
         except FileExistsError:
             continue
-    raise UsageError(f"runs/{run_name}: 10000 runs of this name exist already; use another --exp-name")
+        except BlockingIOError:
+            raise UsageError(f"runs/{run_name} is in use by another process; wait for it to end") from None
+    raise UsageError(f"runs/{name}: 10000 runs of this name exist already; use another --exp-name")
 
 
 def first_non_finite(state, where: str = "") -> Optional[str]:
@@ -1075,7 +1091,7 @@ def evaluate_checkpoint(args) -> None:
     """--eval-checkpoint: evaluate a saved policy and print the result (a signal stops it at once)."""
     validate_args(args, 1)
     checkpoint = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
-    check_env(Args(**checkpoint["args"]))
+    check_env(Args(**{**checkpoint["args"], "capture_video": args.capture_video}))
     video_folder = f"videos/{checkpoint['run_name']}/eval" if args.capture_video else None
     print(f"evaluating {args.eval_checkpoint} over {args.eval_episodes} episodes", flush=True)
     seed, path = checkpoint["args"]["seed"] + 10_000, args.eval_checkpoint
@@ -1103,22 +1119,18 @@ def check_env(args: Args) -> tuple[int, str]:
         env = gym.make(args.env_id)
     except (gym.error.Error, ImportError) as e:
         how = 'list ids with `python -c "import gymnasium; gymnasium.pprint_registry()"`, or pass module:EnvId'
-        raise UsageError(
-            f"--env-id {args.env_id}: {(str(e).strip().splitlines() or [type(e).__name__])[0]} ({how})"
-        ) from None
+        raise UsageError(f"--env-id {args.env_id}: {(str(e).strip().splitlines() or [repr(e)])[0]} ({how})") from None
     space, actions = env.observation_space, env.action_space
     env.close()
     if not isinstance(actions, gym.spaces.Box):
         fits = "ppo_discrete.py" if isinstance(actions, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)) else "none"
         raise UsageError(f"--env-id {args.env_id} has a {type(actions).__name__} action space; use {fits}")
     if isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) >= 2:
-        raise UsageError(
-            f"--env-id {args.env_id} has image observations {space.shape}: use ppo_atari.py for Atari pixels"
-        )
+        raise UsageError(f"--env-id {args.env_id} has image observations {space.shape}: for Atari, ppo_atari.py")
     if not isinstance(gym.spaces.flatten_space(space), gym.spaces.Box):
-        raise UsageError(
-            f"--env-id {args.env_id} has a {type(space).__name__} observation space, which does not flatten"
-        )
+        raise UsageError(f"--env-id {args.env_id}: a {type(space).__name__} observation space does not flatten")
+    if args.capture_video and "rgb_array" not in env.metadata.get("render_modes", []):
+        raise UsageError(f"--capture-video: {args.env_id} renders no rgb_array frames to record; drop the flag")
     if args.clip_action and not (np.all(np.isfinite(actions.low)) and np.all(np.isfinite(actions.high))):
         raise UsageError(f"--clip-action: the action space of {args.env_id} is unbounded; pass --no-clip-action")
     step_bytes = 4 * gym.spaces.flatdim(space) + 4 * gym.spaces.flatdim(actions) + 32
@@ -1137,9 +1149,8 @@ def load_model(path: str, device: torch.device = torch.device("cpu")):
     return agent, obs_rms, saved
 
 
-def evaluate(
-    path: str, episodes: int, seed: int = 1, device=torch.device("cpu"), video_folder=None, deterministic=True
-):
+@torch.no_grad()
+def evaluate(path, episodes: int, seed: int = 1, device=torch.device("cpu"), video_folder=None, deterministic=True):
     """Episodic returns (raw env rewards) of the saved model on a fresh env, with the saved observation statistics
     frozen: its mean action, or (deterministic=False) actions sampled as in training."""
     with torch.random.fork_rng(devices=[]):  # seeded samples, and the caller's RNG left as it was
@@ -1147,14 +1158,11 @@ def evaluate(
         agent, obs_rms, saved = load_model(path, device)
         envs = make_envs(Args(env_id=saved["env_id"], num_envs=1), video_folder)
         space, (obs, _), returns = envs.single_action_space, envs.reset(seed=seed), []
+        low, high = space.low.reshape(-1), space.high.reshape(-1)
         while len(returns) < episodes:
-            x = torch.as_tensor(normalize_obs(obs.reshape(1, -1), obs_rms, saved["clip_obs"]), dtype=torch.float32)
-            with torch.no_grad():
-                x = x.to(device)
-                action = agent.get_mean_action(x) if deterministic else agent.get_action_and_value(x)[0]
-            action = env_actions(
-                action.cpu().numpy(), space.low.reshape(-1), space.high.reshape(-1), saved["clip_action"]
-            )
+            x = torch.tensor(normalize_obs(obs.reshape(1, -1), obs_rms, saved["clip_obs"]), device=device).float()
+            action = agent.get_mean_action(x) if deterministic else agent.get_action_and_value(x)[0]
+            action = env_actions(action.cpu().numpy(), low, high, saved["clip_action"])
             obs, _, _, _, info = envs.step(action.reshape(1, *space.shape))  # the env's own shape
             returns += [float(info["episode"]["r"][0])] if "episode" in info else []
         envs.close()
@@ -1174,7 +1182,5 @@ if __name__ == "__main__":
     except SignalStop as stop:  # a second signal, or one outside the training loop
         print(f"{script}: {signal.Signals(stop.args[0]).name}: stopped", file=sys.stderr)
         sys.exit(128 + stop.args[0])
-    except OSError as e:  # the file system: a read-only working directory, a full disk
-        if e.filename is None:
-            raise
-        sys.exit(f"{script}: error: {e.filename}: {e.strerror}")
+    except OSError as e:  # the file system outside a run (a run reports its own): a read-only working directory
+        sys.exit(f"{script}: error: {e.filename or 'a file'}: {e.strerror or e}")

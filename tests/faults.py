@@ -30,6 +30,7 @@ class Fault:
 
 
 LONG = "tests/test_long_runs.py"
+PROMISES = "tests/test_promises.py"
 FAULTS = [
     Fault(
         "lr-not-set",
@@ -191,6 +192,77 @@ FAULTS = [
         "if not (in_range and np.isfinite(value)):",
         "if not in_range:",
         ["tests/test_cli.py", "-k", "learning-rate and inf and ppo_continuous"],
+    ),
+    # promises of round two (tests/test_promises.py)
+    Fault(
+        "no-run-lock",
+        "ppo_discrete.py",
+        "            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)\n",
+        "",
+        [f"{PROMISES}::test_a_second_process_on_a_run_in_use_is_refused_and_a_killed_one_lets_go"],
+    ),
+    Fault(
+        "stale-summary-while-running",
+        "ppo_discrete.py",
+        'json.dump({"run": run_name, "ended": "running"}, f)',
+        "pass  # the previous process's summary stays",
+        [f"{PROMISES}::test_a_second_process_on_a_run_in_use_is_refused_and_a_killed_one_lets_go"],
+    ),
+    Fault(
+        "summary-with-infinity",
+        "ppo_discrete.py",
+        "json.dump(json.loads(json.dumps(summary), parse_constant=lambda _: None), f, indent=2)",
+        "json.dump(summary, f, indent=2)",
+        [f"{PROMISES}::test_summary_is_valid_json_when_a_return_is_not_finite"],
+    ),
+    Fault(
+        "totals-restart-on-resume",
+        "ppo_discrete.py",
+        'saved.get("episodes", 0)',
+        "0",
+        [f"{PROMISES}::test_summary_totals_go_on_across_resumptions_and_hold_the_flags"],
+    ),
+    Fault(
+        "writer-thread-traceback",
+        "ppo_discrete.py",
+        "        threading.excepthook = lambda hook: None if issubclass(hook.exc_type, OSError) else self.excepthook(hook)\n",
+        "",
+        [f"{PROMISES}::test_a_real_file_size_limit_stops_the_run_in_one_line[tensorboard]"],
+    ),
+    Fault(
+        "save-error-traceback",
+        "ppo_discrete.py",
+        'raise OSError(getattr(e, "errno", None), reason, path) from None',
+        "raise",
+        [f"{PROMISES}::test_a_real_file_size_limit_stops_the_run_in_one_line[checkpoint]"],
+    ),
+    Fault(
+        "memory-check-ignores-ulimit",
+        "ppo_atari.py",
+        "memory = min(memory, resource.getrlimit(resource.RLIMIT_AS)[0] % 2**64)",
+        "memory = memory",
+        [f"{PROMISES}::test_the_memory_check_counts_the_network_and_a_process_limit"],
+    ),
+    Fault(
+        "continue-line-unquoted",
+        "ppo_discrete.py",
+        "shlex.join([sys.argv[0], '--resume', self.last_checkpoint])",
+        "' '.join([sys.argv[0], '--resume', self.last_checkpoint])",
+        [f"{PROMISES}::test_the_printed_continue_line_runs_as_printed"],
+    ),
+    Fault(
+        "batch-shares-frames",
+        "ppo_atari.py",
+        "obs = rollout.obs.flatten(0, 1).clone(memory_format=layout)",
+        "obs = rollout.obs.flatten(0, 1).contiguous(memory_format=layout)",
+        [f"{PROMISES}::test_a_batch_kept_past_the_next_rollout_stays_as_it_was[ppo_atari.py]"],
+    ),
+    Fault(
+        "episodic-life-ignores-game-over",
+        "ppo_atari.py",
+        "            if terminated or truncated:  # the no-op step ended the game: reset it (as SB3 does)\n                obs, info = self.env.reset(**kwargs)\n",
+        "",
+        ["tests/test_atari.py::test_episodic_life_resets_a_game_its_noop_step_ends"],
     ),
     # forks (tests/test_fork.py)
     Fault(

@@ -69,6 +69,19 @@ def test_episodic_life_ends_the_episode_not_the_game():
     assert env.unwrapped.resets == 2 and env.unwrapped.lives == 3
 
 
+def test_episodic_life_resets_a_game_its_noop_step_ends():
+    class LifePerFrame(FakeAleEnv):
+        LIFE_FRAMES = 1
+
+    env = EpisodicLife(LifePerFrame())
+    env.reset(seed=0)
+    env.unwrapped.lives = 2
+    _, _, terminated, _, _ = env.step(2)  # 1 life left: the episode ends, the game goes on
+    assert terminated and env.unwrapped.lives == 1
+    env.reset()  # its no-op step loses the last life: the game is over, so the emulator resets
+    assert env.unwrapped.resets == 2 and env.unwrapped.lives == 3
+
+
 def test_fire_reset_presses_fire_then_2():
     env = FireReset(FakeAleEnv())
     env.reset(seed=0)

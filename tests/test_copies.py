@@ -71,3 +71,24 @@ def test_a_changed_copy_is_caught():
     ]
     del changed["ppo_atari.py"]["value_loss"]
     assert problems("value_loss", changed)[0].startswith("value_loss is missing from ppo_atari.py")
+
+
+# Lines of each script (`wc -l`): in all; the reading path (the top to the end of `main`); run control (its banner on)
+BUDGETS = {"ppo_discrete.py": (1250, 750, 450), "ppo_continuous.py": (1250, 750, 450), "ppo_atari.py": (1250, 900, 450)}
+BANNER = "# ==== Run control"
+
+
+def budget_overruns(source: str, budgets: tuple[int, int, int]) -> list[str]:
+    lines = source.splitlines()
+    reading = next(i for i, line in enumerate(lines) if line.startswith(BANNER))
+    counts = dict(zip(["in all", "reading path", "run control"], [len(lines), reading, len(lines) - reading]))
+    return [
+        f"{part}: {count} lines > {limit}" for (part, count), limit in zip(counts.items(), budgets) if count > limit
+    ]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_each_script_stays_fork_sized(script):
+    """A fork copies one file: what it adds is paid for by writing the rest plainly, not by growing the file."""
+    assert not budget_overruns((ROOT / script).read_text(), BUDGETS[script])
+    assert budget_overruns((ROOT / script).read_text() + "\n" * 451, BUDGETS[script])  # the check can fail
