@@ -126,8 +126,8 @@ FAULTS = [
     Fault(
         "shared-run-directory",
         "ppo_discrete.py",
-        'os.mkdir(f"runs/{name}")',
-        'os.makedirs(f"runs/{name}", exist_ok=True)',
+        'os.makedirs(f"runs/{run_name}", exist_ok=checkpoint is not None)',
+        'os.makedirs(f"runs/{run_name}", exist_ok=True)',
         ["tests/test_faults.py::test_runs_started_in_the_same_second_get_their_own_directories"],
     ),
     Fault(
