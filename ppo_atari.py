@@ -837,10 +837,10 @@ def stop_at_once(signum, frame):
 
 
 class Run:
-    """Run control around `train`: entering checks the input, joins the workers, seeds, claims the run directory and
-    takes SIGINT / SIGTERM (SIGINT blocked until `start`: sub-env processes started meanwhile leave Ctrl-C to the run);
-    `start` restores --resume, opens the writers; `log` follows each iteration; `finish` saves and evaluates the model;
-    leaving writes summary.json (however the run ended) and puts back what entering changed."""
+    """Run control around `train`: entering checks the input, joins the workers, seeds, takes a new run's directory and
+    SIGINT / SIGTERM (SIGINT blocked until `start`: sub-env processes started meanwhile leave Ctrl-C to the run);
+    `start` restores --resume and then takes its run's directory, opens the writers; `log` follows each iteration;
+    `finish` saves and evaluates the model; leaving writes summary.json and puts back what entering changed."""
 
     def __init__(self, args: Args):
         self.args, self.world_size = args, int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's workers
