@@ -600,7 +600,7 @@ class Rollout:
         self.values = torch.zeros(shape, device=device)
         self.final_values = torch.zeros(shape, device=device)  # V(final obs) where step t hit a time limit
         self.starts = torch.zeros(shape, device=device)  # 1.0 where obs[t] is an episode's first
-        self.lstm_state = self.next_obs = self.next_start = self.next_lstm_state = None  # detail 36: lstm_state
+        self.lstm_state = self.next_obs = self.next_start = self.next_lstm_state = None  # lstm_state: detail 36
 
 
 def collect_rollout(envs, agent: Agent, rollout: Rollout, scores: GameScores, args: Args, global_step, world_size):
@@ -781,8 +781,8 @@ def train(args: Args, envs, state: TrainState, device=torch.device("cpu"), rank:
             state.kl_coef = adapt_kl_coef(state.kl_coef, logs["losses/kl_after_update"], args.kl_target)
 
         # Log (detail 12): the update's statistics, where the time went (rollout and GAE, then the update)
-        variance = explained_variance(batch["values"].cpu().numpy(), batch["returns"].cpu().numpy())
-        logs |= {"losses/explained_variance": variance, "charts/learning_rate": lr_now, "charts/clip_coef": clip_now}
+        explained = explained_variance(batch["values"].cpu().numpy(), batch["returns"].cpu().numpy())
+        logs |= {"losses/explained_variance": explained, "charts/learning_rate": lr_now, "charts/clip_coef": clip_now}
         logs |= {"time/rollout_seconds": update_start - rollout_start}
         logs["time/update_seconds"] = time.time() - update_start
         yield logs, games

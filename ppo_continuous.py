@@ -703,8 +703,8 @@ def train(args: Args, envs, state: TrainState, device=torch.device("cpu"), rank:
             state.kl_coef = adapt_kl_coef(state.kl_coef, logs["losses/kl_after_update"], args.kl_target)
 
         # Log (detail 12): the update's statistics, where the time went (rollout and GAE, then the update)
-        variance = explained_variance(batch["values"].cpu().numpy(), batch["returns"].cpu().numpy())
-        logs |= {"losses/explained_variance": variance, "charts/learning_rate": lr_now, "charts/clip_coef": clip_now}
+        explained = explained_variance(batch["values"].cpu().numpy(), batch["returns"].cpu().numpy())
+        logs |= {"losses/explained_variance": explained, "charts/learning_rate": lr_now, "charts/clip_coef": clip_now}
         logs |= {"time/rollout_seconds": update_start - rollout_start}
         logs["time/update_seconds"] = time.time() - update_start
         yield logs, episodes

@@ -20,6 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 T = ["--num-envs", "2", "--num-steps", "128"]
 A1 = ["--update-epochs", "1", "--num-minibatches", "2"]
 D, C, A = "ppo_discrete.py", "ppo_continuous.py", "ppo_atari.py"
+PONG_ALE = ["--env-id", "PongNoFrameskip-v4", "--env-backend", "ale", "--total-timesteps", "512", *T]
 TR = "torchrun"  # the case runs under torchrun with 2 workers
 CASES = {
     "d_default": [D, "--total-timesteps", "4096", "--save-model", "--eval-episodes", "2"],
@@ -46,18 +47,7 @@ CASES = {
     ],
     "c_hopper": [C, "--env-id", "Hopper-v5", "--total-timesteps", "4096"],
     "c_torchrun": [TR, C, "--env-id", "Pendulum-v1", "--total-timesteps", "2048", *T],
-    "a_ale": [
-        A,
-        "--env-id",
-        "PongNoFrameskip-v4",
-        "--env-backend",
-        "ale",
-        "--total-timesteps",
-        "512",
-        *T,
-        "--save-model",
-    ]
-    + ["--eval-episodes", "1"],
+    "a_ale": [A, *PONG_ALE, "--save-model", "--eval-episodes", "1"],
     "a_gym": [
         A,
         "--env-id",
@@ -70,18 +60,7 @@ CASES = {
         *A1,
     ],
     "a_recurrent": [A, "--env-id", "BreakoutNoFrameskip-v4", "--recurrent", "--total-timesteps", "512", *T, *A1],
-    "a_torchrun": [
-        TR,
-        A,
-        "--env-id",
-        "PongNoFrameskip-v4",
-        "--env-backend",
-        "ale",
-        "--total-timesteps",
-        "512",
-        *T,
-        *A1,
-    ],
+    "a_torchrun": [TR, A, *PONG_ALE, *A1],
 }
 
 
