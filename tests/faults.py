@@ -296,6 +296,389 @@ FAULTS = [
 ]
 
 
+# ---- Details switched off (the flag still parses): each detail of the detail maps, at its default or when asked for
+REF = "tests/test_losses.py::test_one_update_step_is_the_reference_ppo_step_and_logs_its_debug_variables"
+GOLDEN = "tests/test_golden.py::test_logged_scalars_match_the_golden_file"
+SMOKE = "tests/test_smoke.py"
+SCRIPTS = {"ppo_discrete.py": "discrete", "ppo_continuous.py": "continuous", "ppo_atari.py": "atari_ale"}
+PER_SCRIPT = [  # name, old, new, tests ({module}, {golden}: the script's); in each script's own loop
+    (
+        "d1-same-env-seeds",
+        "envs.reset(seed=args.seed + (rank + world_size * state.iteration) * args.num_envs)",
+        "envs.reset(seed=[args.seed + (rank + world_size * state.iteration) * args.num_envs] * args.num_envs)",
+        ["{golden}"],
+    ),
+    ("d3-torch-adam-eps", "eps=args.adam_eps, fused=True)", "eps=1e-8, fused=True)", ["{golden}"]),
+    (
+        "d4-lr-not-annealed",
+        "lr_now = frac * args.learning_rate if args.anneal_lr else args.learning_rate",
+        "lr_now = args.learning_rate",
+        [SMOKE, "-k", "defaults_anneal and {module}"],
+    ),
+    ("d6-no-shuffle", "        np.random.shuffle(order)\n", "        pass\n", ["{golden}"]),
+    ("d6-one-epoch", "for _epoch in range(args.update_epochs):", "for _epoch in range(1):", ["{golden}"]),
+    ("d7-no-norm-adv", "if args.norm_adv:  # detail 7", "if False:  # detail 7", [REF + "[{module}]"]),
+    (
+        "d10-no-entropy-bonus",
+        "loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss",
+        "loss = pg_loss + args.vf_coef * v_loss",
+        [REF + "[{module}]"],
+    ),
+    (
+        "d10-no-vf-coef",
+        "loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss",
+        "loss = pg_loss - args.ent_coef * entropy_loss + v_loss",
+        [REF + "[{module}]"],
+    ),
+    (
+        "d11-no-grad-clip",
+        "clip_grad_norm_(parameters, args.max_grad_norm)",
+        'clip_grad_norm_(parameters, float("inf"))',
+        [REF + "[{module}]"],
+    ),
+    (
+        "d12-kl-estimator",
+        "approx_kl = all_mean_(((ratio - 1) - logratio).mean())",
+        "approx_kl = all_mean_((-logratio).mean())",
+        [REF + "[{module}]"],
+    ),
+    (
+        "d12-clipfrac",
+        "clipfracs.append(((ratio - 1.0).abs() > clip_coef)",
+        "clipfracs.append(((ratio - 1.0).abs() > 2 * clip_coef)",
+        [REF + "[{module}]"],
+    ),
+    (
+        "aux-target-kl-epoch",
+        'args.kl_stop == "epoch" and approx_kl > args.target_kl):',
+        'args.kl_stop == "epoch" and approx_kl > 1e9):',
+        [SMOKE, "-k", "stops_after_the_epoch and {module}"],
+    ),
+    (
+        "aux-target-kl-minibatch",
+        "approx_kl > 1.5 * args.target_kl:",
+        "approx_kl > 1e9:",
+        [SMOKE, "-k", "before_a_minibatch_step and {module}"],
+    ),
+    (
+        "aux-anneal-clip-logged-only",
+        "clip_now = frac * args.clip_coef if args.anneal_clip else args.clip_coef",
+        "clip_now = args.clip_coef",
+        [SMOKE, "-k", "test_anneal_clip and {module}"],
+    ),
+    (
+        "aux-anneal-clip-not-used",
+        "args, clip_now, state.kl_coef)",
+        "args, args.clip_coef, state.kl_coef)",
+        [SMOKE, "-k", "test_anneal_clip and {module}"],
+    ),
+    (
+        "aux-kl-coef-not-adapted",
+        'state.kl_coef = adapt_kl_coef(state.kl_coef, logs["losses/kl_after_update"], args.kl_target)',
+        "pass",
+        [SMOKE, "-k", "kl_penalty_adapts_beta and {module}"],
+    ),
+]
+D, C, A = "ppo_discrete.py", "ppo_continuous.py", "ppo_atari.py"
+LOSSES, TESTS_C, TESTS_A, RECURRENT = (
+    "tests/test_losses.py",
+    "tests/test_continuous.py",
+    "tests/test_atari.py",
+    "tests/test_recurrent.py",
+)
+FAULTS += [
+    Fault(
+        f"{script[4]}-{name}",
+        script,
+        old,
+        new,
+        [t.format(module=script[:-3], golden=f"{GOLDEN}[{case}]") for t in tests],
+    )
+    for script, case in SCRIPTS.items()
+    for name, old, new, tests in PER_SCRIPT
+] + [
+    Fault(
+        "d2-default-init",
+        D,
+        "    if ortho:\n        nn.init.orthogonal_(layer.weight, std)",
+        "    if False:\n        nn.init.orthogonal_(layer.weight, std)",
+        [f"{LOSSES}::test_orthogonal_init_and_shared_trunk"],
+    ),
+    Fault(
+        "d5-no-lambda",
+        D,
+        "decays = gamma * gae_lambda * (1 - ended)",
+        "decays = gamma * (1 - ended)",
+        ["tests/test_gae.py", "-k", "ppo_discrete"],
+    ),
+    Fault(
+        "d8-unclipped-objective",
+        D,
+        "    return torch.max(unclipped, clipped).mean()\n\n\ndef kl_pen",
+        "    return unclipped.mean()\n\n\ndef kl_pen",
+        [LOSSES, "-k", "clipped_objective and ppo_discrete"],
+    ),
+    Fault(
+        "d9-value-unclipped",
+        D,
+        "    if not clip_vloss:\n",
+        "    if True:\n",
+        [LOSSES, "-k", "value_loss and ppo_discrete"],
+    ),
+    Fault(
+        "d12-explained-variance",
+        D,
+        "float(1 - np.var(y_true - y_pred) / var_y)",
+        "float(np.var(y_pred) / var_y)",
+        [f"{GOLDEN}[discrete]"],
+    ),
+    Fault(
+        "d13-always-shared",
+        D,
+        "self.critic_trunk = self.actor_trunk if shared_network else trunk()",
+        "self.critic_trunk = self.actor_trunk",
+        [f"{GOLDEN}[discrete]"],
+    ),
+    Fault(
+        "d13-never-shared",
+        D,
+        "self.critic_trunk = self.actor_trunk if shared_network else trunk()",
+        "self.critic_trunk = trunk()",
+        [f"{LOSSES}::test_orthogonal_init_and_shared_trunk"],
+    ),
+    Fault(
+        "d32-lstm-default-init",
+        D,
+        "    if ortho:\n        for name, param in lstm.named_parameters():",
+        "    if False:\n        for name, param in lstm.named_parameters():",
+        [RECURRENT, "-k", "lstm_init and ppo_discrete"],
+    ),
+    Fault(
+        "d33-nonzero-start",
+        D,
+        "return torch.zeros(shape, device=device), torch.zeros(shape, device=device)",
+        "return torch.full(shape, 0.5, device=device), torch.full(shape, 0.5, device=device)",
+        [RECURRENT, "-k", "starts_at_zero and ppo_discrete"],
+    ),
+    Fault(
+        "d34-no-reset",
+        D,
+        "keep = (1.0 - starts[first]).view(1, -1, 1)",
+        "keep = torch.ones_like(starts[first]).view(1, -1, 1)",
+        [RECURRENT, "-k", "resets and ppo_discrete"],
+    ),
+    Fault(
+        "d35-broken-sequences",
+        D,
+        "yield part, (np.arange(num_steps)[:, None] * num_envs + part).reshape(-1)",
+        "yield part, (np.arange(num_steps)[:, None] * num_envs + part).T.reshape(-1)",
+        [RECURRENT, "-k", "whole_env_sequences and ppo_discrete"],
+    ),
+    Fault(
+        "d36-zero-state-in-update",
+        D,
+        "mb_state = select_envs(lstm_state, mb_envs)",
+        "mb_state = select_envs(agent.initial_state(args.num_envs), mb_envs)",
+        [RECURRENT, "-k", "ratio_is_one and ppo_discrete"],
+    ),
+    Fault(
+        "d37-last-component-only",
+        D,
+        "logprob = logprob + log_p.gather(-1, action.unsqueeze(-1)).squeeze(-1)",
+        "logprob = log_p.gather(-1, action.unsqueeze(-1)).squeeze(-1)",
+        [f"{LOSSES}::test_multidiscrete_logprob_and_entropy_are_sums_of_the_components"],
+    ),
+    Fault(
+        "aux-kl-penalty-term",
+        D,
+        "    return -(advantages * ratio).mean() + kl_coef * kl",
+        "    return -(advantages * ratio).mean()",
+        [LOSSES, "-k", "kl_penalty and ppo_discrete"],
+    ),
+    Fault(
+        "aux-masking-off",
+        D,
+        "            logits = mask_logits(logits, action_mask)",
+        "            pass",
+        ["tests/test_learning.py::test_action_masking"],
+    ),
+    Fault(
+        "ours-no-bootstrap",
+        D,
+        "if args.bootstrap_truncation and time_limited.any():",
+        "if False and time_limited.any():",
+        [SMOKE, "-k", "changes_training and ppo_discrete and no-bootstrap"],
+    ),
+    Fault(
+        "c23-uniform-noise",
+        C,
+        "action = mean + logstd.exp() * torch.randn_like(mean)",
+        "action = mean + logstd.exp() * (torch.rand_like(mean) - 0.5)",
+        [f"{GOLDEN}[continuous]"],
+    ),
+    Fault(
+        "c24-logstd-frozen",
+        C,
+        "self.actor_logstd = nn.Parameter(torch.zeros(1, action_dim))",
+        "self.actor_logstd = nn.Parameter(torch.zeros(1, action_dim), requires_grad=False)",
+        [f"{GOLDEN}[continuous]"],
+    ),
+    Fault(
+        "c25-mean-not-sum",
+        C,
+        "return logprob.sum(-1), entropy.sum(-1)",
+        "return logprob.mean(-1), entropy.mean(-1)",
+        [f"{TESTS_C}::test_gaussian_logprob_and_entropy_match_torch_distributions"],
+    ),
+    Fault(
+        "c26-always-shared",
+        C,
+        "self.critic_trunk = self.actor_trunk if shared_network else trunk()",
+        "self.critic_trunk = self.actor_trunk",
+        [f"{GOLDEN}[continuous]"],
+    ),
+    Fault(
+        "c27-no-action-clip",
+        C,
+        "return np.clip(actions, low, high) if clip_action else actions",
+        "return actions",
+        [f"{SMOKE}::test_clip_action_sends_clipped_actions_and_trains_on_the_unclipped_ones"],
+    ),
+    Fault(
+        "c27-stores-clipped",
+        C,
+        "        env_action = env_actions(action.cpu().numpy(), low, high, args.clip_action)\n",
+        "        env_action = env_actions(action.cpu().numpy(), low, high, args.clip_action)\n"
+        "        rollout.actions[step] = torch.as_tensor(env_action, device=device)\n",
+        [f"{SMOKE}::test_clip_action_sends_clipped_actions_and_trains_on_the_unclipped_ones"],
+    ),
+    Fault(
+        "c28-obs-not-normalised",
+        C,
+        "obs = normalize_obs(raw_obs, self.obs_rms, self.args.clip_obs)",
+        "obs = normalize_obs(raw_obs, None, self.args.clip_obs)",
+        [f"{GOLDEN}[continuous]"],
+    ),
+    Fault(
+        "c28-statistics-frozen", C, "if self.obs_rms is not None and update:", "if False:", [f"{GOLDEN}[continuous]"]
+    ),
+    Fault(
+        "c28-final-obs-not-counted",
+        C,
+        "        if len(final_obs):\n            self.obs_rms.update(final_obs)",
+        "        pass",
+        [SMOKE, "-k", "changes_training and norm-obs-final"],
+    ),
+    Fault(
+        "c29-no-obs-clip",
+        C,
+        "return np.clip(normalized, -clip_obs, clip_obs) if clip_obs > 0 else normalized",
+        "return normalized",
+        [f"{TESTS_C}::test_normalize_obs_clips_and_is_identity_without_statistics"],
+    ),
+    Fault(
+        "c30-no-reward-scaling",
+        C,
+        "scaled = rewards / np.sqrt(self.return_rms.var + 1e-8)",
+        "scaled = rewards",
+        [f"{GOLDEN}[continuous]"],
+    ),
+    Fault(
+        "c31-no-reward-clip",
+        C,
+        "return np.clip(scaled, -self.clip_reward, self.clip_reward) if self.clip_reward > 0 else scaled",
+        "return scaled",
+        [f"{TESTS_C}::test_reward_clipping"],
+    ),
+    Fault(
+        "c-no-bootstrap",
+        C,
+        "if args.bootstrap_truncation and time_limited.any():",
+        "if False and time_limited.any():",
+        [f"{GOLDEN}[continuous]"],
+    ),
+    Fault(
+        "a2-default-init",
+        A,
+        "    if ortho:\n        nn.init.orthogonal_(layer.weight, std)",
+        "    if False:\n        nn.init.orthogonal_(layer.weight, std)",
+        [f"{GOLDEN}[atari_ale]"],
+    ),
+    Fault(
+        "a14-no-noops",
+        A,
+        "for _ in range(self.unwrapped.np_random.integers(1, self.noop_max + 1)):",
+        "for _ in range(0):",
+        [TESTS_A, "-k", "noop"],
+    ),
+    Fault("a14-ale-no-noops", A, '"noop_max": args.noop_max}', '"noop_max": 0}', [f"{GOLDEN}[atari_ale]"]),
+    Fault(
+        "a15-no-skip",
+        A,
+        "    if args.frame_skip > 1:  # detail 15",
+        "    if False:  # detail 15",
+        [TESTS_A, "-k", "full_stack"],
+    ),
+    Fault(
+        "a16-no-life-loss",
+        A,
+        "terminated, self.lives = terminated or 0 < lives < self.lives, lives",
+        "terminated, self.lives = terminated, lives",
+        [TESTS_A, "-k", "episodic_life"],
+    ),
+    Fault(
+        "a16-ale-no-life-loss",
+        A,
+        '"life_loss_info": args.episodic_life',
+        '"life_loss_info": False',
+        [TESTS_A, "-k", "agree and ale"],
+    ),
+    Fault("a17-no-fire", A, "        for action in (1, 2):", "        for action in (0, 0):", [TESTS_A, "-k", "fire"]),
+    Fault(
+        "a17-ale-no-fire",
+        A,
+        '"use_fire_reset": args.fire_reset',
+        '"use_fire_reset": False',
+        [TESTS_A, "-k", "launches and ale"],
+    ),
+    Fault(
+        "a18-nearest-resize",
+        A,
+        "interpolation=cv2.INTER_AREA",
+        "interpolation=cv2.INTER_NEAREST",
+        [TESTS_A, "-k", "backends_match"],
+    ),
+    Fault(
+        "a19-no-sign",
+        A,
+        "reward = np.sign(raw_reward) if args.clip_reward else raw_reward",
+        "reward = raw_reward",
+        [TESTS_A, "-k", "sign"],
+    ),
+    Fault(
+        "a20-zero-padding",
+        A,
+        "    return gym.wrappers.FrameStackObservation(env, args.frame_stack)",
+        "    return gym.wrappers.FrameStackObservation(env, args.frame_stack, padding_type='zero')",
+        [TESTS_A, "-k", "full_stack"],
+    ),
+    Fault(
+        "a21-never-shared",
+        A,
+        "self.critic_trunk = self.actor_trunk if self.shared_network else trunk()",
+        "self.critic_trunk = trunk()",
+        [f"{GOLDEN}[atari_ale]"],
+    ),
+    Fault(
+        "a22-no-scale",
+        A,
+        "return x.float() / 255.0 if self.scale_obs else x.float()",
+        "return x.float()",
+        [f"{TESTS_A}::test_scale_obs_scales_inside_the_network"],
+    ),
+]
+
+
 def replay(fault: Fault) -> bool:
     """True when the fault's tests fail in a scratch copy with the fault made."""
     files = subprocess.run(

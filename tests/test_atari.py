@@ -13,7 +13,9 @@ from ppo_atari import (
     FireReset,
     GameScores,
     NoopReset,
+    Rollout,
     WarpFrame,
+    collect_rollout,
     make_envs,
     wrap_atari,
 )
@@ -110,10 +112,43 @@ def test_full_stack_observation(frame_skip):
     env = wrap_atari(FakeAleEnv(), args)
     obs, _ = env.reset(seed=0)
     assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
+    assert np.all(obs == obs[-1]) and obs.any()  # detail 20: k copies of the first frame (not zeros)
     done = len(env.unwrapped.actions)  # FIRE and 2 after the reset
     obs, reward, *_ = env.step(3)  # detail 15: the action repeated frame_skip times, the rewards summed
     assert env.unwrapped.actions[done:] == [3] * frame_skip and obs.shape == (4, 84, 84)
     assert reward == sum(REWARDS[f % 5] for f in range(done + 1, done + frame_skip + 1))
+
+
+class RewardingEnvs:
+    """A stub vector env of 2 blank frames that pays 4 every step (as a Breakout brick of a high row does)."""
+
+    num_envs, single_action_space = 2, gym.spaces.Discrete(4)
+
+    def step(self, action):
+        ended = np.zeros(2, bool)
+        return np.zeros((2, 1, 36, 36), np.uint8), np.full(2, 4.0), ended, ended, {"lives": np.zeros(2, int)}
+
+
+@pytest.mark.parametrize("clip_reward", [True, False])
+def test_rewards_are_trained_on_as_their_sign_and_scored_raw(clip_reward):
+    # detail 19: the rollout keeps sign(reward) (--no-clip-reward: the reward), the game score the raw sum
+    args = Args(frame_size=36, frame_stack=1, num_envs=2, num_steps=3, clip_reward=clip_reward)
+    rollout, scores = Rollout(args, (1, 36, 36), torch.device("cpu")), GameScores(np.zeros(2))
+    rollout.next_obs, rollout.next_start = torch.zeros((2, 1, 36, 36), dtype=torch.uint8), torch.ones(2)
+    collect_rollout(RewardingEnvs(), Agent(args, 4), rollout, scores, args, 0, 1)
+    assert np.all(rollout.rewards == (1.0 if clip_reward else 4.0)) and np.all(scores.scores == 12.0)
+
+
+@pytest.mark.parametrize("backend", ["gymnasium", "ale"])
+def test_fire_reset_launches_the_ball(backend):
+    # detail 17: Breakout waits for FIRE: after a reset that presses it, a paddle that never moves loses a life
+    # within 200 steps; without it nothing happens
+    for fire_reset in [True, False]:
+        envs = make_envs(Args(env_id="BreakoutNoFrameskip-v4", env_backend=backend, num_envs=1, fire_reset=fire_reset))
+        envs.reset(seed=0)
+        lost = any(envs.step(np.zeros(1, dtype=np.int64))[2][0] for _ in range(200))
+        envs.close()
+        assert lost == fire_reset
 
 
 def test_game_scores_sum_raw_rewards_across_lives():

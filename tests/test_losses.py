@@ -1,6 +1,8 @@
 """The policy and value losses and the KL-penalty rule (in every script), and ppo_discrete.py's
 action masking and MultiDiscrete distributions."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -118,3 +120,70 @@ def test_orthogonal_init_and_shared_trunk():
     assert shared.critic_trunk is shared.actor_trunk
     n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert n_params(agent) - n_params(shared) == 4 * 64 + 64 + 64 * 64 + 64  # one trunk fewer
+
+
+def one_minibatch(script, batch_size: int = 8):
+    """An agent of the script and a batch of its format whose stored log-probs make the ratios known in advance."""
+    torch.manual_seed(0)
+    if script.__name__ == "ppo_atari":
+        args = script.Args(frame_size=36, frame_stack=1, num_envs=batch_size, num_steps=1)
+        agent, obs = script.Agent(args, 4), torch.randint(0, 256, (batch_size, 1, 36, 36), dtype=torch.uint8)
+    elif script.__name__ == "ppo_continuous":
+        args, agent, obs = script.Args(num_envs=batch_size, num_steps=1), script.Agent(3, 2), torch.randn(batch_size, 3)
+    else:
+        args, agent, obs = (
+            script.Args(num_envs=batch_size, num_steps=1),
+            script.Agent(3, [3]),
+            torch.randn(batch_size, 3),
+        )
+    args.update_epochs, args.num_minibatches, args.ent_coef, args.max_grad_norm = 1, 1, 0.05, 0.05
+    if script.__name__ != "ppo_continuous":  # a sharp policy: a near-uniform one has almost no entropy gradient
+        with torch.no_grad():
+            agent.actor_head.weight.mul_(100.0)
+    with torch.no_grad():
+        action, logprob = agent.get_action_and_value(obs)[:2]
+    ratios = torch.tensor([0.5, 0.9, 1.0, 1.1, 1.25, 1.5, 0.7, 1.3])  # mean 1.03: the two KL estimators differ
+    batch = {"obs": obs, "actions": action, "logprobs": logprob - ratios.log(), "values": torch.randn(batch_size)}
+    batch |= {"advantages": torch.randn(batch_size) + 1.0, "returns": torch.randn(batch_size)}
+    batch |= {"starts": torch.zeros(batch_size)} if script.__name__ != "ppo_continuous" else {}
+    batch |= {"masks": None} if script.__name__ == "ppo_discrete" else {}
+    return args, agent, batch, ratios
+
+
+def test_one_update_step_is_the_reference_ppo_step_and_logs_its_debug_variables(script):
+    """details 7, 10, 11, 12: one minibatch, one epoch: the weights after `update` are those of one SGD step on
+    clip loss - ent_coef x entropy + vf_coef x clipped value loss of normalised advantages, its gradient clipped to
+    --max-grad-norm; the logged KL estimators and clip fraction are those of the known ratios."""
+    args, agent, batch, ratios = one_minibatch(script)
+    reference = copy.deepcopy(agent)
+    clip = 0.2
+    # SGD, not Adam: Adam's first step is about lr x sign(gradient), blind to the gradient's scale
+    stats = call_update(script, agent, torch.optim.SGD(agent.parameters(), lr=0.5), batch, args, clip)
+
+    _, logprob, entropy, value = reference.get_action_and_value(batch["obs"], batch["actions"])[:4]
+    ratio = (logprob - batch["logprobs"]).exp()
+    advantages = (batch["advantages"] - batch["advantages"].mean()) / (batch["advantages"].std() + 1e-8)
+    pg_loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip, 1 + clip)).mean()
+    clipped_value = batch["values"] + (value - batch["values"]).clamp(-clip, clip)
+    v_loss = 0.5 * torch.max((value - batch["returns"]) ** 2, (clipped_value - batch["returns"]) ** 2).mean()
+    loss = pg_loss - args.ent_coef * entropy.mean() + args.vf_coef * v_loss
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.5)
+    loss.backward()
+    assert torch.nn.utils.clip_grad_norm_(list(reference.parameters()), args.max_grad_norm) > args.max_grad_norm
+    optimizer.step()
+    for (name, after), expected in zip(agent.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-6, msg=name)
+
+    assert stats["losses/policy_loss"] == pytest.approx(pg_loss.item(), rel=1e-5)
+    assert stats["losses/value_loss"] == pytest.approx(v_loss.item(), rel=1e-5)
+    assert stats["losses/entropy"] == pytest.approx(entropy.mean().item(), rel=1e-5)
+    assert stats["losses/old_approx_kl"] == pytest.approx((-ratios.log()).mean().item(), rel=1e-4)
+    assert stats["losses/approx_kl"] == pytest.approx(((ratios - 1) - ratios.log()).mean().item(), rel=1e-4)
+    assert stats["losses/clipfrac"] == 0.625  # |r - 1| > 0.2: 0.5, 1.25, 1.5, 0.7, 1.3
+    assert stats["charts/minibatch_steps"] == 1
+
+
+def call_update(script, agent, optimizer, batch, args, clip_coef):
+    if script.__name__ == "ppo_continuous":
+        return script.update(agent, optimizer, batch, args, clip_coef, 1.0)
+    return script.update(agent, optimizer, batch, None, args, clip_coef, 1.0)

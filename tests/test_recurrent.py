@@ -77,6 +77,15 @@ def make_agent(module, shared_network: bool):
 
 
 @pytest.mark.parametrize("shared_network", [False, True], ids=["separate", "shared"])
+def test_state_starts_at_zero(module, shared_network):
+    """detail 33: (h, c) before the first step are zeros, [L, N, H]: L = 1 shared LSTM or 2 (actor's, critic's)."""
+    agent, _ = make_agent(module, shared_network)
+    h, c = agent.initial_state(3)
+    assert h.shape == c.shape == (1 if shared_network else 2, 3, 16)
+    assert not h.any() and not c.any()
+
+
+@pytest.mark.parametrize("shared_network", [False, True], ids=["separate", "shared"])
 def test_update_reproduces_the_rollout(module, shared_network):
     """detail 35/36: re-running minibatches of whole env sequences from the state saved at the
     rollout's start gives the rollout's log-probs and values (ratio 1 before any update)."""

@@ -152,11 +152,15 @@ def test_constant_learning_rate(train, script):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_anneal_clip(train, script):
-    run = tiny(train, script, "--anneal-clip", "--clip-coef", "0.1")
+def test_anneal_clip(train, baseline, script):
+    clip = 0.1 if script == ATARI else 0.2  # the default
+    run = tiny(train, script, "--anneal-clip")
     np.testing.assert_allclose(
-        run.scalars("charts/clip_coef"), 0.1 * (1 - np.arange(ITERATIONS) / ITERATIONS), rtol=1e-6
+        run.scalars("charts/clip_coef"), clip * (1 - np.arange(ITERATIONS) / ITERATIONS), rtol=1e-6
     )
+    # the loss clips at the annealed value: the first iteration (not annealed yet) is the baseline's, later ones not
+    values, unannealed = run.scalars("losses/value_loss"), baseline(script).scalars("losses/value_loss")
+    assert values[0] == unannealed[0] and values[1:] != unannealed[1:]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
