@@ -4,11 +4,10 @@
     python ppo_atari.py --env-id PongNoFrameskip-v4 --env-backend ale   # ale-py's C++ vector env
     torchrun --standalone --nproc_per_node 2 ppo_atari.py --env-id BreakoutNoFrameskip-v4   # 2 data-parallel workers
 
-Defaults reproduce CleanRL's ppo_atari.py (openai/baselines' ppo2 with the DeepMind wrappers); "ours" marks those that
-do not. Two back ends give the same observations and episode accounting: `gymnasium` (the baselines wrappers below)
-and `ale` (ale-py's multithreaded AtariVectorEnv); their trajectories differ in details (docs/flags.md), so a model is
-evaluated on the back end it trained on. Frames stay uint8, the rollout buffer included, until the network. Read it
-top to bottom: Arguments, Environment, Agent, PPO math, Training, `main`; the run control after `main` can wait.
+Defaults reproduce CleanRL's ppo_atari.py (baselines' ppo2 with the DeepMind wrappers); "ours" marks those that do not.
+Two back ends give the same observations and episode accounting: `gymnasium` (the baselines wrappers below) and `ale`
+(ale-py's multithreaded AtariVectorEnv); their trajectories differ in details (docs/flags.md), so a model is evaluated
+on the back end it trained on. Frames stay uint8 until the network. Read it top to bottom; run control can wait.
 
 DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail -> flag -> where
    1  vectorized environments          --num-envs --num-steps --env-backend   make_envs, collect_rollout
@@ -46,10 +45,13 @@ DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail 
 
 import os
 import random
+import signal
 import time
 from dataclasses import dataclass
 from typing import Literal, Optional
 
+if __name__ == "__main__":  # Ctrl-C while torch loads (seconds): stop quietly, not with a traceback of its imports
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 import ale_py
 import cv2
 import gymnasium as gym
@@ -809,17 +811,14 @@ def main(args: Args) -> TrainState:
 
 
 # ==== Run control: not PPO, skip on a first read ====
-# What `main` puts around `train`: input checks, workers, seeding, the run directory, signals, TensorBoard and W&B,
-# checkpoints and --resume, evaluation, summary.json, the console line. A fork may delete this section and `main`,
-# and drive `train` itself (README: "Your own loop").
+# What `main` puts around `train`: checks, workers, seeds, the run directory, signals, TensorBoard, W&B, checkpoints,
+# --resume, evaluation, summary.json, the console. A fork may delete it and `main` (README: "Your own loop").
 
 import fcntl
 import glob
 import json
-import pickle
 import resource
 import shlex
-import signal
 import sys
 import threading
 import warnings
@@ -838,9 +837,8 @@ def stop_at_once(signum, frame):
 
 class Run:
     """Run control around `train`: entering checks the input, joins the workers, seeds, takes a new run's directory and
-    SIGINT / SIGTERM (SIGINT blocked until `start`: sub-env processes started meanwhile leave Ctrl-C to the run);
-    `start` restores --resume and then takes its run's directory, opens the writers; `log` follows each iteration;
-    `finish` saves and evaluates the model; leaving writes summary.json and puts back what entering changed."""
+    SIGINT / SIGTERM (SIGINT blocked until `start`: sub-env processes leave Ctrl-C to the run); `start` restores
+    --resume, takes its directory, opens the writers; `log` follows each iteration; `finish` saves, evaluates."""
 
     def __init__(self, args: Args):
         self.args, self.world_size = args, int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's workers
@@ -875,10 +873,9 @@ class Run:
         for seed in (random.seed, np.random.seed, torch.manual_seed):  # each worker: its own actions, minibatches
             seed(args.seed + self.rank)
         torch.backends.cudnn.deterministic = args.torch_deterministic
-        self.restore = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), torch.get_num_threads()
-        torch.set_num_threads(args.torch_threads or self.restore[2])
-        signal.signal(signal.SIGINT, self.request_stop)
-        signal.signal(signal.SIGTERM, self.request_stop)
+        self.handlers = {signum: signal.signal(signum, self.request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(args.torch_threads or self.threads)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         self.excepthook = threading.excepthook  # TensorBoard's writer thread: a full disk is reported once, on leaving
         threading.excepthook = lambda hook: None if issubclass(hook.exc_type, OSError) else self.excepthook(hook)
@@ -924,8 +921,7 @@ class Run:
             print(f"{self.name}: {self.num_iterations} iterations of {args.num_envs * args.num_steps} steps{workers}")
 
     def log(self, state: TrainState, logs: dict, episodes: list) -> bool:
-        """After an iteration: TensorBoard (every worker's episodes), the console line (about 20 a run), a checkpoint
-        every --checkpoint-every iterations and when a signal stops the run; -> whether to stop."""
+        """After an iteration: TensorBoard (all workers' episodes), the console, checkpoints; -> whether to stop."""
         reports = self.gather((episodes, self.stop_signal))
         self.stopping = next((signum for _, signum in reports if signum), None)  # a signal to any worker stops all
         self.sps = int((state.global_step - self.start_step) / (time.time() - self.start_time))
@@ -937,15 +933,14 @@ class Run:
                 self.episodes += 1
             for tag, value in {**logs, "charts/SPS": self.sps}.items():
                 self.writer.add_scalar(tag, value, state.global_step)
-            minutes, seconds = divmod(int((self.args.total_timesteps - state.global_step) / max(self.sps, 1)), 60)
-            eta = f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
-            returns = f"{np.mean(self.returns[-100:]):.1f}" if self.returns else "n/a"
-            total = state.global_step // state.iteration * self.num_iterations
-            done = state.iteration / self.num_iterations
-            status = f"step {state.global_step}/{total} ({done:.0%}) | SPS {self.sps} | return {returns}"
-            status += f" (last {len(self.returns[-100:])} episodes) | ETA {eta}"
+            done, last = state.iteration / self.num_iterations, self.returns[-100:]
             if state.iteration % max(1, self.num_iterations // 20) == 0 or done == 1:
-                print(status, flush=True)
+                minutes, seconds = divmod(int((self.args.total_timesteps - state.global_step) / max(self.sps, 1)), 60)
+                eta = f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
+                returns = f"{np.mean(last):.1f}" if last else "n/a"
+                total = state.global_step // state.iteration * self.num_iterations
+                status = f"step {state.global_step}/{total} ({done:.0%}) | SPS {self.sps} | return {returns}"
+                print(f"{status} (last {len(last)} episodes) | ETA {eta}", flush=True)
         if self.stopping or (self.args.checkpoint_every and state.iteration % self.args.checkpoint_every == 0):
             self.save(f"runs/{self.name}/checkpoints/iteration_{state.iteration:07d}.pt")
             if self.rank == 0:  # keep the latest written (a resumed run's own are the latest); no stale tmp file
@@ -969,8 +964,7 @@ class Run:
                 torch.save(checkpoint, f"{path}.tmp")
                 os.replace(f"{path}.tmp", path)
             except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
-                if os.path.exists(f"{path}.tmp"):
-                    os.remove(f"{path}.tmp")
+                os.path.exists(f"{path}.tmp") and os.remove(f"{path}.tmp")
                 reason = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
                 raise OSError(getattr(e, "errno", None), reason, path) from None  # reported in one line on leaving
         self.last_checkpoint = path
@@ -991,21 +985,20 @@ class Run:
                 raise SignalStop(self.stop_signal)
             seed, episodes = self.args.seed + 10_000, self.args.eval_episodes
             returns = evaluate(self.last_checkpoint, episodes, seed, self.device, video_folder)
+            self.evaluation, std = float(np.mean(returns)), float(np.std(returns))
             for episode, episode_return in enumerate(returns):
                 self.writer.add_scalar("eval/episodic_return", episode_return, episode)
-            self.writer.add_scalar("eval/mean_return", np.mean(returns), state.global_step)
-            self.writer.add_scalar("eval/std_return", np.std(returns), state.global_step)
-            self.evaluation, std = float(np.mean(returns)), np.std(returns)
+            for tag, value in {"eval/mean_return": self.evaluation, "eval/std_return": std}.items():
+                self.writer.add_scalar(tag, value, state.global_step)
             print(f"evaluation of {self.last_checkpoint}: {self.evaluation:.2f} +- {std:.2f} over {episodes} episodes")
 
     def __exit__(self, kind, error, traceback) -> None:
-        """summary.json ("ended": "finished", "signal SIGINT", "non-finite", or "error" and its cause); the writers
-        closed, the workers' group left, what entering changed put back; a non-finite number or a failed write: one
-        line; a signal: 128 + signum."""
+        """summary.json ("ended": "finished", "signal SIGINT", "non-finite", or "error" and its cause); all put back;
+        a non-finite number or a failed write: one line; a signal: exit 128 + signum."""
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        signal.signal(signal.SIGINT, self.restore[0])
-        signal.signal(signal.SIGTERM, self.restore[1])
-        torch.set_num_threads(self.restore[2])
+        for signum, handler in self.handlers.items():
+            signal.signal(signum, handler)
+        torch.set_num_threads(self.threads)
         threading.excepthook = self.excepthook
         try:  # a full disk fails the writer's last flush too
             self.writer is None or self.writer.close()
@@ -1058,7 +1051,7 @@ def check_args(args, world_size: int, counts: list[str], positive: list[str], no
     rules = [(counts, "a positive integer"), (positive, "a positive number"), (non_negative, "zero or positive")]
     for names, must in rules:
         for name, value in [(name, getattr(args, name)) for name in names if getattr(args, name) is not None]:
-            in_range = value >= 0 if names is non_negative else value > 0
+            in_range = isinstance(value, (int, float)) and (value >= 0 if names is non_negative else value > 0)
             if not (in_range and np.isfinite(value)):
                 raise UsageError(f"--{name.replace('_', '-')} must be {'finite' if in_range else must}, got {value}")
     batch, minibatches, envs = args.num_envs * args.num_steps, args.num_minibatches, args.num_envs
@@ -1081,17 +1074,19 @@ def check_args(args, world_size: int, counts: list[str], positive: list[str], no
     if args.track and os.environ.get("WANDB_MODE") not in ("offline", "disabled", "dryrun"):
         import wandb
 
-        if not wandb.login(prompt=False):
-            how = "run `wandb login` (or set WANDB_API_KEY), or log locally with WANDB_MODE=offline"
-            raise UsageError(f"--track: not logged in to Weights & Biases; {how}")
+        try:  # no key: False; a key and no network: W&B's error, after its timeout
+            problem = not wandb.login(prompt=False) and "not logged in to Weights & Biases"
+        except wandb.errors.Error as e:
+            problem = " ".join(str(e).split()).rstrip(".")[:150]
+        if problem:
+            raise UsageError(f"--track: {problem}; run `wandb login`, or log locally with WANDB_MODE=offline")
 
 
 def claim_run_dir(args, checkpoint: Optional[dict]) -> tuple:
-    """runs/<run name>, locked while this process lives (a second process on it is refused) -> its name, the lock file.
-    A resumed run keeps its name; a new one takes _2, _3, ... after a name taken (two runs started in one second)."""
+    """runs/<run> (a new run: <name>_2, _3, ... if taken), locked while this process lives -> its name, the lock."""
     name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     names = [checkpoint["run_name"]] if checkpoint else [name, *(f"{name}_{k}" for k in range(2, 10_000))]
-    if not isinstance(names[0], str) or "/" in names[0] or not names[0].strip("."):  # nothing outside runs/
+    if "/" in names[0] or not names[0].strip("."):  # nothing outside runs/
         raise UsageError(f"the run name {names[0]!r} (--exp-name, or --resume's checkpoint) must be one folder name")
     for run_name in names:
         try:
@@ -1110,10 +1105,8 @@ def claim_run_dir(args, checkpoint: Optional[dict]) -> tuple:
 
 def first_non_finite(state, where: str = "") -> Optional[str]:
     """Where the first NaN or infinite float is in a nested checkpoint (dicts, lists, tensors, numbers), or None."""
-    if isinstance(state, torch.Tensor):
-        return where if state.is_floating_point() and not torch.isfinite(state).all() else None
-    if isinstance(state, float):
-        return where if not np.isfinite(state) else None
+    if isinstance(state, (torch.Tensor, float)):  # (integers are always finite)
+        return None if torch.isfinite(torch.as_tensor(state)).all() else where
     items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else []
     return next(filter(None, (first_non_finite(value, f"{where}/{key}".lstrip("/")) for key, value in items)), None)
 
@@ -1127,14 +1120,20 @@ def load_checkpoint(path: str, flag: str) -> dict:
     except FileNotFoundError:
         raise UsageError(f"{flag} {path}: no such file") from None
     except Exception as e:  # code in the pickle, a truncated file, not a torch file at all
-        reason = "it pickles objects other than tensors" if isinstance(e, pickle.UnpicklingError) else str(e)
+        reason = "it pickles objects other than tensors" if type(e).__name__ == "UnpicklingError" else str(e)
         raise UsageError(f"{flag} {path} is not a readable checkpoint ({' '.join(reason.split())[:120]})") from None
     found = checkpoint.get("format", "no format field") if isinstance(checkpoint, dict) else type(checkpoint).__name__
-    keys = {"args", "run_name", "rng", "global_step", "wandb_id", "model", "optimizer"}
-    missing = sorted(keys - checkpoint.keys()) if found == CHECKPOINT_FORMAT else []
-    if found != CHECKPOINT_FORMAT or missing or not checkpoint["args"].keys() <= vars(Args()).keys():
-        problem = f"missing {', '.join(missing)}" if missing else found if found != CHECKPOINT_FORMAT else "other flags"
-        raise UsageError(f"{flag} {path} is not a whole checkpoint of {os.path.basename(__file__)} ({problem})")
+    kinds = {"args": dict, "run_name": str, "rng": list, "global_step": int, "model": dict, "optimizer": dict}
+    odd = [found] if found != CHECKPOINT_FORMAT else [f"missing {k}" for k in {*kinds, "wandb_id"} - checkpoint.keys()]
+    # from elsewhere, a file may hold anything: what the run control reads is checked first (older files: no totals)
+    kinds |= {"iteration": int, "episodes": int, "returns": torch.Tensor, "wall_seconds": float}
+    odd += [f"type of {k}" for k in kinds if not odd and not isinstance(checkpoint.get(k, kinds[k]()), kinds[k])]
+    odd += [f"{key} < 0" for key in ("global_step", "iteration", "episodes") if not odd and checkpoint.get(key, 0) < 0]
+    odd += [] if odd or checkpoint["run_name"].strip(".") and "/" not in checkpoint["run_name"] else ["run_name"]
+    odd += [] if odd else [f"flag {key}" for key in checkpoint["args"].keys() - vars(Args()).keys()]
+    odd += [] if odd else [f"{where} not finite" for where in [first_non_finite(checkpoint)] if where]
+    if odd:
+        raise UsageError(f"{flag} {path} is not a whole checkpoint of {os.path.basename(__file__)} ({', '.join(odd)})")
     return checkpoint
 
 
@@ -1142,7 +1141,7 @@ def load_state(target, state: dict, flag: str, path: str) -> None:
     """target.load_state_dict(state) (a network, or the whole training state), or one line naming the checkpoint."""
     try:
         target.load_state_dict(state)
-    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
         reason = " ".join(str(e).split())[:160] or type(e).__name__
         raise UsageError(f"{flag} {path} does not fit the network of its own flags ({reason})") from None
 
@@ -1153,7 +1152,10 @@ def parse_args() -> Args:
     if args.resume is None:
         return args
     saved = {**vars(Args()), **load_checkpoint(args.resume, "--resume")["args"]}  # a flag added since then: its default
-    args = tyro.cli(Args, default=Args(**{**saved, "resume": args.resume, "eval_checkpoint": None}))
+    with warnings.catch_warnings(record=True) as caught:  # tyro warns of a saved flag's value not of the flag's type
+        args = tyro.cli(Args, default=Args(**{**saved, "resume": args.resume, "eval_checkpoint": None}))
+    if odd := [str(warning.message) for warning in caught if "is annotated with type" in str(warning.message)]:
+        raise UsageError(f"--resume {args.resume}: {odd[0].split('. ')[0]}")
     for name in [name for name, value in vars(args).items() if name not in RUN_CONTROL and saved[name] != value]:
         flag, given = "--" + name.replace("_", "-"), getattr(args, name)
         problem = f"--resume: the checkpoint was trained with {flag} {saved[name]}, this command has {flag} {given}"
@@ -1201,8 +1203,7 @@ def check_env(args: Args) -> tuple[int, str]:
         raise UsageError(f"--env-id {args.env_id}: {str(e).strip().splitlines()[0]}") from None
     if spec.entry_point != "ale_py.env:AtariEnv":
         raise UsageError(f"--env-id {args.env_id} is not an Atari game; use ppo_discrete.py or ppo_continuous.py")
-    conv_size = ((args.frame_size - 8) // 4 + 1 - 4) // 2 + 1 - 2
-    network_bytes = 4 * 4 * 64 * max(conv_size, 1) ** 2 * 512
+    network_bytes = 4 * 4 * 64 * max(((args.frame_size - 8) // 4 + 1 - 4) // 2 + 1 - 2, 1) ** 2 * 512  # 1st linear
     step_bytes = args.frame_stack * args.frame_size**2 + 8 + 36
     flags = f"--num-envs {args.num_envs} x --num-steps {args.num_steps} x --frame-stack {args.frame_stack} x "
     return args.num_envs * args.num_steps * step_bytes + network_bytes, f"{flags}--frame-size {args.frame_size}^2"

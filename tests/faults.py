@@ -133,7 +133,7 @@ FAULTS = [
     Fault(
         "tmp-left-behind",
         "ppo_discrete.py",
-        '                if os.path.exists(f"{path}.tmp"):\n                    os.remove(f"{path}.tmp")',
+        '                os.path.exists(f"{path}.tmp") and os.remove(f"{path}.tmp")',
         "                pass",
         ["tests/test_faults.py", "-k", "full_disk and discrete"],
     ),
@@ -175,7 +175,7 @@ FAULTS = [
     Fault(
         "shape-mismatch-traceback",
         "ppo_continuous.py",
-        "except (RuntimeError, ValueError, KeyError, TypeError) as e:",
+        "except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:",
         "except KeyError as e:",
         [LONG, "-k", "malformed and wrong-shape and continuous"],
     ),
@@ -289,8 +289,8 @@ FAULTS = [
     Fault(
         "main-keeps-its-handler",
         "ppo_continuous.py",
-        "        signal.signal(signal.SIGINT, self.restore[0])\n",
-        "",
+        "            signal.signal(signum, handler)\n",
+        "            pass\n",
         ["tests/test_fork.py", "-k", "in_process and continuous"],
     ),
 ]
@@ -675,6 +675,59 @@ FAULTS += [
         "return x.float() / 255.0 if self.scale_obs else x.float()",
         "return x.float()",
         [f"{TESTS_A}::test_scale_obs_scales_inside_the_network"],
+    ),
+]
+
+
+FAULTS += [  # issue 25's promises kept in this round
+    Fault(
+        "crafted-types-unchecked",
+        "ppo_discrete.py",
+        'odd += [f"type of {k}" for k in kinds if not odd and not isinstance(checkpoint.get(k, kinds[k]()), kinds[k])]',
+        "pass",
+        [PROMISES, "-k", "crafted_checkpoint and (rng or global_step or returns)"],
+    ),
+    Fault(
+        "crafted-counts-unchecked",
+        "ppo_discrete.py",
+        'odd += [f"{key} < 0" for key in ("global_step", "iteration", "episodes") if not odd and checkpoint.get(key, 0) < 0]',
+        "pass",
+        [PROMISES, "-k", "crafted_checkpoint and iteration"],
+    ),
+    Fault(
+        "crafted-run-name-unchecked",
+        "ppo_discrete.py",
+        'odd += [] if odd or checkpoint["run_name"].strip(".") and "/" not in checkpoint["run_name"] else ["run_name"]',
+        "pass",
+        [PROMISES, "-k", "crafted_checkpoint and run_name"],
+    ),
+    Fault(
+        "non-finite-weights-loaded",
+        "ppo_discrete.py",
+        'odd += [] if odd else [f"{where} not finite" for where in [first_non_finite(checkpoint)] if where]',
+        "pass",
+        [PROMISES, "-k", "crafted_checkpoint and nan"],
+    ),
+    Fault(
+        "crafted-flag-type-warned",
+        "ppo_discrete.py",
+        'if odd := [str(warning.message) for warning in caught if "is annotated with type" in str(warning.message)]:',
+        "if odd := []:",
+        [PROMISES, "-k", "crafted_flag_value"],
+    ),
+    Fault(
+        "wandb-error-traceback",
+        "ppo_discrete.py",
+        "        except wandb.errors.Error as e:",
+        "        except ImportError as e:",
+        ["tests/test_tracking.py", "-k", "no_server"],
+    ),
+    Fault(
+        "ctrl-c-at-import-traceback",
+        "ppo_discrete.py",
+        "    signal.signal(signal.SIGINT, signal.SIG_DFL)\n",
+        "    pass\n",
+        [PROMISES, "-k", "ctrl_c"],
     ),
 ]
 

@@ -1,6 +1,7 @@
 """Promises a run keeps when the machine or the operator gets in its way: one process per run directory,
 summary.json a scheduler can trust, a real file-size limit, a memory limit, a signal to one torchrun worker, the
-printed continue line, batches that own their memory, and a game its reset's no-op step ends."""
+printed continue line, batches that own their memory, a game its reset's no-op step ends, checkpoints crafted
+elsewhere, and Ctrl-C while the script loads."""
 
 import glob
 import json
@@ -11,6 +12,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -199,5 +201,56 @@ def test_a_run_name_that_would_leave_runs_is_refused(tmp_path, run_fails):
     checkpoint = torch.load(glob.glob(f"{trained.run_dir}/*.pt")[0], weights_only=True)
     torch.save({**checkpoint, "run_name": "../../escape"}, tmp_path / "crafted.pt")
     line = run_fails("ppo_discrete.py", "--resume", str(tmp_path / "crafted.pt"))
-    assert "the run name '../../escape' (--exp-name, or --resume's checkpoint) must be one folder name" in line
+    assert "is not a whole checkpoint of ppo_discrete.py (run_name)" in line
     assert not (tmp_path.parent / "escape").exists()
+
+
+@pytest.fixture(scope="module")
+def saved_checkpoint(tmp_path_factory) -> dict:
+    """A checkpoint ppo_discrete.py wrote with --save-model, loaded."""
+    trained = train_in(
+        tmp_path_factory.mktemp("saved"), "ppo_discrete.py", *TINY, "--save-model", "--eval-episodes", "1"
+    )
+    return torch.load(glob.glob(f"{trained.run_dir}/*.pt")[0], weights_only=True)
+
+
+CRAFTED = {  # a checkpoint from elsewhere with one entry crafted -> what the refusal names
+    "rng": (lambda c: {**c, "rng": 7}, "rng"),
+    "global_step": (lambda c: {**c, "global_step": "abc"}, "global_step"),
+    "iteration": (lambda c: {**c, "iteration": -5}, "iteration"),
+    "returns": (lambda c: {**c, "returns": "abc"}, "returns"),
+    "run_name": (lambda c: {**c, "run_name": "../../escape"}, "run_name"),
+    "flag": (lambda c: {**c, "args": {**c["args"], "no_such_flag": 1}}, "flag no_such_flag"),
+    "nan": (
+        lambda c: {**c, "model": {k: torch.full_like(v, float("nan")) for k, v in c["model"].items()}},
+        "not finite",
+    ),
+}
+
+
+@pytest.mark.parametrize("entry", CRAFTED)
+@pytest.mark.parametrize("flag", ["--resume", "--eval-checkpoint"])
+def test_a_crafted_checkpoint_is_refused_in_one_line_before_anything_is_written(
+    tmp_path, run_fails, saved_checkpoint, flag, entry
+):
+    craft, named = CRAFTED[entry]
+    torch.save(craft(saved_checkpoint), tmp_path / "crafted.pt")
+    line = run_fails("ppo_discrete.py", flag, str(tmp_path / "crafted.pt"), "--capture-video")
+    assert f"{flag} {tmp_path / 'crafted.pt'} is not a whole checkpoint of ppo_discrete.py (" in line and named in line
+    assert os.listdir(tmp_path) == ["crafted.pt"] and not (tmp_path.parent / "escape").exists()  # no videos/ either
+
+
+def test_a_crafted_flag_value_is_refused_in_one_line(tmp_path, run_fails, saved_checkpoint):
+    torch.save({**saved_checkpoint, "args": {**saved_checkpoint["args"], "num_envs": "two"}}, tmp_path / "crafted.pt")
+    line = run_fails("ppo_discrete.py", "--resume", str(tmp_path / "crafted.pt"))
+    assert "The field `num-envs` is annotated with type `<class 'int'>`, but the default value `two`" in line
+
+
+def test_ctrl_c_while_the_script_loads_its_modules_ends_it_quietly(tmp_path):
+    # 0.3 s in, torch is still loading (it takes seconds): Python's default would print a KeyboardInterrupt traceback
+    command = [sys.executable, str(REPO / "ppo_discrete.py"), *TINY]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGINT and stderr == "" and not (tmp_path / "runs").exists()
