@@ -1131,6 +1131,9 @@ def load_checkpoint(path: str, flag: str) -> dict:
     odd += [f"{key} < 0" for key in ("global_step", "iteration", "episodes") if not odd and checkpoint.get(key, 0) < 0]
     odd += [] if odd or checkpoint["run_name"].strip(".") and "/" not in checkpoint["run_name"] else ["run_name"]
     odd += [] if odd else [f"flag {key}" for key in checkpoint["args"].keys() - vars(Args()).keys()]
+    with warnings.catch_warnings(record=True) as caught:  # tyro warns of a saved flag's value not of the flag's type
+        odd or tyro.cli(Args, default=Args(**{**vars(Args()), **checkpoint["args"]}), args=[])
+    odd += [str(w.message).split(". ")[0] for w in caught if "is annotated with type" in str(w.message)]
     odd += [] if odd else [f"{where} not finite" for where in [first_non_finite(checkpoint)] if where]
     if odd:
         raise UsageError(f"{flag} {path} is not a whole checkpoint of {os.path.basename(__file__)} ({', '.join(odd)})")
@@ -1152,10 +1155,7 @@ def parse_args() -> Args:
     if args.resume is None:
         return args
     saved = {**vars(Args()), **load_checkpoint(args.resume, "--resume")["args"]}  # a flag added since then: its default
-    with warnings.catch_warnings(record=True) as caught:  # tyro warns of a saved flag's value not of the flag's type
-        args = tyro.cli(Args, default=Args(**{**saved, "resume": args.resume, "eval_checkpoint": None}))
-    if odd := [str(warning.message) for warning in caught if "is annotated with type" in str(warning.message)]:
-        raise UsageError(f"--resume {args.resume}: {odd[0].split('. ')[0]}")
+    args = tyro.cli(Args, default=Args(**{**saved, "resume": args.resume, "eval_checkpoint": None}))
     for name in [name for name, value in vars(args).items() if name not in RUN_CONTROL and saved[name] != value]:
         flag, given = "--" + name.replace("_", "-"), getattr(args, name)
         problem = f"--resume: the checkpoint was trained with {flag} {saved[name]}, this command has {flag} {given}"
@@ -1199,7 +1199,7 @@ def check_env(args: Args) -> tuple[int, str]:
     """An Atari --env-id; -> the bytes the rollout buffers and the network (x4: gradients, Adam) need, and the flags."""
     try:
         spec = gym.spec(args.env_id)
-    except gym.error.Error as e:  # an unknown id (gymnasium names a near one), a module that does not import
+    except (gym.error.Error, AttributeError, TypeError) as e:  # unknown (gymnasium names a near one), or crafted
         raise UsageError(f"--env-id {args.env_id}: {str(e).strip().splitlines()[0]}") from None
     if spec.entry_point != "ale_py.env:AtariEnv":
         raise UsageError(f"--env-id {args.env_id} is not an Atari game; use ppo_discrete.py or ppo_continuous.py")

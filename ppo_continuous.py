@@ -1058,6 +1058,9 @@ def load_checkpoint(path: str, flag: str) -> dict:
     odd += [f"{key} < 0" for key in ("global_step", "iteration", "episodes") if not odd and checkpoint.get(key, 0) < 0]
     odd += [] if odd or checkpoint["run_name"].strip(".") and "/" not in checkpoint["run_name"] else ["run_name"]
     odd += [] if odd else [f"flag {key}" for key in checkpoint["args"].keys() - vars(Args()).keys()]
+    with warnings.catch_warnings(record=True) as caught:  # tyro warns of a saved flag's value not of the flag's type
+        odd or tyro.cli(Args, default=Args(**{**vars(Args()), **checkpoint["args"]}), args=[])
+    odd += [str(w.message).split(". ")[0] for w in caught if "is annotated with type" in str(w.message)]
     odd += [] if odd else [f"{where} not finite" for where in [first_non_finite(checkpoint)] if where]
     if odd:
         raise UsageError(f"{flag} {path} is not a whole checkpoint of {os.path.basename(__file__)} ({', '.join(odd)})")
@@ -1079,10 +1082,7 @@ def parse_args() -> Args:
     if args.resume is None:
         return args
     saved = {**vars(Args()), **load_checkpoint(args.resume, "--resume")["args"]}  # a flag added since then: its default
-    with warnings.catch_warnings(record=True) as caught:  # tyro warns of a saved flag's value not of the flag's type
-        args = tyro.cli(Args, default=Args(**{**saved, "resume": args.resume, "eval_checkpoint": None}))
-    if odd := [str(warning.message) for warning in caught if "is annotated with type" in str(warning.message)]:
-        raise UsageError(f"--resume {args.resume}: {odd[0].split('. ')[0]}")
+    args = tyro.cli(Args, default=Args(**{**saved, "resume": args.resume, "eval_checkpoint": None}))
     for name in [name for name, value in vars(args).items() if name not in RUN_CONTROL and saved[name] != value]:
         flag, given = "--" + name.replace("_", "-"), getattr(args, name)
         problem = f"--resume: the checkpoint was trained with {flag} {saved[name]}, this command has {flag} {given}"
@@ -1119,7 +1119,7 @@ def check_env(args: Args) -> tuple[int, str]:
     """Make one env of --env-id and check that this script trains on it; -> the rollout buffers' bytes, their flags."""
     try:
         env = gym.make(args.env_id)
-    except (gym.error.Error, ImportError) as e:
+    except (gym.error.Error, ImportError, AttributeError, TypeError) as e:  # (a crafted checkpoint's id)
         how = 'list ids with `python -c "import gymnasium; gymnasium.pprint_registry()"`, or pass module:EnvId'
         raise UsageError(f"--env-id {args.env_id}: {(str(e).strip().splitlines() or [repr(e)])[0]} ({how})") from None
     space, actions = env.observation_space, env.action_space

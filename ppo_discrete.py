@@ -34,6 +34,7 @@ DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail 
   aux PPO-Penalty (adaptive KL)        --loss kl-penalty --kl-coef --kl-target kl_penalty_policy_loss
   aux invalid action masking           --action-masking                       mask_logits
   ours bootstrap at time limits        --bootstrap-truncation                 compute_advantages
+  ours bytes scaled to [0, 1]          --scale-obs                            make_env
 """
 
 import importlib
@@ -76,6 +77,8 @@ class AlgorithmArgs:
     """on a time-limit truncation, bootstrap with V(final obs) (ours; off reproduces CleanRL)"""
     action_masking: bool = False
     """invalid action masking with the bool mask the env puts in info["action_mask"]"""
+    scale_obs: bool = True
+    """divide uint8 observations (ALE RAM: bytes 0-255) by 255, as ppo_atari.py does pixels (ours; off: CleanRL)"""
 
     # Network
     ortho_init: bool = True
@@ -193,7 +196,7 @@ def make_gym_env(env_id: str, **kwargs) -> gym.Env:
     return gym.make(env_id, **kwargs)
 
 
-def make_env(env_id: str, video_folder: Optional[str] = None):
+def make_env(env_id: str, video_folder: Optional[str] = None, scale_obs: bool = True):
     def thunk():
         if video_folder is None:
             env = make_gym_env(env_id)
@@ -202,6 +205,9 @@ def make_env(env_id: str, video_folder: Optional[str] = None):
             env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
         if not isinstance(env.observation_space, gym.spaces.Box):  # Discrete -> one-hot, Dict / Tuple -> concatenated
             env = gym.wrappers.FlattenObservation(env)
+        if scale_obs and env.observation_space.dtype == np.uint8:  # raw bytes would saturate the first tanh layer
+            space = gym.spaces.Box(0.0, 1.0, env.observation_space.shape, np.float32)
+            env = gym.wrappers.TransformObservation(env, lambda obs: obs.astype(np.float32) / 255, space)
         return env
 
     return thunk
@@ -211,7 +217,7 @@ def make_envs(args: Args, video_folder: Optional[str] = None) -> gym.vector.Vect
     """detail 1: N envs stepped together; gymnasium 1.x same-step autoreset puts the final observation
     of an ended episode in info["final_obs"] and the next episode's first obs in obs."""
     vector_env = gym.vector.SyncVectorEnv if args.vector_mode == "sync" else gym.vector.AsyncVectorEnv
-    thunks = [make_env(args.env_id, video_folder if i == 0 else None) for i in range(args.num_envs)]
+    thunks = [make_env(args.env_id, video_folder if i == 0 else None, args.scale_obs) for i in range(args.num_envs)]
     envs = vector_env(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)  # exact returns and lengths, across autoresets too
 
@@ -1060,6 +1066,9 @@ def load_checkpoint(path: str, flag: str) -> dict:
     odd += [f"{key} < 0" for key in ("global_step", "iteration", "episodes") if not odd and checkpoint.get(key, 0) < 0]
     odd += [] if odd or checkpoint["run_name"].strip(".") and "/" not in checkpoint["run_name"] else ["run_name"]
     odd += [] if odd else [f"flag {key}" for key in checkpoint["args"].keys() - vars(Args()).keys()]
+    with warnings.catch_warnings(record=True) as caught:  # tyro warns of a saved flag's value not of the flag's type
+        odd or tyro.cli(Args, default=Args(**{**vars(Args()), **checkpoint["args"]}), args=[])
+    odd += [str(w.message).split(". ")[0] for w in caught if "is annotated with type" in str(w.message)]
     odd += [] if odd else [f"{where} not finite" for where in [first_non_finite(checkpoint)] if where]
     if odd:
         raise UsageError(f"{flag} {path} is not a whole checkpoint of {os.path.basename(__file__)} ({', '.join(odd)})")
@@ -1081,10 +1090,7 @@ def parse_args() -> Args:
     if args.resume is None:
         return args
     saved = {**vars(Args()), **load_checkpoint(args.resume, "--resume")["args"]}  # a flag added since then: its default
-    with warnings.catch_warnings(record=True) as caught:  # tyro warns of a saved flag's value not of the flag's type
-        args = tyro.cli(Args, default=Args(**{**saved, "resume": args.resume, "eval_checkpoint": None}))
-    if odd := [str(warning.message) for warning in caught if "is annotated with type" in str(warning.message)]:
-        raise UsageError(f"--resume {args.resume}: {odd[0].split('. ')[0]}")
+    args = tyro.cli(Args, default=Args(**{**saved, "resume": args.resume, "eval_checkpoint": None}))
     for name in [name for name, value in vars(args).items() if name not in RUN_CONTROL and saved[name] != value]:
         flag, given = "--" + name.replace("_", "-"), getattr(args, name)
         problem = f"--resume: the checkpoint was trained with {flag} {saved[name]}, this command has {flag} {given}"
@@ -1124,7 +1130,7 @@ def check_env(args: Args) -> tuple[int, str]:
     and env: a float32 observation, int64 actions, a bool mask, 9 float32) and the flags that set them."""
     try:
         env = make_gym_env(args.env_id)
-    except (gym.error.Error, ImportError) as e:
+    except (gym.error.Error, ImportError, AttributeError, TypeError) as e:  # (a crafted checkpoint's id)
         how = 'list ids with `python -c "import gymnasium; gymnasium.pprint_registry()"`, or pass module:EnvId'
         raise UsageError(f"--env-id {args.env_id}: {(str(e).strip().splitlines() or [repr(e)])[0]} ({how})") from None
     space, actions, has_mask = env.observation_space, env.action_space, "action_mask" in env.reset(seed=0)[1]

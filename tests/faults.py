@@ -711,8 +711,8 @@ FAULTS += [  # issue 25's promises kept in this round
     Fault(
         "crafted-flag-type-warned",
         "ppo_discrete.py",
-        'if odd := [str(warning.message) for warning in caught if "is annotated with type" in str(warning.message)]:',
-        "if odd := []:",
+        'odd += [str(w.message).split(". ")[0] for w in caught if "is annotated with type" in str(w.message)]',
+        "pass",
         [PROMISES, "-k", "crafted_flag_value"],
     ),
     Fault(
@@ -728,6 +728,13 @@ FAULTS += [  # issue 25's promises kept in this round
         "    signal.signal(signal.SIGINT, signal.SIG_DFL)\n",
         "    pass\n",
         [PROMISES, "-k", "ctrl_c"],
+    ),
+    Fault(
+        "ram-bytes-unscaled",
+        "ppo_discrete.py",
+        "        if scale_obs and env.observation_space.dtype == np.uint8:",
+        "        if False:",
+        ["tests/test_smoke.py::test_ram_bytes_reach_the_network_scaled_to_0_1"],
     ),
 ]
 

@@ -240,9 +240,10 @@ def test_a_crafted_checkpoint_is_refused_in_one_line_before_anything_is_written(
     assert os.listdir(tmp_path) == ["crafted.pt"] and not (tmp_path.parent / "escape").exists()  # no videos/ either
 
 
-def test_a_crafted_flag_value_is_refused_in_one_line(tmp_path, run_fails, saved_checkpoint):
+@pytest.mark.parametrize("flag", ["--resume", "--eval-checkpoint"])
+def test_a_crafted_flag_value_is_refused_in_one_line(tmp_path, run_fails, saved_checkpoint, flag):
     torch.save({**saved_checkpoint, "args": {**saved_checkpoint["args"], "num_envs": "two"}}, tmp_path / "crafted.pt")
-    line = run_fails("ppo_discrete.py", "--resume", str(tmp_path / "crafted.pt"))
+    line = run_fails("ppo_discrete.py", flag, str(tmp_path / "crafted.pt"))
     assert "The field `num-envs` is annotated with type `<class 'int'>`, but the default value `two`" in line
 
 

@@ -294,3 +294,17 @@ def test_atari_ram_observations_train_in_ppo_discrete(tmp_path):
     the observation."""
     run = train_in(tmp_path, "ppo_discrete.py", "--env-id", "ALE/Pong-ram-v5", *TINY)
     assert len(run.scalars("losses/value_loss")) == 8
+
+
+@pytest.mark.parametrize("scale_obs", [True, False])
+def test_ram_bytes_reach_the_network_scaled_to_0_1(scale_obs):
+    # ours: RAM bytes (0-255) divided by 255, which keeps the first tanh layer out of saturation; off: raw bytes
+    from ppo_discrete import Args, make_envs
+
+    envs = make_envs(Args(env_id="ALE/Breakout-ram-v5", num_envs=2, scale_obs=scale_obs))
+    obs, _ = envs.reset(seed=0)
+    for _ in range(20):
+        obs, *_ = envs.step(envs.action_space.sample())
+    envs.close()
+    assert obs.shape == (2, 128) and obs.min() >= 0
+    assert (obs.dtype == np.float32 and 0.5 < obs.max() <= 1.0) if scale_obs else obs.max() > 100
