@@ -78,7 +78,7 @@ class AlgorithmArgs:
     action_masking: bool = False
     """invalid action masking with the bool mask the env puts in info["action_mask"]"""
     scale_obs: bool = True
-    """divide uint8 observations (ALE RAM: bytes 0-255) by 255, as ppo_atari.py does pixels (ours; off: CleanRL)"""
+    """divide byte observations (uint8, 0-255: ALE RAM) by 255, as ppo_atari.py does pixels (ours; off: CleanRL)"""
 
     # Network
     ortho_init: bool = True
@@ -205,8 +205,9 @@ def make_env(env_id: str, video_folder: Optional[str] = None, scale_obs: bool = 
             env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
         if not isinstance(env.observation_space, gym.spaces.Box):  # Discrete -> one-hot, Dict / Tuple -> concatenated
             env = gym.wrappers.FlattenObservation(env)
-        if scale_obs and env.observation_space.dtype == np.uint8:  # raw bytes would saturate the first tanh layer
-            space = gym.spaces.Box(0.0, 1.0, env.observation_space.shape, np.float32)
+        space = env.observation_space
+        if scale_obs and space.dtype == np.uint8 and np.all(space.high == 255):  # raw bytes would saturate tanh units
+            space = gym.spaces.Box(0.0, 1.0, space.shape, np.float32)
             env = gym.wrappers.TransformObservation(env, lambda obs: obs.astype(np.float32) / 255, space)
         return env
 
@@ -986,7 +987,7 @@ def check_args(args, world_size: int, counts: list[str], positive: list[str], no
     rules = [(counts, "a positive integer"), (positive, "a positive number"), (non_negative, "zero or positive")]
     for names, must in rules:
         for name, value in [(name, getattr(args, name)) for name in names if getattr(args, name) is not None]:
-            in_range = isinstance(value, (int, float)) and (value >= 0 if names is non_negative else value > 0)
+            in_range = value >= 0 if names is non_negative else value > 0
             if not (in_range and np.isfinite(value)):
                 raise UsageError(f"--{name.replace('_', '-')} must be {'finite' if in_range else must}, got {value}")
     batch, minibatches, envs = args.num_envs * args.num_steps, args.num_minibatches, args.num_envs
@@ -1021,8 +1022,8 @@ def claim_run_dir(args, checkpoint: Optional[dict]) -> tuple:
     """runs/<run> (a new run: <name>_2, _3, ... if taken), locked while this process lives -> its name, the lock."""
     name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     names = [checkpoint["run_name"]] if checkpoint else [name, *(f"{name}_{k}" for k in range(2, 10_000))]
-    if "/" in names[0] or not names[0].strip("."):  # nothing outside runs/
-        raise UsageError(f"the run name {names[0]!r} (--exp-name, or --resume's checkpoint) must be one folder name")
+    if "/" in args.exp_name:  # nothing outside runs/ (a checkpoint's run name is checked when it loads)
+        raise UsageError(f"--exp-name {args.exp_name!r} must be one folder name, without '/'")
     for run_name in names:
         try:
             os.makedirs(f"runs/{run_name}", exist_ok=checkpoint is not None)

@@ -329,6 +329,24 @@ class SequenceObsEnv(DictBoxTargetEnv):
     observation_space = gym.spaces.Sequence(gym.spaces.Discrete(2))
 
 
+class BinaryBytesEnv(DiscreteTargetEnv):
+    """The bandit with its target as three uint8 flags in Box(0, 1): bytes, but not of range 0-255."""
+
+    observation_space = gym.spaces.Box(0, 1, (3,), np.uint8)
+    action_space = gym.spaces.Discrete(3)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.target = int(self.np_random.integers(3))
+        return np.eye(3, dtype=np.uint8)[self.target], {}
+
+    def step(self, action):
+        _, reward, terminated, truncated, info = super().step(action)
+        self.target %= 3
+        return np.eye(3, dtype=np.uint8)[self.target], reward, terminated, truncated, info
+
+
+register("BinaryBytes-v0", entry_point=BinaryBytesEnv)
 register("SequenceObs-v0", entry_point=SequenceObsEnv)
 register("DiscreteTarget-v0", entry_point=DiscreteTargetEnv)
 register("DictTarget-v0", entry_point=DictTargetEnv)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ppo_continuous import evaluate
-from ppo_discrete import adapt_kl_coef
+from ppo_discrete import Args as DiscreteArgs
+from ppo_discrete import adapt_kl_coef, make_envs
 from tests.conftest import ONE_STEP, TINY, train_in
 
 ITERATIONS = 8  # TINY: 1024 steps / (2 envs x 64 steps)
@@ -299,12 +300,15 @@ def test_atari_ram_observations_train_in_ppo_discrete(tmp_path):
 @pytest.mark.parametrize("scale_obs", [True, False])
 def test_ram_bytes_reach_the_network_scaled_to_0_1(scale_obs):
     # ours: RAM bytes (0-255) divided by 255, which keeps the first tanh layer out of saturation; off: raw bytes
-    from ppo_discrete import Args, make_envs
-
-    envs = make_envs(Args(env_id="ALE/Breakout-ram-v5", num_envs=2, scale_obs=scale_obs))
+    envs = make_envs(DiscreteArgs(env_id="ALE/Breakout-ram-v5", num_envs=2, scale_obs=scale_obs))
     obs, _ = envs.reset(seed=0)
     for _ in range(20):
         obs, *_ = envs.step(envs.action_space.sample())
     envs.close()
     assert obs.shape == (2, 128) and obs.min() >= 0
     assert (obs.dtype == np.float32 and 0.5 < obs.max() <= 1.0) if scale_obs else obs.max() > 100
+    # bytes of another range (flags in Box(0, 1)) stay as they are
+    envs = make_envs(DiscreteArgs(env_id="tests.envs:BinaryBytes-v0", num_envs=2, scale_obs=scale_obs))
+    obs, _ = envs.reset(seed=0)
+    envs.close()
+    assert sorted(obs.reshape(-1).tolist()) == [0, 0, 0, 0, 1, 1]
