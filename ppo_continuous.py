@@ -81,7 +81,7 @@ class AlgorithmArgs:
     clip_action: bool = True
     """detail 27: clip actions to the bounds when stepping the env; the unclipped sample is trained on"""
     norm_obs: bool = True
-    """detail 28: normalise observations by a running mean and variance"""
+    """detail 28: normalise observations by a running mean and variance (of Box features; one-hot ones stay: ours)"""
     norm_obs_final: bool = False
     """detail 28: also count ended episodes' final observations in the statistics (on: CleanRL; off: ours)"""
     clip_obs: float = 10.0
@@ -254,6 +254,15 @@ class RunningMeanStd:
         self.mean, self.var, self.count = state["mean"].numpy(), state["var"].numpy(), state["count"]
 
 
+def box_features(space: gym.Space) -> np.ndarray:
+    """[flat dim] True where a flattened observation of `space` holds a Box part: --norm-obs normalises only those
+    (ours, as SB3 normalises only Box parts); a Discrete's one-hot and a MultiBinary's bits stay 0 or 1."""
+    if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple)):  # flattened part after part, in the space's order
+        parts = space.values() if isinstance(space, gym.spaces.Dict) else space
+        return np.concatenate([box_features(part) for part in parts])
+    return np.full(gym.spaces.flatdim(space), isinstance(space, gym.spaces.Box))
+
+
 def normalize_obs(obs: np.ndarray, obs_rms: Optional[RunningMeanStd], clip_obs: float) -> np.ndarray:
     """detail 28-29: (obs - mean) / std, clipped to [-clip_obs, clip_obs]; identity without statistics."""
     if obs_rms is None:
@@ -359,16 +368,7 @@ def env_actions(actions: np.ndarray, low: np.ndarray, high: np.ndarray, clip_act
 
 
 def compute_advantages(
-    rewards,
-    values,
-    next_value,
-    terminations,
-    truncations,
-    final_values,
-    gamma,
-    gae_lambda,
-    gae=True,
-    bootstrap_truncation=True,
+    rewards, values, next_value, terminations, truncations, final_values, gamma, gae_lambda, gae, bootstrap_truncation
 ):
     """Advantages and returns [T, N] of one rollout, in NumPy (T tiny steps: NumPy's cost a fraction of torch's).
     rewards, values, terminations, truncations, final_values [T, N] of step t's transition (final_values[t]: V(final
@@ -503,8 +503,10 @@ class Normalization:
     """details 28-31: one set of observation and return statistics for all sub-envs and workers; None where off."""
 
     def __init__(self, args: Args, obs_dim: int):
-        self.args = args
-        self.obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None
+        self.args, self.obs_rms = args, RunningMeanStd((obs_dim,)) if args.norm_obs else None
+        if args.norm_obs:  # the space before flattening says which features are not Box ones: kept at mean 0, var 1
+            with gym.make(args.env_id) as env:
+                self.not_box = ~box_features(env.observation_space)
         self.reward_scaler = None
         if args.norm_reward:
             self.reward_scaler = RewardScaler(args.num_envs, args.gamma, args.clip_reward, args.norm_reward_restart)
@@ -517,6 +519,7 @@ class Normalization:
         raw_obs = raw_obs.reshape(len(raw_obs), -1)
         if self.obs_rms is not None and update:
             self.obs_rms.update(all_gather_rows(raw_obs))  # every worker's observations: the statistics stay equal
+            self.obs_rms.mean[self.not_box], self.obs_rms.var[self.not_box] = 0.0, 1.0  # one-hot, bits: as they are
         obs = normalize_obs(raw_obs, self.obs_rms, self.args.clip_obs)
         return torch.as_tensor(obs, dtype=torch.float32, device=device)
 

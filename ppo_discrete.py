@@ -380,16 +380,7 @@ def logprob_and_entropy(logits: torch.Tensor, actions: torch.Tensor, nvec: list[
 
 
 def compute_advantages(
-    rewards,
-    values,
-    next_value,
-    terminations,
-    truncations,
-    final_values,
-    gamma,
-    gae_lambda,
-    gae=True,
-    bootstrap_truncation=True,
+    rewards, values, next_value, terminations, truncations, final_values, gamma, gae_lambda, gae, bootstrap_truncation
 ):
     """Advantages and returns [T, N] of one rollout, in NumPy (T tiny steps: NumPy's cost a fraction of torch's).
     rewards, values, terminations, truncations, final_values [T, N] of step t's transition (final_values[t]: V(final

@@ -570,6 +570,20 @@ FAULTS += [
         [SMOKE, "-k", "changes_training and norm-obs-final"],
     ),
     Fault(
+        "c28-one-hot-normalised",
+        C,
+        "            self.obs_rms.mean[self.not_box], self.obs_rms.var[self.not_box] = 0.0, 1.0",
+        "            pass",
+        [f"{TESTS_C}::test_norm_obs_leaves_one_hot_features_as_they_are"],
+    ),
+    Fault(
+        "c28-tuple-parts-not-box",
+        C,
+        "    if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple)):",
+        "    if isinstance(space, gym.spaces.Dict):",
+        [f"{TESTS_C}::test_box_features_are_the_flattened_positions_of_box_parts"],
+    ),
+    Fault(
         "c29-no-obs-clip",
         C,
         "return np.clip(normalized, -clip_obs, clip_obs) if clip_obs > 0 else normalized",

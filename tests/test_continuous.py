@@ -1,6 +1,7 @@
 """ppo_continuous.py's parts: running statistics, reward scaling, the Gaussian policy, action
 clipping, and saving a model with its statistics."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -10,8 +11,10 @@ from ppo_continuous import (
     CHECKPOINT_FORMAT,
     Agent,
     Args,
+    Normalization,
     RewardScaler,
     RunningMeanStd,
+    box_features,
     env_actions,
     gaussian_logprob_and_entropy,
     load_model,
@@ -52,6 +55,35 @@ def test_normalize_obs_clips_and_is_identity_without_statistics():
     np.testing.assert_array_equal(normalized[1], [5.0, -5.0])
     raw = np.array([[123.0, -4.0]])
     assert normalize_obs(raw, None, 5.0) is raw
+
+
+def test_box_features_are_the_flattened_positions_of_box_parts():
+    space = gym.spaces.Dict(
+        {"a": gym.spaces.Discrete(3), "b": gym.spaces.Box(-1, 1, (2, 2)), "c": gym.spaces.MultiBinary(2)}
+    )
+    expected = [False] * 3 + [True] * 4 + [False] * 2
+    np.testing.assert_array_equal(box_features(space), expected)
+    nested = gym.spaces.Tuple([gym.spaces.Box(0, 1, (1,)), gym.spaces.MultiDiscrete([2, 3]), space])
+    np.testing.assert_array_equal(box_features(nested), [True] + [False] * 5 + expected)
+    # the positions are those gymnasium flattens to: the Box parts hold the sample's Box values
+    sample = nested.sample()
+    flat = gym.spaces.flatten(nested, sample)
+    box_values = np.concatenate([sample[0], sample[2]["b"].reshape(-1)])
+    np.testing.assert_array_equal(flat[box_features(nested)], box_values)
+
+
+def test_norm_obs_leaves_one_hot_features_as_they_are():
+    # DictBoxTarget-v0 flattens to [2 noise numbers (a Box), one-hot of the target (Discrete(3))]; target 2 is rare
+    norm = Normalization(Args(env_id="tests.envs:DictBoxTarget-v0", norm_reward=False), obs_dim=5)
+    rng = np.random.default_rng(0)
+    raw = np.zeros((1000, 5))
+    raw[:, :2] = rng.normal(5.0, 3.0, size=(1000, 2))
+    raw[np.arange(1000), 2 + np.where(np.arange(1000) == 7, 2, rng.integers(2, size=1000))] = 1.0
+    obs = norm.observe(raw, update=True, device=torch.device("cpu")).numpy()
+    np.testing.assert_array_equal(obs[:, 2:], raw[:, 2:])  # a rare category reads 1, not the clip (+10)
+    assert np.abs(obs[:, :2].mean(0)).max() < 0.01 and np.abs(obs[:, :2].std(0) - 1).max() < 0.01
+    np.testing.assert_array_equal(norm.obs_rms.mean[2:], 0.0)  # what a checkpoint saves, and evaluation uses
+    np.testing.assert_array_equal(norm.obs_rms.var[2:], 1.0)
 
 
 @pytest.mark.parametrize("restart", ["episode-end", "termination"])

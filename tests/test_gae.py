@@ -64,8 +64,10 @@ def test_matches_naive_reference(script, rollout, gae, bootstrap_truncation):
 
 def test_bootstrap_truncation_changes_only_episodes_cut_by_a_time_limit(script, rollout):
     tensors = rollout
-    with_bootstrap, _ = script.compute_advantages(**tensors, gamma=0.99, gae_lambda=1.0, bootstrap_truncation=True)
-    without, _ = script.compute_advantages(**tensors, gamma=0.99, gae_lambda=1.0, bootstrap_truncation=False)
+    with_bootstrap, _ = script.compute_advantages(
+        **tensors, gamma=0.99, gae_lambda=1.0, gae=True, bootstrap_truncation=True
+    )
+    without, _ = script.compute_advantages(**tensors, gamma=0.99, gae_lambda=1.0, gae=True, bootstrap_truncation=False)
     difference = with_bootstrap - without
     # the last step of a truncated (not terminated) episode differs by exactly gamma * V(final obs)
     time_limited = (rollout["truncations"] == 1) & (rollout["terminations"] == 0)
@@ -76,6 +78,10 @@ def test_bootstrap_truncation_changes_only_episodes_cut_by_a_time_limit(script, 
 
 def test_gae_lambda_one_equals_discounted_returns(script, rollout):
     tensors = rollout
-    gae_advantages, _ = script.compute_advantages(**tensors, gamma=0.95, gae_lambda=1.0, gae=True)
-    mc_advantages, _ = script.compute_advantages(**tensors, gamma=0.95, gae_lambda=1.0, gae=False)
+    gae_advantages, _ = script.compute_advantages(
+        **tensors, gamma=0.95, gae_lambda=1.0, gae=True, bootstrap_truncation=True
+    )
+    mc_advantages, _ = script.compute_advantages(
+        **tensors, gamma=0.95, gae_lambda=1.0, gae=False, bootstrap_truncation=True
+    )
     np.testing.assert_allclose(gae_advantages, mc_advantages, rtol=1e-9, atol=1e-9)
