@@ -47,6 +47,7 @@ import os
 import random
 import signal
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -785,8 +786,7 @@ def main(args: Args) -> TrainState:
     """Train with the run control below (or only evaluate, with --eval-checkpoint); -> the final state."""
     if args.eval_checkpoint is not None:
         return evaluate_checkpoint(args)
-    with Run(args) as run:  # checks, workers, seeds, the run directory, signals; put back on leaving
-        envs = make_envs(args, run.video_folder)  # either back end
+    with Run(args) as run, closing(make_envs(args, run.video_folder)) as envs:  # checks, workers, signals; envs closed
         agent = Agent(args, int(envs.single_action_space.n)).to(run.device)
         if args.compile:  # the rollout and the loss call it: both compiled
             agent.get_action_and_value = torch.compile(agent.get_action_and_value)
@@ -796,14 +796,12 @@ def main(args: Args) -> TrainState:
         for logs, games in train(args, envs, state, run.device, run.rank, run.world_size):
             if run.log(state, logs, games):  # TensorBoard, the console, checkpoints; True: a signal stops the run
                 break
-        envs.close()
         run.finish(state)  # the --save-model checkpoint and its evaluation
     return state
 
 
 # ==== Run control: not PPO, skip on a first read ====
-# What `main` puts around `train`: checks, workers, seeds, the run directory, signals, TensorBoard, W&B, checkpoints,
-# --resume, evaluation, summary.json, the console. A fork may delete it and `main` (README: "Your own loop").
+# Around `train`: checks, workers, signals, logs, checkpoints, --resume, evaluation (README: "Your own loop" drops it)
 
 import fcntl
 import glob
@@ -828,8 +826,7 @@ def stop_at_once(signum, frame):
 
 class Run:
     """Run control around `train`: entering checks the input, joins the workers, seeds, takes a new run's directory and
-    SIGINT / SIGTERM (SIGINT blocked until `start`: sub-env processes leave Ctrl-C to the run); `start` restores
-    --resume, takes its directory, opens the writers; `log` follows each iteration; `finish` saves, evaluates."""
+    SIGINT / SIGTERM; `start` restores --resume, opens the writers; `log` follows each iteration; `finish` saves."""
 
     def __init__(self, args: Args):
         self.args, self.world_size = args, int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's workers
@@ -867,7 +864,7 @@ class Run:
         self.handlers = {signum: signal.signal(signum, self.request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
         self.threads = torch.get_num_threads()
         torch.set_num_threads(args.torch_threads or self.threads)
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # until `start`: sub-envs leave Ctrl-C to the run
         self.excepthook = threading.excepthook  # TensorBoard's writer thread: a full disk is reported once, on leaving
         threading.excepthook = lambda hook: None if issubclass(hook.exc_type, OSError) else self.excepthook(hook)
         return self
@@ -945,8 +942,7 @@ class Run:
         checkpoint = {"format": CHECKPOINT_FORMAT, "args": vars(self.args), "run_name": self.name}
         checkpoint |= {"wandb_id": self.wandb_run and self.wandb_run.id, **self.state.state_dict()}
         checkpoint |= {"episodes": self.episodes, "returns": torch.tensor(self.returns[-100:], dtype=torch.float64)}
-        checkpoint["wall_seconds"] = time.time() - self.created
-        checkpoint["rng"] = self.gather(checkpoint["rng"])
+        checkpoint |= {"wall_seconds": time.time() - self.created, "rng": self.gather(checkpoint["rng"])}
         if (bad := first_non_finite(checkpoint)) is not None:
             raise FloatingPointError(f"{bad} is not finite")
         if self.rank == 0:
@@ -1059,9 +1055,8 @@ def check_args(args, world_size: int, counts: list[str], positive: list[str], no
         raise UsageError(f"{problem} (--num-envs x --num-steps x workers); use at least {batch * world_size}")
     if not 0 <= args.seed <= 2**32 - world_size:  # numpy seeds each worker with seed + rank
         raise UsageError(f"--seed must be in [0, {2**32 - world_size}] (numpy's seed range), got {args.seed}")
-    for name, value in [("gamma", args.gamma), ("gae_lambda", args.gae_lambda)]:
-        if not 0 <= value <= 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
+    for name in [name for name in ("gamma", "gae_lambda") if not 0 <= getattr(args, name) <= 1]:
+        raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
     if args.track and os.environ.get("WANDB_MODE") not in ("offline", "disabled", "dryrun"):
         import wandb
 
@@ -1238,3 +1233,9 @@ if __name__ == "__main__":
         sys.exit(128 + stop.args[0])
     except OSError as e:  # the file system outside a run (a run reports its own): a read-only working directory
         sys.exit(f"{script}: error: {e.filename or 'a file'}: {e.strerror or e}")
+    finally:  # torchrun: a worker exits here, skipping a C++ teardown that can abort it ("terminate called ...")
+        if os.environ.get("LOCAL_RANK") and isinstance(end := sys.exc_info()[1], (SystemExit, type(None))):
+            code = getattr(end, "code", 0) or 0  # SystemExit's: an exit code, or a line to print (exit code 1)
+            sys.stdout.flush()
+            sys.stderr.write(f"{code}\n" if isinstance(code, str) else "")
+            os._exit(1 if isinstance(code, str) else code)
