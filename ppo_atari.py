@@ -476,8 +476,7 @@ def compute_advantages(
     next_values = np.concatenate([values[1:], next_value[None]])
     end_values = final_values * truncations * (1 - terminations) if bootstrap_truncation else np.zeros_like(values)
     bootstrap = np.where(ended.astype(bool), end_values, next_values)
-    advantages = np.zeros_like(rewards)
-    returns = np.zeros_like(rewards)
+    advantages, returns = np.zeros_like(rewards), np.zeros_like(rewards)
     if gae:
         # detail 5: A_t = delta_t + gamma * lambda * A_{t+1}, cut where the episode ended
         deltas = rewards + gamma * bootstrap - values  # [T, N], every step at once
@@ -1137,7 +1136,7 @@ def load_state(target, state: dict, flag: str, path: str) -> None:
 
 def parse_args() -> Args:
     """The command line; with --resume PATH the checkpoint's flags are the defaults (only run control may change)."""
-    args = tyro.cli(Args)
+    args = tyro.cli(Args, description=__doc__)  # --help: the module docstring (usage, detail map), then the flags
     if args.resume is None:
         return args
     saved = {**vars(Args()), **load_checkpoint(args.resume, "--resume")["args"]}  # a flag added since then: its default
@@ -1220,6 +1219,7 @@ def evaluate(path: str, episodes: int, seed: int = 1, device=torch.device("cpu")
 
 if __name__ == "__main__":
     script = os.path.basename(__file__)
+    sys.path.insert(1, os.getcwd())  # module:EnvId imports module from the working directory too, as `python -m` would
     signal.signal(signal.SIGINT, stop_at_once)  # outside a run (--eval-checkpoint, start-up): stop at once
     signal.signal(signal.SIGTERM, stop_at_once)
     try:

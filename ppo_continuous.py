@@ -39,6 +39,7 @@ DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail 
   ours bootstrap at time limits        --bootstrap-truncation                 compute_advantages
 """
 
+import ast
 import os
 import random
 import signal
@@ -70,7 +71,9 @@ class AlgorithmArgs:
 
     # Environment
     env_id: str = "HalfCheetah-v5"
-    """gymnasium id; `module:EnvId` imports `module` first, so it can register your own env"""
+    """gymnasium id; `module:EnvId` imports `module` (from the working directory too) to register your own env"""
+    env_kwargs: tuple[str, ...] = ()
+    """KEY=VALUE arguments of gym.make, each VALUE a Python literal or else a string (e.g. max_episode_steps=200)"""
     num_envs: int = 1
     """detail 1: parallel environments (N), per worker under torchrun"""
     num_steps: int = 2048
@@ -197,19 +200,24 @@ class UsageError(Exception):
     """Bad input from the user: reported as one line on stderr with exit code 2."""
 
 
-def make_gym_env(env_id: str, **kwargs) -> gym.Env:
-    """gym.make; MuJoCo renders without a display through EGL when a video is recorded."""
+def make_gym_env(args: Args, **kwargs) -> gym.Env:
+    """gym.make of --env-id with --env-kwargs; MuJoCo renders without a display through EGL when a video is recorded."""
+    for key, _, value in (pair.partition("=") for pair in args.env_kwargs):
+        try:
+            kwargs[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):  # a word: the string itself (render_mode=human)
+            kwargs[key] = value
     if kwargs.get("render_mode") == "rgb_array":
         os.environ.setdefault("MUJOCO_GL", "egl")
-    return gym.make(env_id, **kwargs)
+    return gym.make(args.env_id, **kwargs)
 
 
-def make_env(env_id: str, video_folder: Optional[str] = None):
+def make_env(args: Args, video_folder: Optional[str] = None):
     def thunk():
         if video_folder is None:
-            env = make_gym_env(env_id)
+            env = make_gym_env(args)
         else:  # episodes 0, 1, 8, 27, ... (gymnasium's cubic schedule) as mp4 files
-            env = make_gym_env(env_id, render_mode="rgb_array")
+            env = make_gym_env(args, render_mode="rgb_array")
             env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
         if not isinstance(env.observation_space, gym.spaces.Box):  # Discrete -> one-hot, Dict / Tuple -> concatenated
             env = gym.wrappers.FlattenObservation(env)
@@ -222,7 +230,7 @@ def make_envs(args: Args, video_folder: Optional[str] = None) -> gym.vector.Vect
     """detail 1: N envs stepped together; gymnasium 1.x same-step autoreset puts the final observation
     of an ended episode in info["final_obs"] and the next episode's first obs in obs."""
     vector_env = gym.vector.SyncVectorEnv if args.vector_mode == "sync" else gym.vector.AsyncVectorEnv
-    thunks = [make_env(args.env_id, video_folder if i == 0 else None) for i in range(args.num_envs)]
+    thunks = [make_env(args, video_folder if i == 0 else None) for i in range(args.num_envs)]
     envs = vector_env(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)  # exact returns and lengths, across autoresets too
 
@@ -279,11 +287,8 @@ class RewardScaler:
     step's reward (which carries into the next episode) and runs on across time limits."""
 
     def __init__(self, num_envs: int, gamma: float, clip_reward: float, restart: str = "episode-end"):
-        self.return_rms = RunningMeanStd()
-        self.returns = np.zeros(num_envs)
-        self.gamma = gamma
-        self.clip_reward = clip_reward
-        self.restart = restart
+        self.return_rms, self.returns = RunningMeanStd(), np.zeros(num_envs)
+        self.gamma, self.clip_reward, self.restart = gamma, clip_reward, restart
 
     def __call__(self, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> np.ndarray:
         if self.restart == "termination":
@@ -311,8 +316,7 @@ def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.
 class Agent(nn.Module):
     def __init__(self, obs_dim: int, action_dim: int, shared_network=False, state_dependent_std=False, ortho_init=True):
         super().__init__()
-        self.shared_network = shared_network
-        self.state_dependent_std = state_dependent_std
+        self.shared_network, self.state_dependent_std = shared_network, state_dependent_std
 
         def trunk():
             return nn.Sequential(
@@ -381,8 +385,7 @@ def compute_advantages(
     next_values = np.concatenate([values[1:], next_value[None]])
     end_values = final_values * truncations * (1 - terminations) if bootstrap_truncation else np.zeros_like(values)
     bootstrap = np.where(ended.astype(bool), end_values, next_values)
-    advantages = np.zeros_like(rewards)
-    returns = np.zeros_like(rewards)
+    advantages, returns = np.zeros_like(rewards), np.zeros_like(rewards)
     if gae:
         # detail 5: A_t = delta_t + gamma * lambda * A_{t+1}, cut where the episode ended
         deltas = rewards + gamma * bootstrap - values  # [T, N], every step at once
@@ -506,7 +509,7 @@ class Normalization:
     def __init__(self, args: Args, obs_dim: int):
         self.args, self.obs_rms = args, RunningMeanStd((obs_dim,)) if args.norm_obs else None
         if args.norm_obs:  # the space before flattening says which features are not Box ones: kept at mean 0, var 1
-            with gym.make(args.env_id) as env:
+            with make_gym_env(args) as env:
                 self.not_box = ~box_features(env.observation_space)
         self.reward_scaler = None
         if args.norm_reward:
@@ -1076,7 +1079,7 @@ def load_state(target, state: dict, flag: str, path: str) -> None:
 
 def parse_args() -> Args:
     """The command line; with --resume PATH the checkpoint's flags are the defaults (only run control may change)."""
-    args = tyro.cli(Args)
+    args = tyro.cli(Args, description=__doc__)  # --help: the module docstring (usage, detail map), then the flags
     if args.resume is None:
         return args
     saved = {**vars(Args()), **load_checkpoint(args.resume, "--resume")["args"]}  # a flag added since then: its default
@@ -1116,10 +1119,10 @@ def validate_args(args: Args, world_size: int) -> None:
 def check_env(args: Args) -> tuple[int, str]:
     """Make one env of --env-id and check that this script trains on it; -> the rollout buffers' bytes, their flags."""
     try:
-        with gym.make(args.env_id) as env:
+        with make_gym_env(args) as env:
             space, actions = env.observation_space, env.action_space
     except (gym.error.Error, ImportError, AttributeError, TypeError) as e:  # (a crafted checkpoint's id)
-        how = 'list ids with `python -c "import gymnasium; gymnasium.pprint_registry()"`, or pass module:EnvId'
+        how = "list ids with gymnasium.pprint_registry(); a module:EnvId's module must be here or on PYTHONPATH"
         raise UsageError(f"--env-id {args.env_id}: {(str(e).strip().splitlines() or [repr(e)])[0]} ({how})") from None
     if not isinstance(actions, gym.spaces.Box):
         fits = "ppo_discrete.py" if isinstance(actions, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)) else "none"
@@ -1143,8 +1146,7 @@ def load_model(path: str, device: torch.device = torch.device("cpu")):
     obs_dim, action_dim = model["actor_trunk.0.weight"].shape[1], model["actor_mean.weight"].shape[0]
     agent = Agent(obs_dim, action_dim, saved["shared_network"], saved["state_dependent_std"]).to(device)
     load_state(agent, model, "--eval-checkpoint", path)
-    if obs_rms is not None:
-        load_state(obs_rms, checkpoint["obs_rms"], "--eval-checkpoint", path)
+    obs_rms is None or load_state(obs_rms, checkpoint["obs_rms"], "--eval-checkpoint", path)
     return agent, obs_rms, saved
 
 
@@ -1155,7 +1157,7 @@ def evaluate(path, episodes: int, seed: int = 1, device=torch.device("cpu"), vid
     with torch.random.fork_rng(devices=[]):  # seeded samples, and the caller's RNG left as it was
         torch.manual_seed(seed)
         agent, obs_rms, saved = load_model(path, device)
-        envs = make_envs(Args(env_id=saved["env_id"], num_envs=1), video_folder)
+        envs = make_envs(Args(env_id=saved["env_id"], env_kwargs=saved.get("env_kwargs", ()), num_envs=1), video_folder)
         space, (obs, _), returns = envs.single_action_space, envs.reset(seed=seed), []
         low, high = space.low.reshape(-1), space.high.reshape(-1)
         while len(returns) < episodes:
@@ -1170,6 +1172,7 @@ def evaluate(path, episodes: int, seed: int = 1, device=torch.device("cpu"), vid
 
 if __name__ == "__main__":
     script = os.path.basename(__file__)
+    sys.path.insert(1, os.getcwd())  # module:EnvId imports module from the working directory too, as `python -m` would
     signal.signal(signal.SIGINT, stop_at_once)  # outside a run (--eval-checkpoint, start-up): stop at once
     signal.signal(signal.SIGTERM, stop_at_once)
     try:

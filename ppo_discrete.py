@@ -37,6 +37,7 @@ DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail 
   ours bytes scaled to [0, 1]          --scale-obs                            make_env
 """
 
+import ast
 import importlib
 import os
 import random
@@ -69,7 +70,9 @@ class AlgorithmArgs:
 
     # Environment
     env_id: str = "CartPole-v1"
-    """gymnasium id; `module:EnvId` imports `module` first, so it can register your own env"""
+    """gymnasium id; `module:EnvId` imports `module` (from the working directory too) to register your own env"""
+    env_kwargs: tuple[str, ...] = ()
+    """KEY=VALUE arguments of gym.make, each VALUE a Python literal or else a string (e.g. max_episode_steps=200)"""
     num_envs: int = 4
     """detail 1: parallel environments (N), per worker under torchrun"""
     num_steps: int = 128
@@ -188,8 +191,15 @@ class UsageError(Exception):
     """Bad input from the user: reported as one line on stderr with exit code 2."""
 
 
-def make_gym_env(env_id: str, **kwargs) -> gym.Env:
-    """gym.make; ALE/... games register when ale-py is imported; ALE/<Game>-ram-v5: the console's 128 bytes of RAM."""
+def make_gym_env(args: Args, **kwargs) -> gym.Env:
+    """gym.make of --env-id with --env-kwargs; ALE/... games register when ale-py is imported; ALE/<Game>-ram-v5: the
+    console's 128 bytes of RAM."""
+    for key, _, value in (pair.partition("=") for pair in args.env_kwargs):
+        try:
+            kwargs[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):  # a word: the string itself (render_mode=human)
+            kwargs[key] = value
+    env_id = args.env_id
     if env_id.startswith("ALE/"):
         importlib.import_module("ale_py")
         if env_id not in gym.registry and "-ram-" in env_id:
@@ -197,17 +207,19 @@ def make_gym_env(env_id: str, **kwargs) -> gym.Env:
     return gym.make(env_id, **kwargs)
 
 
-def make_env(env_id: str, video_folder: Optional[str] = None, scale_obs: bool = True):
+def make_env(args: Args, video_folder: Optional[str] = None):
     def thunk():
         if video_folder is None:
-            env = make_gym_env(env_id)
+            env = make_gym_env(args)
         else:  # episodes 0, 1, 8, 27, ... (gymnasium's cubic schedule) as mp4 files
-            env = make_gym_env(env_id, render_mode="rgb_array")
+            env = make_gym_env(args, render_mode="rgb_array")
             env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
         if not isinstance(env.observation_space, gym.spaces.Box):  # Discrete -> one-hot, Dict / Tuple -> concatenated
             env = gym.wrappers.FlattenObservation(env)
         space = env.observation_space
-        if scale_obs and space.dtype == np.uint8 and np.all(space.high == 255):  # raw bytes would saturate tanh units
+        if (
+            args.scale_obs and space.dtype == np.uint8 and np.all(space.high == 255)
+        ):  # raw bytes would saturate tanh units
             space = gym.spaces.Box(0.0, 1.0, space.shape, np.float32)
             env = gym.wrappers.TransformObservation(env, lambda obs: obs.astype(np.float32) / 255, space)
         return env
@@ -219,7 +231,7 @@ def make_envs(args: Args, video_folder: Optional[str] = None) -> gym.vector.Vect
     """detail 1: N envs stepped together; gymnasium 1.x same-step autoreset puts the final observation
     of an ended episode in info["final_obs"] and the next episode's first obs in obs."""
     vector_env = gym.vector.SyncVectorEnv if args.vector_mode == "sync" else gym.vector.AsyncVectorEnv
-    thunks = [make_env(args.env_id, video_folder if i == 0 else None, args.scale_obs) for i in range(args.num_envs)]
+    thunks = [make_env(args, video_folder if i == 0 else None) for i in range(args.num_envs)]
     envs = vector_env(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)  # exact returns and lengths, across autoresets too
 
@@ -393,8 +405,7 @@ def compute_advantages(
     next_values = np.concatenate([values[1:], next_value[None]])
     end_values = final_values * truncations * (1 - terminations) if bootstrap_truncation else np.zeros_like(values)
     bootstrap = np.where(ended.astype(bool), end_values, next_values)
-    advantages = np.zeros_like(rewards)
-    returns = np.zeros_like(rewards)
+    advantages, returns = np.zeros_like(rewards), np.zeros_like(rewards)
     if gae:
         # detail 5: A_t = delta_t + gamma * lambda * A_{t+1}, cut where the episode ended
         deltas = rewards + gamma * bootstrap - values  # [T, N], every step at once
@@ -1073,7 +1084,7 @@ def load_state(target, state: dict, flag: str, path: str) -> None:
 
 def parse_args() -> Args:
     """The command line; with --resume PATH the checkpoint's flags are the defaults (only run control may change)."""
-    args = tyro.cli(Args)
+    args = tyro.cli(Args, description=__doc__)  # --help: the module docstring (usage, detail map), then the flags
     if args.resume is None:
         return args
     saved = {**vars(Args()), **load_checkpoint(args.resume, "--resume")["args"]}  # a flag added since then: its default
@@ -1116,10 +1127,10 @@ def check_env(args: Args) -> tuple[int, str]:
     """Make one env of --env-id and check that this script trains on it; -> the bytes of the rollout buffers (per step
     and env: a float32 observation, int64 actions, a bool mask, 9 float32) and the flags that set them."""
     try:
-        with make_gym_env(args.env_id) as env:
+        with make_gym_env(args) as env:
             space, actions, has_mask = env.observation_space, env.action_space, "action_mask" in env.reset(seed=0)[1]
     except (gym.error.Error, ImportError, AttributeError, TypeError) as e:  # (a crafted checkpoint's id)
-        how = 'list ids with `python -c "import gymnasium; gymnasium.pprint_registry()"`, or pass module:EnvId'
+        how = "list ids with gymnasium.pprint_registry(); a module:EnvId's module must be here or on PYTHONPATH"
         raise UsageError(f"--env-id {args.env_id}: {(str(e).strip().splitlines() or [repr(e)])[0]} ({how})") from None
     if not isinstance(actions, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
         fits = "ppo_continuous.py" if isinstance(actions, gym.spaces.Box) else "none of our scripts"
@@ -1164,6 +1175,7 @@ def evaluate(path: str, episodes: int, seed: int = 1, device=torch.device("cpu")
 
 if __name__ == "__main__":
     script = os.path.basename(__file__)
+    sys.path.insert(1, os.getcwd())  # module:EnvId imports module from the working directory too, as `python -m` would
     signal.signal(signal.SIGINT, stop_at_once)  # outside a run (--eval-checkpoint, start-up): stop at once
     signal.signal(signal.SIGTERM, stop_at_once)
     try:

@@ -57,8 +57,38 @@ FAULTS = [
         "worker-teardown",
         "ppo_discrete.py",
         'if os.environ.get("LOCAL_RANK") and isinstance(',
-        'if False and isinstance(',
+        "if False and isinstance(",
         ["tests/test_distributed.py", "-k", "without_the_interpreter_teardown"],
+    ),
+    Fault(
+        "own-env-module-not-found",
+        "ppo_discrete.py",
+        "    sys.path.insert(1, os.getcwd())",
+        "    pass",
+        ["tests/test_own_envs.py::test_a_module_in_the_working_directory_registers_its_env"],
+    ),
+    Fault(
+        "env-kwargs-as-strings",
+        "ppo_continuous.py",
+        "            kwargs[key] = ast.literal_eval(value)",
+        "            kwargs[key] = value",
+        ["tests/test_own_envs.py::test_env_kwargs_are_python_literals_or_else_strings[ppo_continuous]"],
+    ),
+    Fault(
+        "env-kwargs-not-evaluated",
+        "ppo_continuous.py",
+        'env_kwargs=saved.get("env_kwargs", ()), num_envs=1)',
+        "num_envs=1)",
+        [
+            "tests/test_own_envs.py::test_env_kwargs_reach_training_evaluation_and_the_checkpoint[ppo_continuous.py-Pendulum-v1]"
+        ],
+    ),
+    Fault(
+        "help-without-docstring",
+        "ppo_continuous.py",
+        "args = tyro.cli(Args, description=__doc__)",
+        "args = tyro.cli(Args)",
+        ["tests/test_cli.py::test_help_lists_every_flag_with_an_explanation[ppo_continuous.py]"],
     ),
     Fault(
         "own-statistics",

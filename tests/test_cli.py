@@ -95,6 +95,10 @@ def test_help_lists_every_flag_with_an_explanation(script):
         assert re.search(rf"{flag}(\s|,|\b)[^\n]*\n?[^\n]*[a-z]{{3,}}", help_text), f"{flag} missing or unexplained"
     for boolean in ["--no-anneal-lr", "--no-gae", "--no-norm-adv", "--no-clip-vloss", "--no-bootstrap-truncation"]:
         assert boolean in help_text
+    # it opens with the usage and what the script is: the module docstring, its detail map included
+    first_line = (REPO / script).read_text().split("\n")[0].strip('"')
+    assert help_text.startswith("usage: ") and first_line in help_text.split("--exp-name")[0]
+    assert "DETAIL MAP" in help_text and "  5  GAE " in help_text
 
 
 SMALL = ["--num-envs", "2", "--num-steps", "64"]  # a batch of 128 in both scripts
@@ -143,6 +147,11 @@ BAD_INPUT = [(script, *case) for script in FLAGS for case in COMMON_BAD] + [
         r"a Sequence observation space does not flatten",
     ),
     ("ppo_continuous.py", ["--env-id", "NoSuchEnv-v0"], r"--env-id NoSuchEnv-v0: .*pprint_registry"),
+    (
+        "ppo_discrete.py",
+        ["--env-kwargs", "no_such_kwarg=1"],
+        r"--env-id CartPole-v1: .*keyword argument 'no_such_kwarg'",
+    ),
     ("ppo_atari.py", ["--env-id", "NoSuchGameNoFrameskip-v4"], r"--env-id NoSuchGameNoFrameskip-v4: .*doesn't exist"),
     ("ppo_discrete.py", ["--env-id", "tests.envs:CountingEnv-v0", "--capture-video"], r"--capture-video: .* drop"),
     ("ppo_continuous.py", ["--env-id", "tests.envs:CountingBox-v0", "--capture-video"], r"--capture-video: .* drop"),
