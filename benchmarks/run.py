@@ -226,10 +226,8 @@ def main(args: Args, extra: list[str]) -> None:
                 "seconds": seconds,
             }
         )
-        print(
-            f"{env_id} seed {seed}: last-100 return {summary[-1]['last100']:.2f}, "
-            f"evaluation {summary[-1]['eval']:.2f}, in {seconds:.0f} s ({run_dir})"
-        )
+        evaluated = f", evaluation {summary[-1]['eval']:.2f}" if evaluation else " (no evaluation: --save-model is off)"
+        print(f"{env_id} seed {seed}: last-100 return {summary[-1]['last100']:.2f}{evaluated}, in {seconds:.0f} s")
 
     with open(os.path.join(args.out, "curves.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

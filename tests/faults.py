@@ -91,6 +91,13 @@ FAULTS = [
         ["tests/test_cli.py::test_help_lists_every_flag_with_an_explanation[ppo_continuous.py]"],
     ),
     Fault(
+        "aggregate-mean-not-iqm",
+        "benchmarks/aggregate.py",
+        "return float(scores[cut : len(scores) - cut].mean())",
+        "return float(scores.mean())",
+        ["tests/test_benchmarks.py::test_aggregate_iqm_and_its_stratified_bootstrap_interval"],
+    ),
+    Fault(
         "own-statistics",
         "ppo_continuous.py",
         "self.return_rms.update(all_gather_rows(self.returns))",

@@ -32,3 +32,27 @@ def test_a_resumed_run_is_read_once(tmp_path):
         steps = [step for step, _ in read_scalars(run.run_dir, tag)]
         assert steps == [event.step for event in reference.Scalars(tag)]
     assert len(read_scalars(run.run_dir, "charts/SPS")) == 8
+
+
+def test_aggregate_iqm_and_its_stratified_bootstrap_interval(tmp_path):
+    import numpy as np
+
+    from benchmarks.aggregate import SCORES, Args, iqm, main, stratified_bootstrap
+
+    assert iqm(np.arange(8.0)) == 3.5  # the middle half: 2, 3, 4, 5
+    assert iqm(np.array([0.0, 1.0, 1.0, 100.0])) == 1.0  # an outlier does not move it
+    rng = np.random.default_rng(0)
+    assert stratified_bootstrap({"a": np.full(3, 0.5), "b": np.full(3, 0.5)}, 100, rng) == (0.5, 0.5)
+    # each env's runs are resampled within the env: an env of constant scores stays in every resample
+    low, high = stratified_bootstrap({"a": np.zeros(4), "b": np.array([1.0, 2.0, 3.0, 4.0])}, 500, rng)
+    assert 0 <= low < high <= 4
+    # a folder of benchmarks/run.py: scores normalised by the env's random and reference scores
+    random_score, reference = SCORES["CartPole-v1"]
+    folder = tmp_path / "run"
+    folder.mkdir()
+    scores = [random_score, reference, reference, reference]
+    rows = [f"CartPole-v1,{seed},{score},1.0" for seed, score in enumerate(scores)]
+    (folder / "summary.csv").write_text("env_id,seed,last100,seconds\n" + "\n".join(rows) + "\n")
+    main(Args(groups=[f"cartpole={folder}"], out=str(tmp_path / "out"), bootstrap=50))
+    table = (tmp_path / "out" / "aggregate.md").read_text()
+    assert "| cartpole | 1.000 |" in table and (tmp_path / "out" / "aggregate.png").exists()  # IQM of 0, 1, 1, 1
