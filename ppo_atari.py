@@ -192,7 +192,9 @@ class RunControlArgs:
     eval_episodes: int = 10
     """full games of the argmax policy evaluated after --save-model or by --eval-checkpoint (env seed: seed + 10000)"""
     eval_checkpoint: Optional[str] = None
-    """only evaluate this checkpoint (no training) and print its mean return; nothing is written"""
+    """only evaluate this checkpoint (no training), print its mean return and write the returns as JSON (--eval-json)"""
+    eval_json: Optional[str] = None
+    """where --eval-checkpoint writes returns, mean, std, checkpoint and seed (None: next to it, <name>.eval.json)"""
     capture_video: bool = False
     """record games of the first env to videos/<run_name>/ (gymnasium back end; evaluation in videos/<run_name>/eval)"""
 
@@ -979,8 +981,7 @@ class Run:
             print(f"evaluation of {self.last_checkpoint}: {self.evaluation:.2f} +- {std:.2f} over {episodes} episodes")
 
     def __exit__(self, kind, error, traceback) -> None:
-        """summary.json ("ended": "finished", "signal SIGINT", "non-finite", or "error" and its cause); all put back;
-        a non-finite number or a failed write: one line; a signal: exit 128 + signum."""
+        """summary.json (how the run ended, its totals and flags); all put back; a failed write or a NaN: one line."""
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         for signum, handler in self.handlers.items():
             signal.signal(signum, handler)
@@ -1102,9 +1103,7 @@ def load_checkpoint(path: str, flag: str) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error below says it all
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UsageError(f"{flag} {path}: no such file") from None
-    except Exception as e:  # code in the pickle, a truncated file, not a torch file at all
+    except Exception as e:  # no such file, code in the pickle, a truncated file, not a torch file at all
         reason = "it pickles objects other than tensors" if type(e).__name__ == "UnpicklingError" else str(e)
         raise UsageError(f"{flag} {path} is not a readable checkpoint ({' '.join(reason.split())[:120]})") from None
     found = checkpoint.get("format", "no format field") if isinstance(checkpoint, dict) else type(checkpoint).__name__
@@ -1149,7 +1148,7 @@ def parse_args() -> Args:
 
 
 def evaluate_checkpoint(args) -> None:
-    """--eval-checkpoint: evaluate a saved policy and print the result (a signal stops it at once)."""
+    """--eval-checkpoint: evaluate a saved policy, print the result and write it as JSON (a signal stops it at once)."""
     validate_args(args, 1)
     checkpoint = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
     check_env(Args(**{**checkpoint["args"], "capture_video": args.capture_video}))
@@ -1157,7 +1156,10 @@ def evaluate_checkpoint(args) -> None:
     print(f"evaluating {args.eval_checkpoint} over {args.eval_episodes} episodes", flush=True)
     seed, path = checkpoint["args"]["seed"] + 10_000, args.eval_checkpoint
     returns = evaluate(path, args.eval_episodes, seed, video_folder=video_folder)
-    print(f"evaluation of {path}: {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} episodes")
+    result = {"checkpoint": path, "seed": seed, "mean": np.mean(returns), "std": np.std(returns), "returns": returns}
+    print(f"evaluation of {path}: {result['mean']:.2f} +- {result['std']:.2f} over {len(returns)} episodes")
+    with open(args.eval_json or f"{path.removesuffix('.pt')}.eval.json", "w") as f:  # for scripts and CI
+        json.dump(json.loads(json.dumps(result), parse_constant=lambda _: None), f, indent=2)  # NaN, inf: null
 
 
 # ---- This script's checks, checkpoint format and evaluation ----

@@ -98,6 +98,13 @@ FAULTS = [
         ["tests/test_benchmarks.py::test_aggregate_iqm_and_its_stratified_bootstrap_interval"],
     ),
     Fault(
+        "eval-json-not-written",
+        "ppo_discrete.py",
+        """with open(args.eval_json or f"{path.removesuffix('.pt')}.eval.json", "w") as f:""",
+        'with open(os.devnull, "w") as f:',
+        ["tests/test_long_runs.py::test_evaluation_reproduces_the_saved_model[ppo_discrete.py]"],
+    ),
+    Fault(
         "own-statistics",
         "ppo_continuous.py",
         "self.return_rms.update(all_gather_rows(self.returns))",

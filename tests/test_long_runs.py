@@ -161,7 +161,28 @@ def test_evaluation_reproduces_the_saved_model(full_run, script, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert f"{np.mean(returns):.2f} +- {np.std(returns):.2f} over 3 episodes" in proc.stdout
-    assert not (tmp_path / "runs").exists()  # an evaluation writes nothing
+    assert not (tmp_path / "runs").exists()  # an evaluation writes only its JSON, next to the checkpoint:
+    result = json.loads(Path(model_path.removesuffix(".pt") + ".eval.json").read_text())
+    assert result["checkpoint"] == model_path and result["seed"] == 1 + 10_000
+    np.testing.assert_allclose(result["returns"], returns, rtol=1e-12)
+    assert result["mean"] == pytest.approx(np.mean(returns)) and result["std"] == pytest.approx(np.std(returns))
+    again = subprocess.run(  # or where --eval-json says
+        [
+            sys.executable,
+            str(REPO / script),
+            "--eval-checkpoint",
+            model_path,
+            "--eval-episodes",
+            "1",
+            "--eval-json",
+            "e",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0 and json.loads((tmp_path / "e").read_text())["returns"] == returns[:1], again.stderr
 
 
 def test_atari_evaluates_on_the_back_end_it_trained_on(full_runs, tmp_path, monkeypatch, run_fails):
