@@ -818,8 +818,7 @@ class Run:
     def gather(self, obj) -> list:
         """obj of every worker, in rank order ([obj] in a single process)."""
         objects = [obj] * self.world_size
-        if dist.is_initialized():
-            dist.all_gather_object(objects, obj)
+        dist.is_initialized() and dist.all_gather_object(objects, obj)
         return objects
 
     def request_stop(self, signum, frame):
@@ -1045,8 +1044,7 @@ def first_non_finite(state, where: str = "") -> Optional[str]:
 def load_checkpoint(path: str, flag: str) -> dict:
     """A checkpoint this script wrote, loaded with weights_only=True (a pickle cannot run code), or one line why not."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error below says it all
+        with warnings.catch_warnings(action="ignore"):  # torch's notes on pickle protocols: the error below says all
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # no such file, code in the pickle, a truncated file, not a torch file at all
         reason = "it pickles objects other than tensors" if type(e).__name__ == "UnpicklingError" else str(e)
@@ -1080,6 +1078,8 @@ def load_state(target, state: dict, flag: str, path: str) -> None:
 
 def parse_args() -> Args:
     """The command line; with --resume PATH the checkpoint's flags are the defaults (only run control may change)."""
+    if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):  # `python ppo_x.py CartPole-v1`
+        raise UsageError(f"{sys.argv[1]}: the script takes flags only; for an env id, --env-id {sys.argv[1]}")
     args = tyro.cli(Args, description=__doc__)  # --help: the module docstring (usage, detail map), then the flags
     if args.resume is None:
         return args

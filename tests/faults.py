@@ -105,6 +105,20 @@ FAULTS = [
         ["tests/test_long_runs.py::test_evaluation_reproduces_the_saved_model[ppo_discrete.py]"],
     ),
     Fault(
+        "positional-env-id-not-caught",
+        "ppo_atari.py",
+        'if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):',
+        "if False:",
+        ["tests/test_cli.py", "-k", "CartPole-v1 and atari and bad_input"],
+    ),
+    Fault(
+        "mujoco-gl-forced",
+        "ppo_continuous.py",
+        'os.environ.setdefault("MUJOCO_GL", "egl")',
+        'os.environ["MUJOCO_GL"] = "egl"',
+        ["tests/test_continuous.py::test_a_video_renders_with_the_users_mujoco_gl"],
+    ),
+    Fault(
         "own-statistics",
         "ppo_continuous.py",
         "self.return_rms.update(all_gather_rows(self.returns))",

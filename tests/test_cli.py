@@ -121,6 +121,7 @@ COMMON_BAD = [
     (["--checkpoint-every", "-1"], r"--checkpoint-every must be zero or positive, got -1"),
     (["--keep-checkpoints", "0"], r"--keep-checkpoints must be a positive integer, got 0"),
     (["--eval-episodes", "0"], r"--eval-episodes must be a positive integer, got 0"),
+    (["CartPole-v1"], r"CartPole-v1: the script takes flags only; for an env id, --env-id CartPole-v1"),
     (["--resume", "no/such.pt"], r"--resume no/such\.pt is not a readable checkpoint \(\[Errno 2\] No such file"),
     (["--eval-checkpoint", "no/such.pt"], r"--eval-checkpoint no/such\.pt is not a readable checkpoint \(\[Errno 2\]"),
     (["--learning-rate", "inf"], r"--learning-rate must be finite, got inf"),

@@ -190,3 +190,16 @@ def test_save_load_round_trip_gives_identical_actions(tmp_path, shared_network, 
         sampled_loaded = loaded.get_action_and_value(x_loaded)
     for original, reloaded in zip(sampled, sampled_loaded):
         assert torch.equal(original, reloaded)
+
+
+def test_a_video_renders_with_the_users_mujoco_gl(monkeypatch):
+    import os
+
+    from ppo_continuous import make_gym_env
+
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")  # the user's choice stays
+    make_gym_env(Args(env_id="Pendulum-v1"), render_mode="rgb_array").close()
+    assert os.environ["MUJOCO_GL"] == "osmesa"
+    monkeypatch.delenv("MUJOCO_GL")  # none chosen: EGL, which needs no display
+    make_gym_env(Args(env_id="Pendulum-v1"), render_mode="rgb_array").close()
+    assert os.environ["MUJOCO_GL"] == "egl"
