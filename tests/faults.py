@@ -811,7 +811,7 @@ FAULTS += [  # issue 25's promises kept in this round
     Fault(
         "ram-bytes-unscaled",
         "ppo_discrete.py",
-        "        if scale_obs and space.dtype == np.uint8 and np.all(space.high == 255):",
+        "        if args.scale_obs and space.dtype == np.uint8 and np.all(space.high == 255):",
         "        if False:",
         ["tests/test_smoke.py::test_ram_bytes_reach_the_network_scaled_to_0_1"],
     ),
