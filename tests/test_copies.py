@@ -92,3 +92,15 @@ def test_each_script_stays_fork_sized(script):
     """A fork copies one file: what it adds is paid for by writing the rest plainly, not by growing the file."""
     assert not budget_overruns((ROOT / script).read_text(), BUDGETS[script])
     assert budget_overruns((ROOT / script).read_text() + "\n" * 451, BUDGETS[script])  # the check can fail
+
+
+def test_every_fault_in_tests_faults_still_applies():
+    # a fault whose text the code no longer has would test nothing: `python tests/faults.py` would not make it
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import faults
+
+    stale = [f.name for f in faults.FAULTS if (ROOT / f.file).read_text().count(f.old) != 1]
+    assert not stale, f"faults whose text is not exactly once in their file: {stale}"
+    assert len({f.name for f in faults.FAULTS}) == len(faults.FAULTS), "two faults of one name"
