@@ -104,3 +104,9 @@ def test_every_fault_in_tests_faults_still_applies():
     stale = [f.name for f in faults.FAULTS if (ROOT / f.file).read_text().count(f.old) != 1]
     assert not stale, f"faults whose text is not exactly once in their file: {stale}"
     assert len({f.name for f in faults.FAULTS}) == len(faults.FAULTS), "two faults of one name"
+
+
+def test_the_scripts_end_with_the_same_main_block():
+    # how a script ends (one-line errors, signals, a torchrun worker's exit) is a copy too
+    ends = {script: (ROOT / script).read_text().rsplit('\nif __name__ == "__main__":\n', 1)[1] for script in SCRIPTS}
+    assert len(set(ends.values())) == 1, "the `if __name__ == '__main__':` blocks at the ends of the scripts differ"
