@@ -1235,9 +1235,9 @@ if __name__ == "__main__":
         sys.exit(128 + stop.args[0])
     except OSError as e:  # the file system outside a run (a run reports its own): a read-only working directory
         sys.exit(f"{script}: error: {e.filename or 'a file'}: {e.strerror or e}")
-    finally:  # torchrun: a worker exits here, skipping a C++ teardown that can abort it ("terminate called ...")
-        if os.environ.get("LOCAL_RANK") and isinstance(end := sys.exc_info()[1], (SystemExit, type(None))):
-            code = getattr(end, "code", 0) or 0  # SystemExit's: an exit code, or a line to print (exit code 1)
+    finally:  # torchrun: a worker ends here, without the C++ teardown that can abort it ("terminate called ..."),
+        code = getattr(end := sys.exc_info()[1], "code", 0) or 0  # but not after bad input (2): rank 0 may be printing
+        if os.environ.get("LOCAL_RANK") and isinstance(end, (SystemExit, type(None))) and code != 2:
             sys.stdout.flush()
-            sys.stderr.write(f"{code}\n" if isinstance(code, str) else "")
+            sys.stderr.write(f"{code}\n" if isinstance(code, str) else "")  # SystemExit's code: a number, or a line
             os._exit(1 if isinstance(code, str) else code)
