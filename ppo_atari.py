@@ -47,7 +47,7 @@ import os
 import random
 import signal
 import time
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -189,8 +189,10 @@ class RunControlArgs:
     """how many of the latest checkpoints to keep in runs/<run_name>/checkpoints/"""
     resume: Optional[str] = None
     """continue the run of this checkpoint, with the flags it saved (flags given must match, except run control)"""
+    eval_every: int = 0
+    """evaluate every this many iterations (0: never), log eval/*, keep the best model as runs/<run_name>/best.pt"""
     eval_episodes: int = 10
-    """full games of the argmax policy evaluated after --save-model or by --eval-checkpoint (env seed: seed + 10000)"""
+    """full games of the argmax policy per evaluation (--save-model, --eval-every, --eval-checkpoint; seed + 10000)"""
     eval_checkpoint: Optional[str] = None
     """only evaluate this checkpoint (no training), print its mean return and write the returns as JSON (--eval-json)"""
     eval_json: Optional[str] = None
@@ -801,14 +803,14 @@ def main(args: Args) -> TrainState:
     return state
 
 
-# ==== Run control: not PPO, skip on a first read ====
-# Around `train`: checks, workers, signals, logs, checkpoints, --resume, evaluation (README: "Your own loop" drops it)
+# ==== Run control around `train`: not PPO, skip on a first read (README: "Your own loop" drops it) ====
 
 import fcntl
 import glob
 import json
 import resource
 import shlex
+import shutil
 import sys
 import threading
 import warnings
@@ -826,8 +828,7 @@ def stop_at_once(signum, frame):
 
 
 class Run:
-    """Run control around `train`: entering checks the input, joins the workers, seeds, takes a new run's directory and
-    SIGINT / SIGTERM; `start` restores --resume, opens the writers; `log` follows each iteration; `finish` saves."""
+    """Around `train`: entering checks, joins workers, takes a run directory and the signals; start, log, finish."""
 
     def __init__(self, args: Args):
         self.args, self.world_size = args, int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's workers
@@ -839,17 +840,16 @@ class Run:
         self.rollout_bytes, self.rollout_flags = check_env(args)  # and the network's, where it grows with flags
         self.num_iterations = args.total_timesteps // (args.num_envs * args.num_steps * self.world_size)
         self.state = self.writer = self.wandb_run = self.evaluation = self.stop_signal = self.stopping = None
-        saved, self.evaluating = self.checkpoint or {}, False  # the run's totals go on across resumptions
+        saved, self.evaluating, self.best = self.checkpoint or {}, False, -np.inf  # totals go on across resumptions
         self.returns, self.episodes = saved.get("returns", torch.zeros(0)).tolist(), saved.get("episodes", 0)
         self.created, self.last_checkpoint, self.sps = time.time() - saved.get("wall_seconds", 0.0), args.resume, 0
 
     def __enter__(self) -> "Run":
         args, use_cuda = self.args, torch.cuda.is_available() and self.args.cuda
-        self.rank, self.device = 0, torch.device("cuda" if use_cuda else "cpu")
+        self.rank = int(os.environ.get("RANK", "0"))  # torchrun's rank of this worker (dist.get_rank() once joined)
+        self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if use_cuda else torch.device("cpu")
         if self.world_size > 1:  # torchrun: join the process group, one GPU each
             dist.init_process_group("nccl" if use_cuda else "gloo")
-            self.rank = dist.get_rank()
-            self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if use_cuda else self.device
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")  # or `ulimit -v`, or a GPU's free memory
         memory = min(memory, resource.getrlimit(resource.RLIMIT_AS)[0] % 2**64)  # (no limit: -1, so 2**64 - 1)
         memory = torch.cuda.mem_get_info(self.device)[0] if use_cuda else memory
@@ -893,8 +893,10 @@ class Run:
             load_state(state, {**self.checkpoint, "rng": self.checkpoint["rng"][self.rank]}, "--resume", args.resume)
         self.start_step, self.start_time = state.global_step, time.time()
         if self.rank == 0:
-            if self.checkpoint:  # a resumed run takes its directory once its state fits
+            if self.checkpoint:  # a resumed run takes its directory once its state fits, and keeps a better best.pt
                 _, self.lock = claim_run_dir(args, self.checkpoint)
+                with suppress(OSError, ValueError, KeyError, TypeError):
+                    self.best = float(json.load(open(f"runs/{self.name}/best.eval.json"))["mean"])
             saved = self.checkpoint or {"wandb_id": None, "global_step": -1}  # a resumed run drops what came after
             if args.track:  # before the writer: W&B follows the TensorBoard files written after it starts
                 import wandb
@@ -923,22 +925,24 @@ class Run:
                 self.writer.add_scalar(tag, value, state.global_step)
             done, last = state.iteration / self.num_iterations, self.returns[-100:]
             if state.iteration % max(1, self.num_iterations // 20) == 0 or done == 1:
-                minutes, seconds = divmod(int((self.args.total_timesteps - state.global_step) / max(self.sps, 1)), 60)
-                eta = f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
+                left = int((self.args.total_timesteps - state.global_step) / max(self.sps, 1))  # seconds
                 returns = f"{np.mean(last):.1f}" if last else "n/a"
                 total = state.global_step // state.iteration * self.num_iterations
                 status = f"step {state.global_step}/{total} ({done:.0%}) | SPS {self.sps} | return {returns}"
-                print(f"{status} (last {len(last)} episodes) | ETA {eta}", flush=True)
-        if self.stopping or (self.args.checkpoint_every and state.iteration % self.args.checkpoint_every == 0):
+                print(f"{status} (last {len(last)} episodes) | ETA {left // 3600}h{left // 60 % 60:02d}m", flush=True)
+        evaluate_now = self.args.eval_every and state.iteration % self.args.eval_every == 0 and not self.stopping
+        checkpoint_now = self.args.checkpoint_every and state.iteration % self.args.checkpoint_every == 0
+        if self.stopping or evaluate_now or checkpoint_now:
             self.save(f"runs/{self.name}/checkpoints/iteration_{state.iteration:07d}.pt")
-            if self.rank == 0:  # keep the latest written (a resumed run's own are the latest); no stale tmp file
-                written = sorted(glob.glob(f"runs/{self.name}/checkpoints/*.pt"), key=os.path.getmtime)
-                for path in written[: -self.args.keep_checkpoints] + glob.glob(f"runs/{self.name}/checkpoints/*.tmp"):
-                    os.remove(path)
+        if evaluate_now and self.rank == 0 and (result := self.evaluate(state.global_step))["mean"] > self.best:
+            self.best, best = result["mean"], f"runs/{self.name}/best"  # the best model so far, and its evaluation
+            shutil.copyfile(self.last_checkpoint, f"{best}.pt.tmp")
+            os.replace(f"{best}.pt.tmp", f"{best}.pt")
+            write_json(f"{best}.eval.json", result | {"checkpoint": f"{best}.pt", "global_step": state.global_step})
         return self.stopping is not None
 
     def save(self, path: str) -> None:
-        """A checkpoint of the whole state and every worker's RNGs, never with a non-finite number; rank 0 writes it."""
+        """A checkpoint of the whole state and every worker's RNGs, never non-finite; rank 0 writes it (and rotates)."""
         checkpoint = {"format": CHECKPOINT_FORMAT, "args": vars(self.args), "run_name": self.name}
         checkpoint |= {"wandb_id": self.wandb_run and self.wandb_run.id, **self.state.state_dict()}
         checkpoint |= {"episodes": self.episodes, "returns": torch.tensor(self.returns[-100:], dtype=torch.float64)}
@@ -954,6 +958,9 @@ class Run:
                 os.path.exists(f"{path}.tmp") and os.remove(f"{path}.tmp")
                 reason = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
                 raise OSError(getattr(e, "errno", None), reason, path) from None  # reported in one line on leaving
+            written = sorted(glob.glob(f"runs/{self.name}/checkpoints/*.pt"), key=os.path.getmtime)  # newest last
+            for stale in written[: -self.args.keep_checkpoints] + glob.glob(f"runs/{self.name}/checkpoints/*.tmp"):
+                os.remove(stale)
         self.last_checkpoint = path
 
     def finish(self, state: TrainState) -> None:
@@ -967,17 +974,21 @@ class Run:
         self.save(f"runs/{self.name}/{self.args.exp_name}.pt")
         if self.rank == 0:
             print(f"model saved to {self.last_checkpoint}")
-            self.evaluating, video_folder = True, self.video_folder and f"{self.video_folder}/eval"
-            if self.stop_signal:  # no iteration is left to finish: a signal stops the evaluation at once
-                raise SignalStop(self.stop_signal)
-            seed, episodes = self.args.seed + 10_000, self.args.eval_episodes
-            returns = evaluate(self.last_checkpoint, episodes, seed, self.device, video_folder)
-            self.evaluation, std = float(np.mean(returns)), float(np.std(returns))
+            returns = self.evaluate(state.global_step, self.video_folder and f"{self.video_folder}/eval")["returns"]
             for episode, episode_return in enumerate(returns):
                 self.writer.add_scalar("eval/episodic_return", episode_return, episode)
-            for tag, value in {"eval/mean_return": self.evaluation, "eval/std_return": std}.items():
-                self.writer.add_scalar(tag, value, state.global_step)
-            print(f"evaluation of {self.last_checkpoint}: {self.evaluation:.2f} +- {std:.2f} over {episodes} episodes")
+
+    def evaluate(self, step: int, video_folder: Optional[str] = None) -> dict:
+        """Rank 0: the last checkpoint's evaluation on fresh envs, logged at `step` (a signal stops it at once)."""
+        self.evaluating, seed, path = True, self.args.seed + 10_000, self.last_checkpoint
+        if self.stop_signal:  # no iteration is left to finish: a signal stops the evaluation at once
+            raise SignalStop(self.stop_signal)
+        returns = evaluate(path, self.args.eval_episodes, seed, self.device, video_folder)
+        self.evaluating, self.evaluation, std = False, float(np.mean(returns)), float(np.std(returns))
+        for tag, value in {"eval/mean_return": self.evaluation, "eval/std_return": std}.items():
+            self.writer.add_scalar(tag, value, step)
+        print(f"evaluation of {path} (step {step}): {self.evaluation:.2f} +- {std:.2f} over {len(returns)} episodes")
+        return {"checkpoint": path, "seed": seed, "mean": self.evaluation, "std": std, "returns": returns}
 
     def __exit__(self, kind, error, traceback) -> None:
         """summary.json (how the run ended, its totals and flags); all put back; a failed write or a NaN: one line."""
@@ -1002,13 +1013,10 @@ class Run:
             summary |= {"wall_seconds": round(time.time() - self.created, 3), "last_checkpoint": self.last_checkpoint}
             summary |= {"mean_return_last_100": np.mean(self.returns[-100:]) if self.returns else None}
             summary |= {"eval_mean_return": self.evaluation, "args": vars(args)}
-            path = f"runs/{self.name}/summary.json"
             try:
-                with open(f"{path}.tmp", "w") as f:
-                    json.dump(json.loads(json.dumps(summary), parse_constant=lambda _: None), f, indent=2)
-                os.replace(f"{path}.tmp", path)
+                write_json(f"runs/{self.name}/summary.json", summary)
             except OSError as e:  # the run's own error (a full disk, say) is the one to report
-                print(f"warning: cannot write {path}: {e.strerror or e}", file=sys.stderr)
+                print(f"warning: cannot write {e.filename}: {e.strerror or e}", file=sys.stderr)
         if self.wandb_run is not None:
             import wandb
 
@@ -1031,9 +1039,7 @@ class Run:
 
 
 def check_args(args, world_size: int, counts: list[str], positive: list[str], non_negative: list[str]) -> None:
-    """The checks all scripts share: counts positive, numbers in their ranges and finite; the batch splits into
-    --num-minibatches (of whole env sequences with --recurrent; two samples or more with --norm-adv), and
-    --total-timesteps holds one; --track has a W&B login (unless W&B logs offline)."""
+    """The checks all scripts share: numbers in range and finite, batch splits, a W&B login for --track."""
     rules = [(counts, "a positive integer"), (positive, "a positive number"), (non_negative, "zero or positive")]
     for names, must in rules:
         for name, value in [(name, getattr(args, name)) for name in names if getattr(args, name) is not None]:
@@ -1070,16 +1076,14 @@ def check_args(args, world_size: int, counts: list[str], positive: list[str], no
 def claim_run_dir(args, checkpoint: Optional[dict]) -> tuple:
     """runs/<run> (a new run: <name>_2, _3, ... if taken), locked while this process lives -> its name, the lock."""
     name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    names = [checkpoint["run_name"]] if checkpoint else [name, *(f"{name}_{k}" for k in range(2, 10_000))]
     if "/" in args.exp_name:  # nothing outside runs/ (a checkpoint's run name is checked when it loads)
         raise UsageError(f"--exp-name {args.exp_name!r} must be one folder name, without '/'")
-    for run_name in names:
+    for run_name in [checkpoint["run_name"]] if checkpoint else [name, *(f"{name}_{k}" for k in range(2, 10_000))]:
         try:
             os.makedirs(f"runs/{run_name}", exist_ok=checkpoint is not None)
             lock = open(f"runs/{run_name}/.lock", "w")
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            with open(f"runs/{run_name}/summary.json", "w") as f:  # until the run ends: a scheduler sees it runs
-                json.dump({"run": run_name, "ended": "running"}, f)
+            write_json(f"runs/{run_name}/summary.json", {"run": run_name, "ended": "running"})  # until it ends
             return run_name, lock
         except FileExistsError:
             continue
@@ -1107,8 +1111,7 @@ def load_checkpoint(path: str, flag: str) -> dict:
     found = checkpoint.get("format", "no format field") if isinstance(checkpoint, dict) else type(checkpoint).__name__
     kinds = {"args": dict, "run_name": str, "rng": list, "global_step": int, "model": dict, "optimizer": dict}
     odd = [found] if found != CHECKPOINT_FORMAT else [f"missing {k}" for k in {*kinds, "wandb_id"} - checkpoint.keys()]
-    # from elsewhere, a file may hold anything: what the run control reads is checked first (older files: no totals)
-    kinds |= {"iteration": int, "episodes": int, "returns": torch.Tensor, "wall_seconds": float}
+    kinds |= {"iteration": int, "episodes": int, "returns": torch.Tensor, "wall_seconds": float}  # (older: no totals)
     odd += [f"type of {k}" for k in kinds if not odd and not isinstance(checkpoint.get(k, kinds[k]()), kinds[k])]
     odd += [f"{key} < 0" for key in ("global_step", "iteration", "episodes") if not odd and checkpoint.get(key, 0) < 0]
     odd += [] if odd or checkpoint["run_name"].strip(".") and "/" not in checkpoint["run_name"] else ["run_name"]
@@ -1158,20 +1161,24 @@ def evaluate_checkpoint(args) -> None:
     returns = evaluate(path, args.eval_episodes, seed, video_folder=video_folder)
     result = {"checkpoint": path, "seed": seed, "mean": np.mean(returns), "std": np.std(returns), "returns": returns}
     print(f"evaluation of {path}: {result['mean']:.2f} +- {result['std']:.2f} over {len(returns)} episodes")
-    with open(args.eval_json or f"{path.removesuffix('.pt')}.eval.json", "w") as f:  # for scripts and CI
-        json.dump(json.loads(json.dumps(result), parse_constant=lambda _: None), f, indent=2)  # NaN, inf: null
+    write_json(args.eval_json or f"{path.removesuffix('.pt')}.eval.json", result)  # for scripts and CI
 
 
-# ---- This script's checks, checkpoint format and evaluation ----
+def write_json(path: str, obj: dict) -> None:
+    """obj as valid JSON (NaN, inf: null), in place of the file at once (never half written)."""
+    with open(f"{path}.tmp", "w") as f:
+        json.dump(json.loads(json.dumps(obj), parse_constant=lambda _: None), f, indent=2)
+    os.replace(f"{path}.tmp", path)
 
-CHECKPOINT_FORMAT = "ppo37 ppo_atari.py checkpoint v2"
+
+CHECKPOINT_FORMAT = "ppo37 ppo_atari.py checkpoint v2"  # from here on: this script's own checks and evaluation
 
 
 def validate_args(args: Args, world_size: int) -> None:
     """Reject settings that cannot work, naming the flag and what would."""
     counts = ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "frame_skip"]
     positive = ["learning_rate", "adam_eps", "clip_coef", "max_grad_norm", "kl_target", "target_kl"]
-    non_negative = ["ent_coef", "vf_coef", "kl_coef", "noop_max", "checkpoint_every", "torch_threads"]
+    non_negative = ["ent_coef", "vf_coef", "kl_coef", "noop_max", "checkpoint_every", "eval_every", "torch_threads"]
     counts += ["frame_stack", "lstm_hidden_size", "keep_checkpoints", "eval_episodes"]
     check_args(args, world_size, counts, positive, non_negative)
     if args.capture_video and args.env_backend == "ale":
@@ -1198,14 +1205,14 @@ def check_env(args: Args) -> tuple[int, str]:
 
 @torch.no_grad()
 def evaluate(path: str, episodes: int, seed: int = 1, device=torch.device("cpu"), video_folder=None) -> list[float]:
-    """Raw scores of whole games of a checkpoint's deterministic (argmax) policy on a fresh env of the back end it
-    trained on, with the run's Atari settings (the back ends differ in details: see the module docstring)."""
+    """Raw scores of whole games of a checkpoint's argmax policy on a fresh env of its back end and Atari settings."""
     checkpoint = load_checkpoint(path, "--eval-checkpoint")
     saved = Args(**{**checkpoint["args"], "num_envs": 1, "vector_mode": "sync"})
     if video_folder is not None and saved.env_backend == "ale":
         raise UsageError("--capture-video: the model trained on the ale back end, which does not render; drop the flag")
     envs = make_envs(saved, video_folder)
-    agent = Agent(saved, int(envs.single_action_space.n)).to(device)
+    with torch.random.fork_rng(devices=[]):  # a new network draws its weights: the caller's RNG is left as it was
+        agent = Agent(saved, int(envs.single_action_space.n)).to(device)
     load_state(agent, checkpoint["model"], "--eval-checkpoint", path)
     (obs, info), returns = envs.reset(seed=seed), []
     game_scores, start = GameScores(info["lives"]), torch.ones(1, device=device)
@@ -1227,8 +1234,7 @@ if __name__ == "__main__":
     try:
         main(parse_args())
     except UsageError as e:  # under torchrun every worker finds the same error: rank 0 reports it
-        if os.environ.get("RANK", "0") == "0":
-            print(f"{script}: error: {e}", file=sys.stderr)
+        os.environ.get("RANK", "0") == "0" and print(f"{script}: error: {e}", file=sys.stderr)
         sys.exit(2)
     except SignalStop as stop:  # a second signal, or one outside the training loop
         print(f"{script}: {signal.Signals(stop.args[0]).name}: stopped", file=sys.stderr)

@@ -31,6 +31,7 @@ class Fault:
 
 LONG = "tests/test_long_runs.py"
 PROMISES = "tests/test_promises.py"
+EVERY = "tests/test_eval_every.py"
 FAULTS = [
     Fault(
         "lr-not-set",
@@ -100,8 +101,8 @@ FAULTS = [
     Fault(
         "eval-json-not-written",
         "ppo_discrete.py",
-        """with open(args.eval_json or f"{path.removesuffix('.pt')}.eval.json", "w") as f:""",
-        'with open(os.devnull, "w") as f:',
+        """write_json(args.eval_json or f"{path.removesuffix('.pt')}.eval.json", result)""",
+        "pass",
         ["tests/test_long_runs.py::test_evaluation_reproduces_the_saved_model[ppo_discrete.py]"],
     ),
     Fault(
@@ -205,8 +206,8 @@ FAULTS = [
     Fault(
         "evaluation-ignores-signals",
         "ppo_continuous.py",
-        "self.evaluating, video_folder = True,",
-        "self.evaluating, video_folder = False,",
+        "self.evaluating, seed, path = True,",
+        "self.evaluating, seed, path = False,",
         ["tests/test_faults.py", "-k", "evaluation_after_training and continuous"],
     ),
     Fault(
@@ -269,15 +270,15 @@ FAULTS = [
     Fault(
         "stale-summary-while-running",
         "ppo_discrete.py",
-        'json.dump({"run": run_name, "ended": "running"}, f)',
+        'write_json(f"runs/{run_name}/summary.json", {"run": run_name, "ended": "running"})',
         "pass  # the previous process's summary stays",
         [f"{PROMISES}::test_a_second_process_on_a_run_in_use_is_refused_and_a_killed_one_lets_go"],
     ),
     Fault(
         "summary-with-infinity",
         "ppo_discrete.py",
-        "json.dump(json.loads(json.dumps(summary), parse_constant=lambda _: None), f, indent=2)",
-        "json.dump(summary, f, indent=2)",
+        "json.dump(json.loads(json.dumps(obj), parse_constant=lambda _: None), f, indent=2)",
+        "json.dump(obj, f, indent=2)",
         [f"{PROMISES}::test_summary_is_valid_json_when_a_return_is_not_finite"],
     ),
     Fault(
@@ -814,6 +815,70 @@ FAULTS += [  # issue 25's promises kept in this round
         "        if args.scale_obs and space.dtype == np.uint8 and np.all(space.high == 255):",
         "        if False:",
         ["tests/test_smoke.py::test_ram_bytes_reach_the_network_scaled_to_0_1"],
+    ),
+    # issue 26: evaluation during training (--eval-every) and the best model
+    Fault(
+        "eval-every-never",
+        "ppo_discrete.py",
+        "evaluate_now = self.args.eval_every and state.iteration % self.args.eval_every == 0 and not self.stopping",
+        "evaluate_now = False",
+        [f"{EVERY}::test_the_model_is_evaluated_every_n_iterations_and_the_best_is_kept[ppo_discrete.py]"],
+    ),
+    Fault(
+        "best-not-kept",
+        "ppo_continuous.py",
+        '(result := self.evaluate(state.global_step))["mean"] > self.best:',
+        '(result := self.evaluate(state.global_step))["mean"] > np.inf:',
+        [f"{EVERY}::test_the_model_is_evaluated_every_n_iterations_and_the_best_is_kept[ppo_continuous.py]"],
+    ),
+    Fault(
+        "best-always-replaced",
+        "ppo_atari.py",
+        '(result := self.evaluate(state.global_step))["mean"] > self.best:',
+        '(result := self.evaluate(state.global_step))["mean"] > -np.inf:',
+        [f"{EVERY}::test_the_model_is_evaluated_every_n_iterations_and_the_best_is_kept[ppo_atari.py]"],
+    ),
+    Fault(
+        "best-overwritten-on-resume",
+        "ppo_discrete.py",
+        'self.best = float(json.load(open(f"runs/{self.name}/best.eval.json"))["mean"])',
+        "pass",
+        [f"{EVERY}::test_a_resumed_run_keeps_a_better_best_model"],
+    ),
+    Fault(
+        "evaluation-draws-training-rng",
+        "ppo_discrete.py",
+        "    with torch.random.fork_rng(devices=[]):  # a new network draws its weights: the caller's RNG is left as it was\n        agent",
+        "    if True:\n        agent",
+        [f"{EVERY}::test_the_model_is_evaluated_every_n_iterations_and_the_best_is_kept[ppo_discrete.py]"],
+    ),
+    Fault(
+        "evaluation-draws-training-rng-atari",
+        "ppo_atari.py",
+        "    with torch.random.fork_rng(devices=[]):  # a new network draws its weights: the caller's RNG is left as it was\n        agent",
+        "    if True:\n        agent",
+        [f"{EVERY}::test_the_model_is_evaluated_every_n_iterations_and_the_best_is_kept[ppo_atari.py]"],
+    ),
+    Fault(
+        "periodic-evaluation-ignores-signals",
+        "ppo_atari.py",
+        "self.evaluating, seed, path = True,",
+        "self.evaluating, seed, path = False,",
+        ["tests/test_faults.py", "-k", "periodic_evaluation_at_once and atari"],
+    ),
+    Fault(
+        "every-rank-evaluates",
+        "ppo_discrete.py",
+        "if evaluate_now and self.rank == 0 and",
+        "if evaluate_now and",
+        ["tests/test_distributed.py::test_workers_end_bit_identical[ppo_discrete.py]"],
+    ),
+    Fault(
+        "negative-eval-every-accepted",
+        "ppo_atari.py",
+        '"noop_max", "checkpoint_every", "eval_every", "torch_threads"]',
+        '"noop_max", "checkpoint_every", "torch_threads"]',
+        ["tests/test_cli.py", "-k", "eval-every and atari"],
     ),
 ]
 

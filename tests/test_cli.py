@@ -194,14 +194,25 @@ BAD_INPUT = [(script, *case) for script in FLAGS for case in COMMON_BAD] + [
     (
         "ppo_continuous.py",
         ["--env-id", "CartPole-v1"],
-        r"--env-id CartPole-v1 has a Discrete action space.*use ppo_discrete\.py",
+        r"--env-id CartPole-v1: Discrete actions \(Discrete ones: ppo_discrete\.py\)",
+    ),
+    ("ppo_continuous.py", ["--clip-obs", "-1"], r"--clip-obs must be zero or positive, got -1"),
+    # (a budget too small for one batch: a check that lets the flag pass fails at once, on another flag)
+    (
+        "ppo_discrete.py",
+        ["--eval-every", "-1", "--total-timesteps", "1"],
+        r"--eval-every must be zero or positive, got -1",
     ),
     (
         "ppo_continuous.py",
-        ["--env-id", "tests.envs:UnboundedBox-v0"],
-        r"--clip-action: the action space .* is unbounded.*--no-clip-action",
+        ["--eval-every", "-2", "--total-timesteps", "1"],
+        r"--eval-every must be zero or positive, got -2",
     ),
-    ("ppo_continuous.py", ["--clip-obs", "-1"], r"--clip-obs must be zero or positive, got -1"),
+    (
+        "ppo_atari.py",
+        ["--eval-every", "-3", "--total-timesteps", "1"],
+        r"--eval-every must be zero or positive, got -3",
+    ),
     (
         "ppo_atari.py",
         ["--env-backend", "ale", "--capture-video"],
@@ -218,7 +229,8 @@ def test_bad_input_is_one_clear_line_and_exit_2(run_fails, script, flags, expect
 
 
 def test_unbounded_actions_train_without_clipping(train):
-    run = train("ppo_continuous.py", *TINY, "--env-id", "tests.envs:UnboundedBox-v0", "--no-clip-action")
+    # --clip-action (the default) clips to infinite bounds: nothing, as CleanRL's ClipAction and SB3 do there
+    run = train("ppo_continuous.py", *TINY, "--env-id", "tests.envs:UnboundedBox-v0")
     # the env pays -sum(a^2) over 16 steps: std-1 samples of 2 components, unclipped, cost ~2 a step
     returns = run.scalars("charts/episodic_return")
     assert returns and np.mean(returns) < -10

@@ -73,6 +73,8 @@ def test_workers_end_bit_identical(tmp_path, script, monkeypatch):
         "--save-model",
         "--eval-episodes",
         "1",
+        "--eval-every",
+        "2",
     )
     assert_identical(rank0, rank1)
     # the global step counts both workers: workers x envs x steps x iterations
@@ -81,8 +83,9 @@ def test_workers_end_bit_identical(tmp_path, script, monkeypatch):
     assert rank0["global_step"] == 2 * 2 * 32 * iterations == total
     assert run.steps("charts/SPS")[-1] == total
     assert torch.load(f"{run.run_dir}/{script[:-3]}.pt", weights_only=True)["global_step"] == total
-    # only rank 0 reports: one header line, one evaluation line
-    assert run.stdout.count("iterations of 64 steps x 2 workers") == 1 and run.stdout.count("evaluation of") == 1
+    # only rank 0 reports and evaluates (every 2 iterations, and the saved model): one header line, one line each
+    assert run.stdout.count("iterations of 64 steps x 2 workers") == 1
+    assert run.stdout.count("evaluation of") == iterations // 2 + 1 and os.path.exists(f"{run.run_dir}/best.pt")
     records = [torch.load(tmp_path / f"rank{rank}_records.pt", weights_only=True) for rank in range(2)]
     assert all(r["checked_gradient_steps"] == iterations * 2 * 2 for r in records)  # 2 epochs x 2 minibatches
     if script == "ppo_continuous.py":  # the statistics are those of both workers' data

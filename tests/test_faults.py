@@ -2,6 +2,7 @@
 in-process checks that catch faults a run's logs would hide (V(final obs), resuming mid-run)."""
 
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -187,6 +188,22 @@ def test_a_signal_stops_the_evaluation_after_training_at_once(tmp_path, script):
     assert "evaluation of" not in stdout
     (model,) = glob.glob(str(tmp_path / "runs" / "*" / f"{script[:-3]}.pt"))
     assert module(script).load_checkpoint(model, "--eval-checkpoint")["global_step"] == 1024
+
+
+def test_a_signal_stops_a_periodic_evaluation_at_once(tmp_path, script):
+    # as the evaluation after training: the iteration's checkpoint is written before it, so nothing is lost
+    proc = start(tmp_path, script, *TINY, "--eval-every", "2", "--eval-episodes", "100000")
+    deadline = time.time() + 120
+    while not glob.glob(str(tmp_path / "runs" / "*" / "checkpoints" / "iteration_0000002.pt")):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1]
+        time.sleep(0.1)
+    time.sleep(1)
+    stdout, stderr, seconds = stop_quickly(proc, signal.SIGINT)
+    assert proc.returncode == 130 and seconds < 5, (proc.returncode, seconds, stderr)
+    assert one_line(stderr) == f"{script}: SIGINT: stopped" and "evaluation of" not in stdout
+    (summary,) = glob.glob(str(tmp_path / "runs" / "*" / "summary.json"))
+    summary = json.loads(open(summary).read())
+    assert summary["ended"] == "signal SIGINT" and summary["last_checkpoint"].endswith("iteration_0000002.pt")
 
 
 def test_a_signal_stops_eval_checkpoint_at_once(tmp_path, script):
