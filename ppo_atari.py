@@ -100,8 +100,8 @@ class AlgorithmArgs:
     """detail 17: press FIRE after a reset in games that have it (gymnasium back end: after a lost life too)"""
     frame_size: int = 84
     """detail 18: grayscale frames resized to frame_size x frame_size"""
-    clip_reward: bool = True
-    """detail 19: train on the sign of the reward (logged returns stay raw game scores)"""
+    clip_reward: float = 1.0
+    """detail 19: train on rewards clipped to [-c, c]: 1 is the sign of Atari's integer rewards (0: off; logs: raw)"""
     frame_stack: Optional[int] = None
     """detail 20: stack the last frames into one observation (None: 4, or 1 with --recurrent, as in CleanRL)"""
     shared_network: bool = True
@@ -616,8 +616,8 @@ def collect_rollout(envs, agent: Agent, rollout: Rollout, scores: GameScores, ar
         rollout.values[step], rollout.actions[step], rollout.logprobs[step] = value, action, logprob
 
         next_obs, raw_reward, terminated, truncated, info = envs.step(action.cpu().numpy())
-        # detail 19: train on the reward's sign; log the raw game score of whole games
-        reward = np.sign(raw_reward) if args.clip_reward else raw_reward
+        # detail 19: train on the reward clipped to [-1, 1] (game rewards are integers: their sign); log raw scores
+        reward = np.clip(raw_reward, -args.clip_reward, args.clip_reward) if args.clip_reward > 0 else raw_reward
         rollout.rewards[step], rollout.terminations[step], rollout.truncations[step] = reward, terminated, truncated
         rollout.next_start = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
         rollout.next_obs = torch.as_tensor(next_obs, device=device)
@@ -1178,9 +1178,9 @@ def validate_args(args: Args, world_size: int) -> None:
     """Reject settings that cannot work, naming the flag and what would."""
     counts = ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "frame_skip"]
     positive = ["learning_rate", "adam_eps", "clip_coef", "max_grad_norm", "kl_target", "target_kl"]
-    non_negative = ["ent_coef", "vf_coef", "kl_coef", "noop_max", "checkpoint_every", "eval_every", "torch_threads"]
+    non_negative = ["ent_coef", "vf_coef", "kl_coef", "noop_max", "clip_reward", "checkpoint_every", "torch_threads"]
     counts += ["frame_stack", "lstm_hidden_size", "keep_checkpoints", "eval_episodes"]
-    check_args(args, world_size, counts, positive, non_negative)
+    check_args(args, world_size, counts, positive, [*non_negative, "eval_every"])
     if args.capture_video and args.env_backend == "ale":
         raise UsageError("--capture-video records from the gymnasium back end only; add --env-backend gymnasium")
     if args.frame_size < 36:

@@ -731,7 +731,7 @@ FAULTS += [
     Fault(
         "a19-no-sign",
         A,
-        "reward = np.sign(raw_reward) if args.clip_reward else raw_reward",
+        "reward = np.clip(raw_reward, -args.clip_reward, args.clip_reward) if args.clip_reward > 0 else raw_reward",
         "reward = raw_reward",
         [TESTS_A, "-k", "sign"],
     ),
@@ -876,8 +876,8 @@ FAULTS += [  # issue 25's promises kept in this round
     Fault(
         "negative-eval-every-accepted",
         "ppo_atari.py",
-        '"noop_max", "checkpoint_every", "eval_every", "torch_threads"]',
-        '"noop_max", "checkpoint_every", "torch_threads"]',
+        'check_args(args, world_size, counts, positive, [*non_negative, "eval_every"])',
+        "check_args(args, world_size, counts, positive, non_negative)",
         ["tests/test_cli.py", "-k", "eval-every and atari"],
     ),
 ]

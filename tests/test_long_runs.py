@@ -185,6 +185,15 @@ def test_evaluation_reproduces_the_saved_model(full_run, script, tmp_path):
     assert again.returncode == 0 and json.loads((tmp_path / "e").read_text())["returns"] == returns[:1], again.stderr
 
 
+@pytest.mark.parametrize("clip_reward", [True, False])
+def test_an_atari_checkpoint_of_the_boolean_clip_reward_still_loads(full_runs, tmp_path, clip_reward):
+    # --clip-reward was a bool in ppo_atari.py, now a float as in ppo_continuous.py: True / False read as 1 / 0
+    checkpoint = torch.load(checkpoints(full_runs("ppo_atari.py"))[0], weights_only=True)
+    torch.save({**checkpoint, "args": {**checkpoint["args"], "clip_reward": clip_reward}}, tmp_path / "old.pt")
+    loaded = module("ppo_atari.py").load_checkpoint(str(tmp_path / "old.pt"), "--resume")
+    assert loaded["args"]["clip_reward"] == float(clip_reward)
+
+
 def test_atari_evaluates_on_the_back_end_it_trained_on(full_runs, tmp_path, monkeypatch, run_fails):
     m = module("ppo_atari.py")
     checkpoint = torch.load(checkpoints(full_runs("ppo_atari.py"))[0], weights_only=True)

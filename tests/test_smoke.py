@@ -266,7 +266,7 @@ def test_atari_flag_changes_training(train, baseline, backend, flags, env_id):
     assert values != baseline(ATARI, *env).scalars("losses/value_loss")
 
 
-@pytest.mark.parametrize("backend, flags", [("gymnasium", []), ("ale", []), ("ale", ["--no-clip-reward"])])
+@pytest.mark.parametrize("backend, flags", [("gymnasium", []), ("ale", []), ("ale", ["--clip-reward", "0"])])
 def test_atari_logs_unclipped_full_game_scores(train, backend, flags):
     # Pong: a random policy loses whole games at about -21; per-life or clipped accounting could not
     # produce scores this low with episodes this long
