@@ -791,9 +791,9 @@ class Run:
 
     def __enter__(self) -> "Run":
         args, use_cuda = self.args, torch.cuda.is_available() and self.args.cuda
-        self.rank = int(os.environ.get("RANK", "0"))  # torchrun's rank of this worker (dist.get_rank() once joined)
-        self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if use_cuda else torch.device("cpu")
-        if self.world_size > 1:  # torchrun: join the process group, one GPU each
+        self.rank, local = (int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])) if self.world_size > 1 else (0, 0)
+        self.device = torch.device("cuda", local) if use_cuda else torch.device("cpu")  # torchrun: one GPU each
+        if self.world_size > 1:  # torchrun: join the process group (its RANK, LOCAL_RANK above)
             dist.init_process_group("nccl" if use_cuda else "gloo")
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")  # or `ulimit -v`, or a GPU's free memory
         memory = min(memory, resource.getrlimit(resource.RLIMIT_AS)[0] % 2**64)  # (no limit: -1, so 2**64 - 1)

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import REPO, TINY, run_script
 
 SCRIPTS = ["ppo_discrete.py", "ppo_continuous.py", "ppo_atari.py"]
-BANNER = "# ==== Run control: not PPO, skip on a first read ===="
+BANNER = "# ==== Run control"
 ONE_UPDATE = ["--update-epochs", "1", "--num-minibatches", "1"]  # one minibatch of the whole batch, one step
 FLAGS = {
     "ppo_discrete.py": [],
