@@ -838,8 +838,8 @@ class Run:
         if self.rank == 0:
             if self.checkpoint:  # a resumed run takes its directory once its state fits, and keeps a better best.pt
                 _, self.lock = claim_run_dir(args, self.checkpoint)
-                with suppress(OSError, ValueError, KeyError, TypeError):
-                    self.best = float(json.load(open(f"runs/{self.name}/best.eval.json"))["mean"])
+                with suppress(OSError, ValueError, KeyError, TypeError), open(f"runs/{self.name}/best.eval.json") as f:
+                    self.best = float(json.load(f)["mean"])
             saved = self.checkpoint or {"wandb_id": None, "global_step": -1}  # a resumed run drops what came after
             if args.track:  # before the writer: W&B follows the TensorBoard files written after it starts
                 import wandb

@@ -841,7 +841,7 @@ FAULTS += [  # issue 25's promises kept in this round
     Fault(
         "best-overwritten-on-resume",
         "ppo_discrete.py",
-        'self.best = float(json.load(open(f"runs/{self.name}/best.eval.json"))["mean"])',
+        'self.best = float(json.load(f)["mean"])',
         "pass",
         [f"{EVERY}::test_a_resumed_run_keeps_a_better_best_model"],
     ),

@@ -129,15 +129,15 @@ class RewardingEnvs:
         return np.zeros((2, 1, 36, 36), np.uint8), np.full(2, 4.0), ended, ended, {"lives": np.zeros(2, int)}
 
 
-@pytest.mark.parametrize("clip_reward", [1.0, 0.0, 2.5, True])
-def test_rewards_are_trained_on_as_their_sign_and_scored_raw(clip_reward):
+@pytest.mark.parametrize("clip_reward, trained_on", [(1.0, 1.0), (0.0, 4.0), (2.5, 2.5), (True, 1.0)])
+def test_rewards_are_trained_on_as_their_sign_and_scored_raw(clip_reward, trained_on):
     # detail 19: the rollout keeps the reward clipped to [-c, c] (c = 1: the sign of integer game rewards; 0: the
     # reward; True: a checkpoint of the flag's boolean days, read as 1), the game score the raw sum
     args = Args(frame_size=36, frame_stack=1, num_envs=2, num_steps=3, clip_reward=clip_reward)
     rollout, scores = Rollout(args, (1, 36, 36), torch.device("cpu")), GameScores(np.zeros(2))
     rollout.next_obs, rollout.next_start = torch.zeros((2, 1, 36, 36), dtype=torch.uint8), torch.ones(2)
     collect_rollout(RewardingEnvs(), Agent(args, 4), rollout, scores, args, 0, 1)
-    assert np.all(rollout.rewards == (min(clip_reward, 4.0) or 4.0)) and np.all(scores.scores == 12.0)
+    assert np.all(rollout.rewards == trained_on) and np.all(scores.scores == 12.0)
 
 
 @pytest.mark.parametrize("backend", ["gymnasium", "ale"])
