@@ -1235,7 +1235,7 @@ if __name__ == "__main__":
         main(parse_args())
     except UsageError as e:  # under torchrun every worker finds the same error: rank 0 reports it
         os.environ.get("RANK", "0") == "0" and print(f"{script}: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(2)  # a single process then ends without exit hooks (W&B's can wait minutes for its server)
     except SignalStop as stop:  # a second signal, or one outside the training loop
         print(f"{script}: {signal.Signals(stop.args[0]).name}: stopped", file=sys.stderr)
         sys.exit(128 + stop.args[0])
@@ -1243,7 +1243,7 @@ if __name__ == "__main__":
         sys.exit(f"{script}: error: {e.filename or 'a file'}: {e.strerror or e}")
     finally:  # torchrun: a worker ends here, without the C++ teardown that can abort it ("terminate called ..."),
         code = getattr(end := sys.exc_info()[1], "code", 0) or 0  # but not after bad input (2): rank 0 may be printing
-        if os.environ.get("LOCAL_RANK") and isinstance(end, (SystemExit, type(None))) and code != 2:
+        if isinstance(end, (SystemExit, type(None))) and (code == 2) != bool(os.environ.get("LOCAL_RANK")):
             sys.stdout.flush()
             sys.stderr.write(f"{code}\n" if isinstance(code, str) else "")  # SystemExit's code: a number, or a line
             os._exit(1 if isinstance(code, str) else code)

@@ -57,9 +57,16 @@ FAULTS = [
     Fault(
         "worker-teardown",
         "ppo_discrete.py",
-        'if os.environ.get("LOCAL_RANK") and isinstance(',
-        "if False and isinstance(",
+        'and (code == 2) != bool(os.environ.get("LOCAL_RANK")):',
+        'and code == 2 and not os.environ.get("LOCAL_RANK"):',
         ["tests/test_distributed.py", "-k", "without_the_interpreter_teardown"],
+    ),
+    Fault(
+        "bad-input-waits-for-exit-hooks",
+        "ppo_discrete.py",
+        'and (code == 2) != bool(os.environ.get("LOCAL_RANK")):',
+        'and code != 2 and bool(os.environ.get("LOCAL_RANK")):',
+        ["tests/test_tracking.py::test_track_ends_without_waiting_for_a_stuck_w_and_b_service"],
     ),
     Fault(
         "own-env-module-not-found",

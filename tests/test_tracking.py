@@ -2,8 +2,11 @@
 
 import glob
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from tests.conftest import REPO, TINY, train_in
 
@@ -45,3 +48,28 @@ def test_track_with_a_key_and_no_server_is_one_line_and_exit_2(tmp_path):
     # a port nothing listens on: W&B's own error, after its timeout
     line = refused_track_line(tmp_path, WANDB_API_KEY="0" * 40, WANDB_BASE_URL="http://127.0.0.1:9")
     assert "WANDB_MODE=offline" in line and "wandb login" in line
+
+
+def test_track_ends_without_waiting_for_a_stuck_w_and_b_service(tmp_path):
+    # W&B's exit hook waits for its service process to end: once, after the one line was out, it waited past two
+    # minutes. Here the service is stopped (SIGSTOP) mid-request and never ends: the script exits all the same.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")} | {"HOME": str(tmp_path)}
+    env |= {"WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    command = [sys.executable, str(REPO / "ppo_discrete.py"), "--track", *TINY]
+    run = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    services, logs = [], tmp_path / ".cache" / "wandb" / "logs"
+    while not services and run.poll() is None:  # the service, once it has sent the login's request
+        if "api: retrying error" in "".join(log.read_text() for log in logs.glob("core-debug-*.log")):
+            services = [int(pid) for pid in Path(f"/proc/{run.pid}/task/{run.pid}/children").read_text().split()]
+        time.sleep(0.05)
+    for pid in services:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        returncode = run.wait(timeout=60)
+    finally:
+        run.kill()
+        for pid in services:
+            os.kill(pid, signal.SIGKILL)
+    stderr = run.stderr.read()
+    assert services and returncode == 2, stderr
+    assert len(stderr.splitlines()) == 1 and "WANDB_MODE=offline" in stderr, stderr
