@@ -1,7 +1,8 @@
-"""PPO for Atari (pixels, Discrete actions) on the Arcade Learning Environment, in one file.
+"""PPO for Atari (pixels, Discrete actions) on the Arcade Learning Environment, or any image env, in one file.
 
     python ppo_atari.py --env-id BreakoutNoFrameskip-v4
     python ppo_atari.py --env-id PongNoFrameskip-v4 --env-backend ale   # ale-py's C++ vector env
+    python ppo_atari.py --env-id CarRacing-v3 --env-kwargs continuous=False   # an image env outside the ALE
     torchrun --standalone --nproc_per_node 2 ppo_atari.py --env-id BreakoutNoFrameskip-v4   # 2 data-parallel workers
 
 Defaults reproduce CleanRL's ppo_atari.py (baselines' ppo2 with the DeepMind wrappers); "ours" marks those that do not.
@@ -43,6 +44,7 @@ DETAIL MAP: "The 37 Implementation Details of PPO" (Huang et al., 2022), detail 
   ours bootstrap at time limits        --bootstrap-truncation                 compute_advantages
 """
 
+import ast
 import os
 import random
 import signal
@@ -69,17 +71,17 @@ gym.register_envs(ale_py)
 
 @dataclass
 class AlgorithmArgs:
-    # Experiment
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """name of the experiment, part of the run name runs/<env>__<exp>__<seed>__<time>"""
     seed: int = 1
     """seed of python, numpy, torch and the environments"""
     torch_deterministic: bool = True
     """make torch deterministic (torch.backends.cudnn.deterministic)"""
-
     # Environment
     env_id: str = "BreakoutNoFrameskip-v4"
-    """an ale-py game id, e.g. PongNoFrameskip-v4 or ALE/Pong-v5 (run without ALE's own frame skip or sticky actions)"""
+    """an ale-py game (PongNoFrameskip-v4, ALE/Pong-v5), or an env of image observations and Discrete actions"""
+    env_kwargs: tuple[str, ...] = ()
+    """KEY=VALUE arguments of gym.make, each VALUE a Python literal or else a string (e.g. continuous=False)"""
     env_backend: Literal["gymnasium", "ale"] = "gymnasium"
     """gymnasium: vector env of the wrappers in this file; ale: ale-py's C++ AtariVectorEnv"""
     num_envs: int = 8
@@ -88,16 +90,15 @@ class AlgorithmArgs:
     """detail 1: steps per env per rollout (M); the batch is N x M (x workers under torchrun)"""
     bootstrap_truncation: bool = True
     """on a time-limit truncation, bootstrap with V(final obs) (ours; off reproduces CleanRL)"""
-
     # Atari details
     noop_max: int = 30
-    """detail 14: up to this many no-ops after a reset (a random number from 1); 0 disables"""
+    """detail 14: up to this many no-ops after a reset (a random number from 1); 0 disables (ALE games only)"""
     frame_skip: int = 4
     """detail 15: repeat each action this many frames, max-pool the last two, sum the rewards"""
     episodic_life: bool = True
-    """detail 16: a lost life ends the training episode; the game resets only when it is over"""
+    """detail 16: a lost life ends the training episode; the game resets only when it is over (ALE games only)"""
     fire_reset: bool = True
-    """detail 17: press FIRE after a reset in games that have it (gymnasium back end: after a lost life too)"""
+    """detail 17: press FIRE after a reset in ALE games that have it (gymnasium back end: after a lost life too)"""
     frame_size: int = 84
     """detail 18: grayscale frames resized to frame_size x frame_size"""
     clip_reward: float = 1.0
@@ -108,7 +109,6 @@ class AlgorithmArgs:
     """detail 21: one Nature-CNN trunk for policy and value (off: two trunks)"""
     scale_obs: bool = True
     """detail 22: scale pixels to [0, 1] inside the network"""
-
     # Network
     ortho_init: bool = True
     """detail 2: orthogonal weights (gain sqrt 2, policy head 0.01, value head 1), zero biases"""
@@ -116,7 +116,6 @@ class AlgorithmArgs:
     """details 32-36: an LSTM after the CNN, its state carried across steps (off: feed-forward)"""
     lstm_hidden_size: int = 128
     """size of the LSTM's hidden and cell state, with --recurrent"""
-
     # Optimisation
     learning_rate: float = 2.5e-4
     """detail 4: Adam learning rate (the start value when annealed)"""
@@ -179,7 +178,6 @@ class RunControlArgs:
     """Weights & Biases project"""
     wandb_entity: Optional[str] = None
     """Weights & Biases entity (team); None uses your default"""
-
     # Checkpoints, evaluation, video
     save_model: bool = False
     """write a checkpoint to runs/<run_name>/<exp_name>.pt at the end, then evaluate it (--eval-episodes)"""
@@ -249,12 +247,11 @@ class EpisodicLife(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
     def reset(self, **kwargs):
+        if not self.game_over:  # a lost life: one no-op step, and the game goes on
+            obs, _, terminated, truncated, info = self.env.step(0)
+            self.game_over = terminated or truncated  # the no-op step ended the game: reset it (as SB3 does)
         if self.game_over:
             obs, info = self.env.reset(**kwargs)
-        else:
-            obs, _, terminated, truncated, info = self.env.step(0)
-            if terminated or truncated:  # the no-op step ended the game: reset it (as SB3 does)
-                obs, info = self.env.reset(**kwargs)
         self.lives = self.unwrapped.ale.lives()
         return obs, info
 
@@ -272,7 +269,7 @@ class FireReset(gym.Wrapper):
 
 
 class WarpFrame(gym.ObservationWrapper):
-    """detail 18: RGB -> grayscale -> size x size (area interpolation, as baselines)."""
+    """detail 18: RGB (or gray) -> grayscale -> size x size (area interpolation, as baselines)."""
 
     def __init__(self, env: gym.Env, size: int):
         super().__init__(env)
@@ -280,29 +277,40 @@ class WarpFrame(gym.ObservationWrapper):
         self.observation_space = gym.spaces.Box(0, 255, (size, size), np.uint8)
 
     def observation(self, frame):
-        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         return cv2.resize(gray, (self.size, self.size), interpolation=cv2.INTER_AREA)
 
 
 def wrap_atari(env: gym.Env, args: Args) -> gym.Env:
     """The baselines stack, innermost first (rewards stay raw: the script clips them, detail 19)."""
-    if args.noop_max > 0:
+    ale = hasattr(env.unwrapped, "ale")  # no-op starts, lives and FIRE need the ALE: other envs go without
+    if args.noop_max > 0 and ale:
         env = NoopReset(env, args.noop_max)
     if args.frame_skip > 1:  # detail 15: repeat the action, sum the rewards, max-pool the last two frames (flicker)
         env = gym.wrappers.MaxAndSkipObservation(env, args.frame_skip)
-    if args.episodic_life:
+    if args.episodic_life and ale:
         env = EpisodicLife(env)
-    if args.fire_reset and "FIRE" in env.unwrapped.get_action_meanings():
+    if args.fire_reset and ale and "FIRE" in env.unwrapped.get_action_meanings():
         env = FireReset(env)
     env = WarpFrame(env, args.frame_size)
     return gym.wrappers.FrameStackObservation(env, args.frame_stack)  # detail 20: [k, H, W], k copies after a reset
 
 
-def make_env(env_id: str, args: Args, video_folder: Optional[str] = None):
+def make_gym_env(args: Args, **kwargs) -> gym.Env:
+    """gym.make of --env-id with --env-kwargs; an ALE game without frame skip (the wrappers skip) or sticky actions."""
+    for key, _, value in (pair.partition("=") for pair in args.env_kwargs):
+        try:
+            kwargs[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):  # a word: the string itself
+            kwargs[key] = value
+    if ":" not in args.env_id and gym.spec(args.env_id).entry_point == "ale_py.env:AtariEnv":  # (module:EnvId: not)
+        kwargs = {"frameskip": 1, "repeat_action_probability": 0.0, "full_action_space": False} | kwargs
+    return gym.make(args.env_id, **kwargs)
+
+
+def make_env(args: Args, video_folder: Optional[str] = None):
     def thunk():
-        # the wrappers do the frame skipping; ALE itself skips nothing and has no sticky actions
-        settings = {"frameskip": 1, "repeat_action_probability": 0.0, "full_action_space": False}
-        env = gym.make(env_id, render_mode=None if video_folder is None else "rgb_array", **settings)
+        env = make_gym_env(args, render_mode=None if video_folder is None else "rgb_array")
         if video_folder is not None:  # whole games (0, 1, 8, 27, ...: gymnasium's cubic schedule), every frame
             env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
         return wrap_atari(env, args)
@@ -316,26 +324,25 @@ def make_envs(args: Args, video_folder: Optional[str] = None) -> gym.vector.Vect
         settings = {"frameskip": args.frame_skip, "maxpool": args.frame_skip >= 2, "noop_max": args.noop_max}
         settings |= {"use_fire_reset": args.fire_reset, "stack_num": args.frame_stack, "repeat_action_probability": 0}
         settings |= {"img_height": args.frame_size, "img_width": args.frame_size, "num_envs": args.num_envs}
-        # ale's episodic_life resets the game at a life loss, baselines does not: a lost life is only reported;
-        # rewards stay raw (the script clips them), so whole-game scores can be logged
+        # ale's episodic_life resets the game at a life loss (baselines does not): only report it; rewards stay raw
         settings |= {"episodic_life": False, "life_loss_info": args.episodic_life, "reward_clipping": False}
         game, same_step = gym.spec(args.env_id).kwargs["game"], gym.vector.AutoresetMode.SAME_STEP  # game: breakout
         return ale_py.vector_env.AtariVectorEnv(game=game, autoreset_mode=same_step, **settings)
     vector_env = gym.vector.SyncVectorEnv if args.vector_mode == "sync" else gym.vector.AsyncVectorEnv
-    thunks = [make_env(args.env_id, args, video_folder if i == 0 else None) for i in range(args.num_envs)]
+    thunks = [make_env(args, video_folder if i == 0 else None) for i in range(args.num_envs)]
     return vector_env(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 class GameScores:
-    """The raw score and length (agent steps) of each sub-env's current game, summed across lives, so the logged return
-    is the full game's score as in the published numbers."""
+    """Each sub-env's current game: its raw score and length (agent steps) summed across lives, as published scores."""
 
     def __init__(self, lives: np.ndarray):  # lives [N], as the reset reported them
         self.lives, self.scores, self.lengths = np.array(lives), np.zeros(len(lives)), np.zeros(len(lives), dtype=int)
 
-    def update(self, raw_rewards, terminated, truncated, lives) -> list[tuple[float, int]]:
-        """One vector step; `lives` as reported after it (after any reset). -> [(score, length)] of the games that
-        ended: an episode end without a life lost (a reset restores the lives; games without lives report 0)."""
+    def update(self, raw_rewards, terminated, truncated, info) -> list[tuple[float, int]]:
+        """One vector step; info["lives"] as reported after it (after any reset). -> [(score, length)] of the games
+        that ended: an episode end without a life lost (a reset restores the lives; games without lives: none)."""
+        lives = info.get("lives", self.lives)  # (envs outside the ALE report none)
         self.scores += raw_rewards
         self.lengths += 1
         over = truncated | (terminated & ~(lives < self.lives))
@@ -394,7 +401,7 @@ class Agent(nn.Module):
         super().__init__()
         self.shared_network, self.scale_obs, self.recurrent = args.shared_network, args.scale_obs, args.recurrent
         conv_out = 64 * (((args.frame_size - 8) // 4 + 1 - 4) // 2 + 1 - 2) ** 2  # after the three convolutions
-        ortho_init, lstm_hidden_size = args.ortho_init, args.lstm_hidden_size
+        ortho_init = args.ortho_init
 
         def trunk():  # detail 21: the Nature-CNN
             return nn.Sequential(
@@ -411,9 +418,8 @@ class Agent(nn.Module):
 
         self.actor_trunk = trunk()
         self.critic_trunk = self.actor_trunk if self.shared_network else trunk()
-        features = 512
+        features = args.lstm_hidden_size if self.recurrent else 512
         if self.recurrent:  # details 32-36: an LSTM after each trunk (one LSTM when the trunk is shared)
-            features = lstm_hidden_size
             self.actor_lstm = lstm_init(nn.LSTM(512, features), ortho_init)
             self.critic_lstm = self.actor_lstm if self.shared_network else lstm_init(nn.LSTM(512, features), ortho_init)
         self.actor_head = layer_init(nn.Linear(features, num_actions), std=0.01, ortho=ortho_init)
@@ -456,8 +462,7 @@ class Agent(nn.Module):
         log_probs = self.actor_head(hidden).log_softmax(-1)
         if action is None and deterministic:
             action = log_probs.argmax(-1)
-        elif action is None:
-            # Gumbel-max: argmax(log p + Gumbel noise) is a sample of Categorical(p)
+        elif action is None:  # Gumbel-max: argmax(log p + Gumbel noise) is a sample of Categorical(p)
             action = (log_probs - torch.log(-torch.log(torch.rand_like(log_probs)))).argmax(-1)
         logprob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
@@ -586,8 +591,7 @@ class Rollout:
 
     def __init__(self, args: Args, obs_shape: tuple, device: torch.device):
         shape = (args.num_steps, args.num_envs)
-        # frames stay uint8: a quarter of the memory of float32 storage
-        self.obs = torch.zeros((*shape, *obs_shape), dtype=torch.uint8, device=device)
+        self.obs = torch.zeros((*shape, *obs_shape), dtype=torch.uint8, device=device)  # a quarter of float32's memory
         self.actions = torch.zeros(shape, dtype=torch.long, device=device)
         self.logprobs = torch.zeros(shape, device=device)
         # what the envs return stays in NumPy until the rollout ends: one conversion per rollout, not per step
@@ -621,14 +625,12 @@ def collect_rollout(envs, agent: Agent, rollout: Rollout, scores: GameScores, ar
         rollout.rewards[step], rollout.terminations[step], rollout.truncations[step] = reward, terminated, truncated
         rollout.next_start = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
         rollout.next_obs = torch.as_tensor(next_obs, device=device)
-        games += [(global_step, *game) for game in scores.update(raw_reward, terminated, truncated, info["lives"])]
+        games += [(global_step, *game) for game in scores.update(raw_reward, terminated, truncated, info)]
 
-        # A time limit is not a failure: value the final observation to bootstrap from it (ours)
-        time_limited = truncated & ~terminated
+        time_limited = truncated & ~terminated  # not a failure: value the final observation to bootstrap from it (ours)
         if args.bootstrap_truncation and time_limited.any():
             final_obs = torch.as_tensor(np.stack(info["final_obs"][time_limited]), device=device)
-            # recurrent: the final obs continues its episode from the state that just acted
-            final_state = select_envs(rollout.next_lstm_state, time_limited)
+            final_state = select_envs(rollout.next_lstm_state, time_limited)  # recurrent: the state that just acted
             with torch.inference_mode():
                 final_values = agent.get_value(final_obs, final_state, torch.zeros(len(final_obs), device=device))
             rollout.final_values[step, time_limited] = final_values
@@ -637,8 +639,7 @@ def collect_rollout(envs, agent: Agent, rollout: Rollout, scores: GameScores, ar
 
 @torch.no_grad()
 def bootstrap_and_gae(agent: Agent, rollout: Rollout, args: Args):
-    """detail 5: -> advantages, returns [T, N] of the rollout (tensors on the device), bootstrapped with V(obs after
-    its last step)."""
+    """detail 5: -> advantages, returns [T, N] (on the device), bootstrapped with V(obs after the last step)."""
     next_value = agent.get_value(rollout.next_obs, rollout.next_lstm_state, rollout.next_start).cpu().numpy()
     r, values, final_values = rollout, rollout.values.cpu().numpy(), rollout.final_values.cpu().numpy()
     arrays = (r.rewards, values, next_value, r.terminations, r.truncations, final_values)  # ours: V(final obs)
@@ -648,10 +649,8 @@ def bootstrap_and_gae(agent: Agent, rollout: Rollout, args: Args):
 
 
 def flatten(rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> dict:
-    """[T, N, ...] -> the batch [T * N, ...]: copies (a batch kept past the next rollout stays as it was), time-major
-    (so a recurrent minibatch can take whole sequences)."""
-    # frames channels-last [B, H, W, k] in memory on the CPU: the update runs 1.3-1.5x faster
-    layout = torch.channels_last if rollout.obs.is_cpu else torch.contiguous_format
+    """[T, N, ...] -> the batch [T * N, ...], time-major (recurrent: whole sequences), copied (a fork may keep it)."""
+    layout = torch.channels_last if rollout.obs.is_cpu else torch.contiguous_format  # CPU: updates 1.3-1.5x faster
     obs = rollout.obs.flatten(0, 1).clone(memory_format=layout)
     batch = {key: getattr(rollout, key).reshape(-1).clone() for key in ("actions", "starts", "logprobs", "values")}
     return batch | {"obs": obs, "advantages": advantages.reshape(-1), "returns": returns.reshape(-1)}
@@ -661,22 +660,19 @@ def update(agent: Agent, optimizer, batch: dict, lstm_state, args: Args, clip_co
     """detail 6: K epochs over the batch in shuffled minibatches, one Adam step each; -> statistics of the update
     (detail 12) by log tag. Raises FloatingPointError before a step with a non-finite loss or gradient."""
     parameters = list(agent.parameters())
-    # detail 35, recurrent: shuffle envs, not steps, so each minibatch holds whole sequences
-    order = np.arange(args.num_envs if args.recurrent else len(batch["values"]))
+    order = np.arange(args.num_envs if args.recurrent else len(batch["values"]))  # detail 35, recurrent: whole envs
     clipfracs, minibatch_steps, stop_early = [], 0, False
     for _epoch in range(args.update_epochs):
         np.random.shuffle(order)
         for mb_envs, mb_inds in minibatches(order, args.num_minibatches, args.num_steps, args.num_envs, args.recurrent):
             mb_inds = torch.from_numpy(mb_inds)  # one index tensor for every field
             mb = {key: value[mb_inds] for key, value in batch.items()}
-            # detail 36, recurrent: each sequence re-runs from the state its rollout started in
-            mb_state = select_envs(lstm_state, mb_envs)
+            mb_state = select_envs(lstm_state, mb_envs)  # detail 36, recurrent: from the state its rollout started in
             loss, pg_loss, v_loss, entropy_loss, logratio, ratio = ppo_loss(
                 agent, args, mb, mb_state, clip_coef, kl_coef
             )
 
-            with torch.no_grad():
-                # detail 12: KL estimators from http://joschu.net/blog/kl-approx.html
+            with torch.no_grad():  # detail 12: KL estimators from http://joschu.net/blog/kl-approx.html
                 old_approx_kl = (-logratio).mean()
                 approx_kl = all_mean_(((ratio - 1) - logratio).mean())  # over all workers: they stop together
                 clipfracs.append(((ratio - 1.0).abs() > clip_coef).float().mean().item())
@@ -756,13 +752,12 @@ def train(args: Args, envs, state: TrainState, device=torch.device("cpu"), rank:
     rollout = Rollout(args, envs.single_observation_space.shape, device)
     # env seeds differ per worker, and a resumed run starts new games, seeded apart from the first start's
     obs, info = envs.reset(seed=args.seed + (rank + world_size * state.iteration) * args.num_envs)
-    scores = GameScores(info["lives"])  # full-game raw scores, counted per sub-env across lives and autoresets
+    scores = GameScores(info.get("lives", np.zeros(args.num_envs)))  # full-game raw scores, across lives and resets
     rollout.next_obs, rollout.next_start = torch.as_tensor(obs, device=device), torch.ones(args.num_envs, device=device)
     rollout.next_lstm_state = agent.initial_state(args.num_envs, device)  # detail 33
     for iteration in range(state.iteration + 1, num_iterations + 1):
         state.iteration = iteration
-        # detail 4 (and the auxiliary clip annealing): linear decay to 0 over the run
-        frac = 1.0 - (iteration - 1.0) / num_iterations
+        frac = 1.0 - (iteration - 1.0) / num_iterations  # detail 4 (and clip annealing): linear decay to 0
         lr_now = frac * args.learning_rate if args.anneal_lr else args.learning_rate
         optimizer.param_groups[0]["lr"] = lr_now
         clip_now = frac * args.clip_coef if args.anneal_clip else args.clip_coef
@@ -1181,8 +1176,6 @@ def validate_args(args: Args, world_size: int) -> None:
     non_negative = ["ent_coef", "vf_coef", "kl_coef", "noop_max", "clip_reward", "checkpoint_every", "torch_threads"]
     counts += ["frame_stack", "lstm_hidden_size", "keep_checkpoints", "eval_episodes"]
     check_args(args, world_size, counts, positive, [*non_negative, "eval_every"])
-    if args.capture_video and args.env_backend == "ale":
-        raise UsageError("--capture-video records from the gymnasium back end only; add --env-backend gymnasium")
     if args.frame_size < 36:
         raise UsageError(f"--frame-size {args.frame_size} is too small for the Nature CNN; use 36 or more (paper: 84)")
     if args.compile and args.recurrent:
@@ -1190,13 +1183,23 @@ def validate_args(args: Args, world_size: int) -> None:
 
 
 def check_env(args: Args) -> tuple[int, str]:
-    """An Atari --env-id; -> the bytes the rollout buffers and the network (x4: gradients, Adam) need, and the flags."""
+    """An ALE game, or gray or RGB images and Discrete actions; -> bytes of rollout and network (x4), their flags."""
     try:
-        spec = gym.spec(args.env_id)
-    except (gym.error.Error, AttributeError, TypeError) as e:  # unknown (gymnasium names a near one), or crafted
-        raise UsageError(f"--env-id {args.env_id}: {str(e).strip().splitlines()[0]}") from None
-    if spec.entry_point != "ale_py.env:AtariEnv":
-        raise UsageError(f"--env-id {args.env_id} is not an Atari game; use ppo_discrete.py or ppo_continuous.py")
+        with closing(make_gym_env(args)) as env:
+            space, actions, ale = env.observation_space, env.action_space, hasattr(env.unwrapped, "ale")
+    except (gym.error.Error, ImportError, AttributeError, TypeError) as e:  # (a crafted checkpoint's id)
+        how = "list ids with gymnasium.pprint_registry(); a module:EnvId's module must be here or on PYTHONPATH"
+        raise UsageError(f"--env-id {args.env_id}: {(str(e).strip().splitlines() or [repr(e)])[0]} ({how})") from None
+    if not (isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) >= 2):  # features
+        fits = "ppo_continuous.py" if isinstance(actions, gym.spaces.Box) else "ppo_discrete.py"
+        raise UsageError(f"--env-id {args.env_id} has no image observations (uint8 H x W [x 3]); use {fits}")
+    if space.shape[2:] not in ((), (3,)) or not isinstance(actions, gym.spaces.Discrete):
+        raise UsageError(f"--env-id {args.env_id}: {space.shape} images, {actions} actions; none of our scripts fits")
+    if args.env_backend == "ale" and (not ale or args.env_kwargs or args.capture_video):
+        problem = "takes ALE games, and neither --env-kwargs nor --capture-video (it does not render)"
+        raise UsageError(f"--env-backend ale {problem}; drop them, or train with --env-backend gymnasium")
+    if args.capture_video and "rgb_array" not in env.metadata.get("render_modes", []):
+        raise UsageError(f"--capture-video: {args.env_id} renders no rgb_array frames to record; drop the flag")
     network_bytes = 4 * 4 * 64 * max(((args.frame_size - 8) // 4 + 1 - 4) // 2 + 1 - 2, 1) ** 2 * 512  # 1st linear
     step_bytes = args.frame_stack * args.frame_size**2 + 8 + 36
     flags = f"--num-envs {args.num_envs} x --num-steps {args.num_steps} x --frame-stack {args.frame_stack} x "
@@ -1208,20 +1211,18 @@ def evaluate(path: str, episodes: int, seed: int = 1, device=torch.device("cpu")
     """Raw scores of whole games of a checkpoint's argmax policy on a fresh env of its back end and Atari settings."""
     checkpoint = load_checkpoint(path, "--eval-checkpoint")
     saved = Args(**{**checkpoint["args"], "num_envs": 1, "vector_mode": "sync"})
-    if video_folder is not None and saved.env_backend == "ale":
-        raise UsageError("--capture-video: the model trained on the ale back end, which does not render; drop the flag")
     envs = make_envs(saved, video_folder)
     with torch.random.fork_rng(devices=[]):  # a new network draws its weights: the caller's RNG is left as it was
         agent = Agent(saved, int(envs.single_action_space.n)).to(device)
     load_state(agent, checkpoint["model"], "--eval-checkpoint", path)
     (obs, info), returns = envs.reset(seed=seed), []
-    game_scores, start = GameScores(info["lives"]), torch.ones(1, device=device)
+    game_scores, start = GameScores(info.get("lives", np.zeros(1))), torch.ones(1, device=device)
     state = agent.initial_state(1, device)  # the LSTM's, or None
     while len(returns) < episodes:
         action, _, _, _, state = agent.get_action_and_value(torch.tensor(obs, device=device), None, state, start, True)
         obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
         start = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)  # a lost life too
-        returns += [score for score, _ in game_scores.update(reward, terminated, truncated, info["lives"])]
+        returns += [score for score, _ in game_scores.update(reward, terminated, truncated, info)]
     envs.close()
     return returns[:episodes]
 

@@ -61,14 +61,12 @@ import torch.nn as nn
 
 @dataclass
 class AlgorithmArgs:
-    # Experiment
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """name of the experiment, part of the run name runs/<env>__<exp>__<seed>__<time>"""
     seed: int = 1
     """seed of python, numpy, torch and the environments"""
     torch_deterministic: bool = True
     """make torch deterministic (torch.backends.cudnn.deterministic)"""
-
     # Environment
     env_id: str = "HalfCheetah-v5"
     """gymnasium id; `module:EnvId` imports `module` (from the working directory too) to register your own env"""
@@ -80,7 +78,6 @@ class AlgorithmArgs:
     """detail 1: steps per env per rollout (M); the batch is N x M (x workers under torchrun)"""
     bootstrap_truncation: bool = True
     """on a time-limit truncation, bootstrap with V(final obs) (ours; off reproduces CleanRL)"""
-
     # Continuous-action details
     clip_action: bool = True
     """detail 27: clip actions to the bounds when stepping the env; the unclipped sample is trained on"""
@@ -98,13 +95,11 @@ class AlgorithmArgs:
     """detail 31: clip scaled rewards to [-clip, clip]; 0 disables"""
     state_dependent_std: bool = False
     """detail 24: off: a state-independent log-std parameter initialised to 0; on: a network head"""
-
     # Network
     ortho_init: bool = True
     """detail 2: orthogonal weights (gain sqrt 2, policy head 0.01, value head 1), zero biases"""
     shared_network: bool = False
     """detail 13/26: one 64-64 tanh trunk for policy and value instead of two"""
-
     # Optimisation
     learning_rate: float = 3e-4
     """detail 4: Adam learning rate (the start value when annealed)"""
@@ -167,7 +162,6 @@ class RunControlArgs:
     """Weights & Biases project"""
     wandb_entity: Optional[str] = None
     """Weights & Biases entity (team); None uses your default"""
-
     # Checkpoints, evaluation, video
     save_model: bool = False
     """write a checkpoint (and the normalisation statistics) to runs/<run_name>/<exp_name>.pt at the end; evaluate it"""
@@ -1136,7 +1130,7 @@ def check_env(args: Args) -> tuple[int, str]:
     if not isinstance(actions, gym.spaces.Box):
         raise UsageError(f"--env-id {args.env_id}: {type(actions).__name__} actions (Discrete ones: ppo_discrete.py)")
     if isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) >= 2:
-        raise UsageError(f"--env-id {args.env_id} has image observations {space.shape}: for Atari, ppo_atari.py")
+        raise UsageError(f"--env-id {args.env_id}: images {space.shape}, Box actions; none of our scripts takes them")
     if not isinstance(gym.spaces.flatten_space(space), gym.spaces.Box):
         raise UsageError(f"--env-id {args.env_id}: a {type(space).__name__} observation space does not flatten")
     if args.capture_video and "rgb_array" not in env.metadata.get("render_modes", []):

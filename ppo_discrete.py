@@ -60,14 +60,12 @@ import torch.nn as nn
 
 @dataclass
 class AlgorithmArgs:
-    # Experiment
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """name of the experiment, part of the run name runs/<env>__<exp>__<seed>__<time>"""
     seed: int = 1
     """seed of python, numpy, torch and the environments"""
     torch_deterministic: bool = True
     """make torch deterministic (torch.backends.cudnn.deterministic)"""
-
     # Environment
     env_id: str = "CartPole-v1"
     """gymnasium id; `module:EnvId` imports `module` (from the working directory too) to register your own env"""
@@ -83,7 +81,6 @@ class AlgorithmArgs:
     """invalid action masking with the bool mask the env puts in info["action_mask"]"""
     scale_obs: bool = True
     """divide byte observations (uint8, 0-255: ALE RAM) by 255, as ppo_atari.py does pixels (ours; off: CleanRL)"""
-
     # Network
     ortho_init: bool = True
     """detail 2: orthogonal weights (gain sqrt 2, policy head 0.01, value head 1), zero biases"""
@@ -93,7 +90,6 @@ class AlgorithmArgs:
     """details 32-36: an LSTM after the trunk, its state carried across steps (off: feed-forward)"""
     lstm_hidden_size: int = 128
     """size of the LSTM's hidden and cell state, with --recurrent"""
-
     # Optimisation
     learning_rate: float = 2.5e-4
     """detail 4: Adam learning rate (the start value when annealed)"""
@@ -158,7 +154,6 @@ class RunControlArgs:
     """Weights & Biases project"""
     wandb_entity: Optional[str] = None
     """Weights & Biases entity (team); None uses your default"""
-
     # Checkpoints, evaluation, video
     save_model: bool = False
     """write a checkpoint to runs/<run_name>/<exp_name>.pt at the end, then evaluate it (--eval-episodes)"""
@@ -1141,7 +1136,7 @@ def check_env(args: Args) -> tuple[int, str]:
         fits = "ppo_continuous.py" if isinstance(actions, gym.spaces.Box) else "none of our scripts"
         raise UsageError(f"--env-id {args.env_id} has a {type(actions).__name__} action space; use {fits}")
     if isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) >= 2:
-        raise UsageError(f"--env-id {args.env_id} has image observations {space.shape}: for Atari, ppo_atari.py")
+        raise UsageError(f"--env-id {args.env_id}: images {space.shape}; ppo_atari.py takes them with Discrete actions")
     if not isinstance(gym.spaces.flatten_space(space), gym.spaces.Box):
         raise UsageError(f"--env-id {args.env_id}: a {type(space).__name__} observation space does not flatten")
     if args.capture_video and "rgb_array" not in env.metadata.get("render_modes", []):

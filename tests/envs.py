@@ -375,3 +375,31 @@ class CrashOnRank1Env(CountingEnv):
 
 
 register("CrashOnRank1-v0", entry_point=CrashOnRank1Env, max_episode_steps=COUNTING_TIME_LIMIT)
+
+
+class BrightOrDarkEnv(gym.Env):
+    """An image env outside the ALE, for ppo_atari.py: each 48 x 48 RGB frame is bright or dark at random, and the
+    action that names it (1: bright, 0: dark) pays 1. No lives, no FIRE; 16 steps an episode (a time limit): random
+    play scores 8, the right action every step 16."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+    observation_space = gym.spaces.Box(0, 255, (48, 48, 3), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.bright = int(self.np_random.integers(2))
+        return self.render(), {}
+
+    def step(self, action):
+        reward, self.bright = float(action == self.bright), int(self.np_random.integers(2))
+        return self.render(), reward, False, False, {}
+
+    def render(self):
+        return np.full((48, 48, 3), 200 if self.bright else 30, np.uint8)
+
+
+register("BrightOrDark-v0", entry_point=BrightOrDarkEnv, max_episode_steps=16)

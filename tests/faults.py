@@ -333,9 +333,44 @@ FAULTS = [
     Fault(
         "episodic-life-ignores-game-over",
         "ppo_atari.py",
-        "            if terminated or truncated:  # the no-op step ended the game: reset it (as SB3 does)\n                obs, info = self.env.reset(**kwargs)\n",
+        "            self.game_over = terminated or truncated  # the no-op step ended the game: reset it (as SB3 does)\n",
         "",
         ["tests/test_atari.py::test_episodic_life_resets_a_game_its_noop_step_ends"],
+    ),
+    Fault(
+        "ale-wrappers-on-every-env",
+        "ppo_atari.py",
+        '    ale = hasattr(env.unwrapped, "ale")',
+        "    ale = True",
+        ["tests/test_atari.py::test_the_ale_only_wrappers_wrap_ale_games_only"],
+    ),
+    Fault(
+        "game-scores-need-lives",
+        "ppo_atari.py",
+        '        lives = info.get("lives", self.lives)',
+        '        lives = info["lives"]',
+        ["tests/test_learning.py::test_atari_script_on_an_image_env_outside_the_ale"],
+    ),
+    Fault(
+        "atari-env-kwargs-ignored",
+        "ppo_atari.py",
+        '    for key, _, value in (pair.partition("=") for pair in args.env_kwargs):',
+        '    for key, _, value in (pair.partition("=") for pair in ()):',
+        ["tests/test_cli.py", "-k", "no_such_kwarg and ppo_atari"],
+    ),
+    Fault(
+        "atari-takes-feature-envs",
+        "ppo_atari.py",
+        "and space.dtype == np.uint8 and len(space.shape) >= 2):  # features",
+        "or True):  # features",
+        ["tests/test_cli.py", "-k", "CartPole and ppo_atari"],
+    ),
+    Fault(
+        "ale-backend-on-any-env",
+        "ppo_atari.py",
+        'if args.env_backend == "ale" and (not ale or args.env_kwargs or args.capture_video):',
+        'if args.env_backend == "ale" and (args.env_kwargs or args.capture_video):',
+        ["tests/test_cli.py", "-k", "CarRacing and ale"],
     ),
     # forks (tests/test_fork.py)
     Fault(

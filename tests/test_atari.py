@@ -19,7 +19,7 @@ from ppo_atari import (
     make_envs,
     wrap_atari,
 )
-from tests.envs import FakeAleEnv
+from tests.envs import BrightOrDarkEnv, FakeAleEnv
 
 REWARDS = FakeAleEnv.FAKE_REWARDS
 
@@ -119,6 +119,30 @@ def test_full_stack_observation(frame_skip):
     assert reward == sum(REWARDS[f % 5] for f in range(done + 1, done + frame_skip + 1))
 
 
+def wrappers(env: gym.Env) -> list[str]:
+    names = []
+    while isinstance(env, gym.Wrapper):
+        names, env = [*names, type(env).__name__], env.env
+    return names
+
+
+def test_the_ale_only_wrappers_wrap_ale_games_only():
+    # no-op starts, episodic life and FIRE use the emulator (its no-op action, lives, FIRE); an image env outside the
+    # ALE gets frame skip, gray frames and the stack, whatever those flags say
+    args = Args(frame_size=36, frame_stack=2, frame_skip=2)
+    assert {"NoopReset", "EpisodicLife", "FireReset"} <= set(wrappers(wrap_atari(FakeAleEnv(), args)))
+    env = wrap_atari(BrightOrDarkEnv(), args)
+    assert wrappers(env) == ["FrameStackObservation", "WarpFrame", "MaxAndSkipObservation"]
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (2, 36, 36) and obs.dtype == np.uint8 and len(np.unique(obs)) == 1  # the frame, in gray
+
+
+def test_game_scores_count_games_of_envs_without_lives():
+    scores = GameScores(np.zeros(2))  # an env outside the ALE: no info["lives"] ever
+    ended = scores.update(np.array([1.0, 2.0]), np.array([False, True]), np.array([True, False]), {})
+    assert ended == [(1.0, 1), (2.0, 1)] and scores.update(np.ones(2), *[np.zeros(2, bool)] * 2, {}) == []
+
+
 class RewardingEnvs:
     """A stub vector env of 2 blank frames that pays 4 every step (as a Breakout brick of a high row does)."""
 
@@ -163,7 +187,8 @@ def test_game_scores_sum_raw_rewards_across_lives():
     ]
     ended = []
     for rewards, terminated, lives in script:
-        ended += scores.update(np.array(rewards), np.array(terminated), np.array([False, False]), np.array(lives))
+        info = {"lives": np.array(lives)}
+        ended += scores.update(np.array(rewards), np.array(terminated), np.array([False, False]), info)
     assert ended == [(-1.0, 3), (14.0, 5)]  # env 1's game, then env 0's  # raw, unclipped, summed over all lives
 
 
@@ -197,7 +222,7 @@ def play(env_id, backend, steps, seed=0, **settings):
         observations.append(obs)
         terminations += int(terminated[0])
         rewards.append(float(reward[0]))
-        for score, _ in scores.update(reward, terminated, truncated, info["lives"]):
+        for score, _ in scores.update(reward, terminated, truncated, info):
             games.append((score, terminations, list(rewards)))
             terminations, rewards = 0, []
     envs.close()

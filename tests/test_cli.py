@@ -141,7 +141,8 @@ HUGE_ROLLOUT = (
 )
 BAD_INPUT = [(script, *case) for script in FLAGS for case in COMMON_BAD] + [
     ("ppo_discrete.py", ["--env-id", "NoSuchEnv-v0"], r"--env-id NoSuchEnv-v0: .*pprint_registry"),
-    ("ppo_discrete.py", ["--env-id", "ALE/Pong-v5"], r"--env-id ALE/Pong-v5 has image observations .*ppo_atari.py"),
+    ("ppo_discrete.py", ["--env-id", "ALE/Pong-v5"], r"--env-id ALE/Pong-v5: images \(210, 160, 3\); ppo_atari.py"),
+    ("ppo_continuous.py", ["--env-id", "CarRacing-v3"], r"CarRacing-v3: images \(96, 96, 3\), Box.*none of our"),
     (
         "ppo_continuous.py",
         ["--env-id", "tests.envs:SequenceObs-v0"],
@@ -156,7 +157,28 @@ BAD_INPUT = [(script, *case) for script in FLAGS for case in COMMON_BAD] + [
     ("ppo_atari.py", ["--env-id", "NoSuchGameNoFrameskip-v4"], r"--env-id NoSuchGameNoFrameskip-v4: .*doesn't exist"),
     ("ppo_discrete.py", ["--env-id", "tests.envs:CountingEnv-v0", "--capture-video"], r"--capture-video: .* drop"),
     ("ppo_continuous.py", ["--env-id", "tests.envs:CountingBox-v0", "--capture-video"], r"--capture-video: .* drop"),
-    ("ppo_atari.py", ["--env-id", "CartPole-v1"], r"--env-id CartPole-v1 is not an Atari game; use ppo_discrete\.py"),
+    (
+        "ppo_atari.py",
+        ["--env-id", "CartPole-v1"],
+        r"--env-id CartPole-v1 has no image observations.*; use ppo_discrete\.py",
+    ),
+    (
+        "ppo_atari.py",
+        ["--env-id", "Pendulum-v1"],
+        r"--env-id Pendulum-v1 has no image observations.*; use ppo_continuous",
+    ),
+    (
+        "ppo_atari.py",
+        ["--env-id", "CarRacing-v3"],
+        r"CarRacing-v3: \(96, 96, 3\) images, Box.*none of our scripts fits",
+    ),
+    ("ppo_atari.py", ["--env-id", "nosuchmodule:Env-v0"], r"No module named 'nosuchmodule'.*here or on PYTHONPATH"),
+    ("ppo_atari.py", ["--env-kwargs", "no_such_kwarg=1"], r"--env-id Breakout.*keyword argument 'no_such_kwarg'"),
+    (
+        "ppo_atari.py",
+        ["--env-id", "CarRacing-v3", "--env-kwargs", "continuous=False", "--env-backend", "ale"],
+        r"--env-backend ale takes ALE games, and neither --env-kwargs nor --capture-video",
+    ),
     ("ppo_atari.py", ["--frame-size", "20"], r"--frame-size 20 is too small for the Nature CNN; use 36 or more"),
     ("ppo_discrete.py", *HUGE_ROLLOUT),
     ("ppo_continuous.py", ["--env-id", "Pendulum-v1", *HUGE_ROLLOUT[0]], HUGE_ROLLOUT[1]),  # MuJoCo warns on stderr
@@ -216,7 +238,7 @@ BAD_INPUT = [(script, *case) for script in FLAGS for case in COMMON_BAD] + [
     (
         "ppo_atari.py",
         ["--env-backend", "ale", "--capture-video"],
-        r"--capture-video records from the gymnasium back end.*--env-backend gymnasium",
+        r"--env-backend ale takes ALE games, and neither .*--capture-video \(it does not render\); drop them",
     ),
 ]
 
