@@ -173,7 +173,11 @@ BAD_INPUT = [(script, *case) for script in FLAGS for case in COMMON_BAD] + [
         r"CarRacing-v3: \(96, 96, 3\) images, Box.*none of our scripts fits",
     ),
     ("ppo_atari.py", ["--env-id", "nosuchmodule:Env-v0"], r"No module named 'nosuchmodule'.*here or on PYTHONPATH"),
-    ("ppo_atari.py", ["--env-kwargs", "no_such_kwarg=1"], r"--env-id Breakout.*keyword argument 'no_such_kwarg'"),
+    (  # (short: were the kwargs ignored, the run would end at once, exit 0)
+        "ppo_atari.py",
+        ["--env-kwargs", "no_such_kwarg=1", "--total-timesteps", "256", "--num-envs", "2", "--num-steps", "128"],
+        r"--env-id Breakout.*keyword argument 'no_such_kwarg'",
+    ),
     (
         "ppo_atari.py",
         ["--env-id", "CarRacing-v3", "--env-kwargs", "continuous=False", "--env-backend", "ale"],
