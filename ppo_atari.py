@@ -50,7 +50,7 @@ import random
 import signal
 import time
 from contextlib import closing, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from typing import Literal, Optional
 
 if __name__ == "__main__":  # Ctrl-C while torch loads (seconds): stop quietly, not with a traceback of its imports
@@ -843,8 +843,7 @@ class Run:
         args, use_cuda = self.args, torch.cuda.is_available() and self.args.cuda
         self.rank, local = (int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])) if self.world_size > 1 else (0, 0)
         self.device = torch.device("cuda", local) if use_cuda else torch.device("cpu")  # torchrun: one GPU each
-        if self.world_size > 1:  # torchrun: join the process group (its RANK, LOCAL_RANK above)
-            dist.init_process_group("nccl" if use_cuda else "gloo")
+        self.world_size > 1 and dist.init_process_group("nccl" if use_cuda else "gloo")  # torchrun: join the group
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")  # or `ulimit -v`, or a GPU's free memory
         memory = min(memory, resource.getrlimit(resource.RLIMIT_AS)[0] % 2**64)  # (no limit: -1, so 2**64 - 1)
         memory = torch.cuda.mem_get_info(self.device)[0] if use_cuda else memory
@@ -1000,28 +999,26 @@ class Run:
         cause = kind and (" ".join(str(error).split())[:200] or kind.__name__)
         end = {None: "finished", FloatingPointError: "non-finite"}.get(kind, "error")
         end = f"signal {signal.Signals(self.stopping).name}" if self.stopping and kind in (None, SignalStop) else end
+        script, last_good = os.path.basename(__file__), f"last good checkpoint: {self.last_checkpoint or 'none'}"
         if self.lock:  # rank 0, on a run it took: summary.json, atomically, valid JSON (NaN, inf: null), totals, flags
             args, step = self.args, getattr(self.state, "global_step", (self.checkpoint or {}).get("global_step", 0))
-            summary = {"run": self.name, "script": os.path.basename(__file__), "env_id": args.env_id, "seed": args.seed}
-            summary |= {"ended": end, "error": cause if end == "error" else None, "global_step": step}
-            summary |= {"total_timesteps": args.total_timesteps, "episodes": self.episodes, "sps": self.sps}
+            summary = {"run": self.name, "script": script, "env_id": args.env_id, "seed": args.seed, "ended": end}
+            summary |= {"error": cause if end == "error" else None, "global_step": step, "episodes": self.episodes}
+            summary |= {"total_timesteps": args.total_timesteps, "sps": self.sps, "eval_mean_return": self.evaluation}
             summary |= {"wall_seconds": round(time.time() - self.created, 3), "last_checkpoint": self.last_checkpoint}
-            summary |= {"mean_return_last_100": np.mean(self.returns[-100:]) if self.returns else None}
-            summary |= {"eval_mean_return": self.evaluation, "args": vars(args)}
+            summary |= {"mean_return_last_100": np.mean(self.returns[-100:] or [np.nan]), "args": vars(args)}
             try:
                 write_json(f"runs/{self.name}/summary.json", summary)
             except OSError as e:  # the run's own error (a full disk, say) is the one to report
                 print(f"warning: cannot write {e.filename}: {e.strerror or e}", file=sys.stderr)
-        if self.wandb_run is not None:
-            import wandb
-
+        if self.wandb_run is not None:  # the videos, then the end of the W&B run
+            video = sys.modules["wandb"].Video  # (`start` imported wandb)
             for path in sorted(glob.glob(f"{self.video_folder}/**/*.mp4", recursive=True) if self.video_folder else []):
-                self.wandb_run.log({"videos/eval" if "/eval/" in path else "videos/train": wandb.Video(path)})
+                self.wandb_run.log({"videos/eval" if "/eval/" in path else "videos/train": video(path)})
             self.wandb_run.finish()
         if dist.is_initialized() and kind is None:  # leave together: no one tears the group down while in use
             dist.barrier()
             dist.destroy_process_group()
-        script, last_good = os.path.basename(__file__), f"last good checkpoint: {self.last_checkpoint or 'none'}"
         if isinstance(error, (FloatingPointError, OSError)):  # a non-finite number; a full disk, a read-only directory
             what = f"iteration {self.state.iteration}: {error}; stopped without saving"
             if isinstance(error, OSError):
@@ -1133,15 +1130,18 @@ def parse_args() -> Args:
     """The command line; with --resume PATH the checkpoint's flags are the defaults (only run control may change)."""
     if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):  # `python ppo_x.py CartPole-v1`
         raise UsageError(f"{sys.argv[1]}: the script takes flags only; for an env id, --env-id {sys.argv[1]}")
-    args = tyro.cli(Args, description=__doc__)  # --help: the module docstring (usage, detail map), then the flags
-    if args.resume is None:
-        return args
-    saved = {**vars(Args()), **load_checkpoint(args.resume, "--resume")["args"]}  # a flag added since then: its default
-    args = tyro.cli(Args, default=Args(**{**saved, "resume": args.resume, "eval_checkpoint": None}))
-    for name in [name for name, value in vars(args).items() if name not in RUN_CONTROL and saved[name] != value]:
-        flag, given = "--" + name.replace("_", "-"), getattr(args, name)
-        problem = f"--resume: the checkpoint was trained with {flag} {saved[name]}, this command has {flag} {given}"
-        raise UsageError(f"{problem}; drop {flag} (--resume alone continues with the run's flags)")
+    if {"-h", "--help"} & set(sys.argv):  # the module docstring (usage, detail map), then the flags in two groups
+        groups = make_dataclass("Flags", [("algorithm", AlgorithmArgs), ("run_control", RunControlArgs)])
+        default, names = groups(AlgorithmArgs(), RunControlArgs()), (tyro.conf.OmitArgPrefixes,)  # names unprefixed
+        tyro.cli(groups, default=default, description=__doc__, config=names)
+    args = tyro.cli(Args)
+    if args.resume is not None:  # the checkpoint's flags are the defaults (a flag added since then: its default)
+        saved = {**vars(Args()), **load_checkpoint(args.resume, "--resume")["args"]}
+        args = tyro.cli(Args, default=Args(**{**saved, "resume": args.resume, "eval_checkpoint": None}))
+        for name in [name for name, value in vars(args).items() if name not in RUN_CONTROL and saved[name] != value]:
+            flag, given = "--" + name.replace("_", "-"), getattr(args, name)
+            problem = f"--resume: the checkpoint was trained with {flag} {saved[name]}, this command has {flag} {given}"
+            raise UsageError(f"{problem}; drop {flag} (--resume alone continues with the run's flags)")
     return args
 
 

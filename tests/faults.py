@@ -94,8 +94,8 @@ FAULTS = [
     Fault(
         "help-without-docstring",
         "ppo_continuous.py",
-        "args = tyro.cli(Args, description=__doc__)",
-        "args = tyro.cli(Args)",
+        "tyro.cli(groups, default=default, description=__doc__, config=names)",
+        "tyro.cli(groups, default=default, config=names)",
         ["tests/test_cli.py::test_help_lists_every_flag_with_an_explanation[ppo_continuous.py]"],
     ),
     Fault(
@@ -370,7 +370,14 @@ FAULTS = [
         "ppo_atari.py",
         'if args.env_backend == "ale" and (not ale or args.env_kwargs or args.capture_video):',
         'if args.env_backend == "ale" and (args.env_kwargs or args.capture_video):',
-        ["tests/test_cli.py", "-k", "CarRacing and ale"],
+        ["tests/test_cli.py", "-k", "BrightOrDark and ale"],
+    ),
+    Fault(
+        "help-in-one-box",
+        "ppo_continuous.py",
+        'if {"-h", "--help"} & set(sys.argv):',
+        "if False:",
+        ["tests/test_cli.py", "-k", "help_lists_every_flag"],
     ),
     # forks (tests/test_fork.py)
     Fault(

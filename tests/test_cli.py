@@ -99,6 +99,11 @@ def test_help_lists_every_flag_with_an_explanation(script):
     first_line = (REPO / script).read_text().split("\n")[0].strip('"')
     assert help_text.startswith("usage: ") and first_line in help_text.split("--exp-name")[0]
     assert "DETAIL MAP" in help_text and "  5  GAE " in help_text
+    # then two groups: the algorithm's flags (fixed for a run's life), run control (may change on --resume)
+    algorithm, run_control = help_text.split("algorithm options")[1].split("run-control options")
+    assert "--learning-rate" in algorithm and "--seed" in algorithm and "--total-timesteps" not in algorithm
+    assert "--total-timesteps" in run_control and "--resume" in run_control and "--learning-rate" not in run_control
+    assert help_text.count("(default:") >= len(FLAGS[script])  # every default kept
 
 
 SMALL = ["--num-envs", "2", "--num-steps", "64"]  # a batch of 128 in both scripts
@@ -180,7 +185,12 @@ BAD_INPUT = [(script, *case) for script in FLAGS for case in COMMON_BAD] + [
     ),
     (
         "ppo_atari.py",
-        ["--env-id", "CarRacing-v3", "--env-kwargs", "continuous=False", "--env-backend", "ale"],
+        ["--env-id", "tests.envs:BrightOrDark-v0", "--env-backend", "ale"],
+        r"--env-backend ale takes ALE",
+    ),
+    (
+        "ppo_atari.py",
+        ["--env-kwargs", "repeat_action_probability=0.25", "--env-backend", "ale"],
         r"--env-backend ale takes ALE games, and neither --env-kwargs nor --capture-video",
     ),
     ("ppo_atari.py", ["--frame-size", "20"], r"--frame-size 20 is too small for the Nature CNN; use 36 or more"),
