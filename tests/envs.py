@@ -403,3 +403,12 @@ class BrightOrDarkEnv(gym.Env):
 
 
 register("BrightOrDark-v0", entry_point=BrightOrDarkEnv, max_episode_steps=16)
+
+
+class UnrenderedBrightOrDarkEnv(BrightOrDarkEnv):
+    """BrightOrDark without an rgb_array render mode: nothing to record."""
+
+    metadata = {"render_modes": []}
+
+
+register("UnrenderedBrightOrDark-v0", entry_point=UnrenderedBrightOrDarkEnv, max_episode_steps=16)

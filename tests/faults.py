@@ -379,6 +379,13 @@ FAULTS = [
         "if False:",
         ["tests/test_cli.py", "-k", "help_lists_every_flag"],
     ),
+    Fault(
+        "atari-records-what-does-not-render",
+        "ppo_atari.py",
+        '    if args.capture_video and "rgb_array" not in env.metadata.get("render_modes", []):',
+        "    if False:",
+        ["tests/test_cli.py", "-k", "UnrenderedBrightOrDark"],
+    ),
     # forks (tests/test_fork.py)
     Fault(
         "rollout-off-policy",

@@ -190,6 +190,11 @@ BAD_INPUT = [(script, *case) for script in FLAGS for case in COMMON_BAD] + [
     ),
     (
         "ppo_atari.py",
+        ["--env-id", "tests.envs:UnrenderedBrightOrDark-v0", "--capture-video"],
+        r"--capture-video: tests.envs:UnrenderedBrightOrDark-v0 renders no rgb_array frames to record; drop",
+    ),
+    (
+        "ppo_atari.py",
         ["--env-kwargs", "repeat_action_probability=0.25", "--env-backend", "ale"],
         r"--env-backend ale takes ALE games, and neither --env-kwargs nor --capture-video",
     ),
