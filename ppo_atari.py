@@ -303,7 +303,7 @@ def make_gym_env(args: Args, **kwargs) -> gym.Env:
             kwargs[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):  # a word: the string itself
             kwargs[key] = value
-    if ":" not in args.env_id and gym.spec(args.env_id).entry_point == "ale_py.env:AtariEnv":  # (module:EnvId: not)
+    if ":" not in args.env_id and gym.spec(args.env_id).entry_point == "ale_py.env:AtariEnv":  # (no spec for module:Id)
         kwargs = {"frameskip": 1, "repeat_action_probability": 0.0, "full_action_space": False} | kwargs
     return gym.make(args.env_id, **kwargs)
 
