@@ -1130,11 +1130,10 @@ def parse_args() -> Args:
     """The command line; with --resume PATH the checkpoint's flags are the defaults (only run control may change)."""
     if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):  # `python ppo_x.py CartPole-v1`
         raise UsageError(f"{sys.argv[1]}: the script takes flags only; for an env id, --env-id {sys.argv[1]}")
-    if {"-h", "--help"} & set(sys.argv):  # the module docstring (usage, detail map), then the flags in two groups
-        groups = make_dataclass("Flags", [("algorithm", AlgorithmArgs), ("run_control", RunControlArgs)])
-        default, names = groups(AlgorithmArgs(), RunControlArgs()), (tyro.conf.OmitArgPrefixes,)  # names unprefixed
-        tyro.cli(groups, default=default, description=__doc__, config=names)
-    args = tyro.cli(Args)
+    groups = make_dataclass("Flags", [("algorithm", AlgorithmArgs), ("run_control", RunControlArgs)])  # --help's two
+    default, names = groups(AlgorithmArgs(), RunControlArgs()), (tyro.conf.OmitArgPrefixes,)  # flags keep their names
+    flags = tyro.cli(groups, default=default, description=__doc__, config=names)  # --help: usage, detail map, flags
+    args = Args(**vars(flags.algorithm), **vars(flags.run_control))
     if args.resume is not None:  # the checkpoint's flags are the defaults (a flag added since then: its default)
         saved = {**vars(Args()), **load_checkpoint(args.resume, "--resume")["args"]}
         args = tyro.cli(Args, default=Args(**{**saved, "resume": args.resume, "eval_checkpoint": None}))
