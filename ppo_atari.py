@@ -1012,9 +1012,10 @@ class Run:
             except OSError as e:  # the run's own error (a full disk, say) is the one to report
                 print(f"warning: cannot write {e.filename}: {e.strerror or e}", file=sys.stderr)
         if self.wandb_run is not None:  # the videos, then the end of the W&B run
-            video = sys.modules["wandb"].Video  # (`start` imported wandb)
+            import wandb
+
             for path in sorted(glob.glob(f"{self.video_folder}/**/*.mp4", recursive=True) if self.video_folder else []):
-                self.wandb_run.log({"videos/eval" if "/eval/" in path else "videos/train": video(path)})
+                self.wandb_run.log({"videos/eval" if "/eval/" in path else "videos/train": wandb.Video(path)})
             self.wandb_run.finish()
         if dist.is_initialized() and kind is None:  # leave together: no one tears the group down while in use
             dist.barrier()
