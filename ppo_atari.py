@@ -308,17 +308,19 @@ def make_gym_env(args: Args, **kwargs) -> gym.Env:
     return gym.make(args.env_id, **kwargs)
 
 
-def make_env(args: Args, video_folder: Optional[str] = None):
+def make_env(args: Args, video_folder: Optional[str] = None, signalled=None):
     def thunk():
         env = make_gym_env(args, render_mode=None if video_folder is None else "rgb_array")
         if video_folder is not None:  # whole games (0, 1, 8, 27, ...: gymnasium's cubic schedule), every frame
             env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
+            cubic = env.episode_trigger  # and none begun after a signal (run control sets `signalled`)
+            env.episode_trigger = lambda game: cubic(game) and not (signalled and signalled.is_set())
         return wrap_atari(env, args)
 
     return thunk
 
 
-def make_envs(args: Args, video_folder: Optional[str] = None) -> gym.vector.VectorEnv:
+def make_envs(args: Args, video_folder: Optional[str] = None, signalled=None) -> gym.vector.VectorEnv:
     """N envs with same-step autoreset (an ended episode's final observation in info["final_obs"]) and info["lives"]."""
     if args.env_backend == "ale":
         settings = {"frameskip": args.frame_skip, "maxpool": args.frame_skip >= 2, "noop_max": args.noop_max}
@@ -329,7 +331,7 @@ def make_envs(args: Args, video_folder: Optional[str] = None) -> gym.vector.Vect
         game, same_step = gym.spec(args.env_id).kwargs["game"], gym.vector.AutoresetMode.SAME_STEP  # game: breakout
         return ale_py.vector_env.AtariVectorEnv(game=game, autoreset_mode=same_step, **settings)
     vector_env = gym.vector.SyncVectorEnv if args.vector_mode == "sync" else gym.vector.AsyncVectorEnv
-    thunks = [make_env(args, video_folder if i == 0 else None) for i in range(args.num_envs)]
+    thunks = [make_env(args, video_folder if i == 0 else None, signalled) for i in range(args.num_envs)]
     return vector_env(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
@@ -345,8 +347,7 @@ class GameScores:
         lives = info.get("lives", self.lives)  # (envs outside the ALE report none)
         self.scores += raw_rewards
         self.lengths += 1
-        over = truncated | (terminated & ~(lives < self.lives))
-        self.lives = np.array(lives)
+        over, self.lives = truncated | (terminated & ~(lives < self.lives)), np.array(lives)
         ended = [(float(self.scores[i]), int(self.lengths[i])) for i in np.flatnonzero(over)]
         self.scores[over], self.lengths[over] = 0.0, 0
         return ended
@@ -596,8 +597,7 @@ class Rollout:
         self.logprobs = torch.zeros(shape, device=device)
         # what the envs return stays in NumPy until the rollout ends: one conversion per rollout, not per step
         self.rewards = np.zeros(shape, np.float32)  # clipped to their sign (detail 19)
-        self.terminations = np.zeros(shape, np.float32)
-        self.truncations = np.zeros(shape, np.float32)
+        self.terminations, self.truncations = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
         self.values = torch.zeros(shape, device=device)
         self.final_values = torch.zeros(shape, device=device)  # V(final obs) where step t hit a time limit
         self.starts = torch.zeros(shape, device=device)  # 1.0 where obs[t] is an episode's first
@@ -784,7 +784,7 @@ def main(args: Args) -> TrainState:
     """Train with the run control below (or only evaluate, with --eval-checkpoint); -> the final state."""
     if args.eval_checkpoint is not None:
         return evaluate_checkpoint(args)
-    with Run(args) as run, closing(make_envs(args, run.video_folder)) as envs:  # checks, workers, signals; envs closed
+    with Run(args) as run, closing(make_envs(args, run.video_folder, run.signalled)) as envs:  # checks, signals
         agent = Agent(args, int(envs.single_action_space.n)).to(run.device)
         if args.compile:  # the rollout and the loss call it: both compiled
             agent.get_action_and_value = torch.compile(agent.get_action_and_value)
@@ -803,6 +803,7 @@ def main(args: Args) -> TrainState:
 import fcntl
 import glob
 import json
+import multiprocessing
 import resource
 import shlex
 import shutil
@@ -853,14 +854,14 @@ class Run:
         claimed = claim_run_dir(args, None) if self.rank == 0 and not self.checkpoint else (None, None)  # a new run
         self.name, self.lock = (self.checkpoint or {}).get("run_name") or self.gather(claimed[0])[0], claimed[1]
         self.video_folder = f"videos/{self.name}" if args.capture_video else None
+        self.signalled = multiprocessing.Event()  # set by a signal; sub-env processes see it (no new recording begins)
         for seed in (random.seed, np.random.seed, torch.manual_seed):  # each worker: its own actions, minibatches
             seed(args.seed + self.rank)
         torch.backends.cudnn.deterministic = args.torch_deterministic
         self.handlers = {signum: signal.signal(signum, self.request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
-        self.threads = torch.get_num_threads()
+        self.threads, self.excepthook = torch.get_num_threads(), threading.excepthook  # put back on leaving
         torch.set_num_threads(args.torch_threads or self.threads)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # until `start`: sub-envs leave Ctrl-C to the run
-        self.excepthook = threading.excepthook  # TensorBoard's writer thread: a full disk is reported once, on leaving
         threading.excepthook = lambda hook: None if issubclass(hook.exc_type, OSError) else self.excepthook(hook)
         return self
 
@@ -874,6 +875,7 @@ class Run:
         if self.stop_signal is not None or self.evaluating:
             raise SignalStop(signum)
         self.stop_signal = signum
+        self.signalled.set()  # a recording under way ends with its episode, and the iteration goes on without frames
         if self.rank == 0:
             print(f"\n{signal.Signals(signum).name}: stopping after this iteration (again: at once)", file=sys.stderr)
 
@@ -990,7 +992,7 @@ class Run:
         for signum, handler in self.handlers.items():
             signal.signal(signum, handler)
         torch.set_num_threads(self.threads)
-        threading.excepthook = self.excepthook
+        threading.excepthook = self.excepthook  # writer thread's OSErrors (a full disk): the close below reports one
         try:  # a full disk fails the writer's last flush too
             self.writer is None or self.writer.close()
         except OSError as e:
@@ -1132,8 +1134,7 @@ def parse_args() -> Args:
     if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):  # `python ppo_x.py CartPole-v1`
         raise UsageError(f"{sys.argv[1]}: the script takes flags only; for an env id, --env-id {sys.argv[1]}")
     groups = make_dataclass("Flags", [("algorithm", AlgorithmArgs), ("run_control", RunControlArgs)])  # --help's two
-    default, names = groups(AlgorithmArgs(), RunControlArgs()), (tyro.conf.OmitArgPrefixes,)  # flags keep their names
-    flags = tyro.cli(groups, default=default, description=__doc__, config=names)  # --help: usage, detail map, flags
+    flags = tyro.cli(groups, description=__doc__, config=(tyro.conf.OmitArgPrefixes,))  # --help: usage, detail map
     args = Args(**vars(flags.algorithm), **vars(flags.run_control))
     if args.resume is not None:  # the checkpoint's flags are the defaults (a flag added since then: its default)
         saved = {**vars(Args()), **load_checkpoint(args.resume, "--resume")["args"]}
@@ -1215,9 +1216,8 @@ def evaluate(path: str, episodes: int, seed: int = 1, device=torch.device("cpu")
     with torch.random.fork_rng(devices=[]):  # a new network draws its weights: the caller's RNG is left as it was
         agent = Agent(saved, int(envs.single_action_space.n)).to(device)
     load_state(agent, checkpoint["model"], "--eval-checkpoint", path)
-    (obs, info), returns = envs.reset(seed=seed), []
-    game_scores, start = GameScores(info.get("lives", np.zeros(1))), torch.ones(1, device=device)
-    state = agent.initial_state(1, device)  # the LSTM's, or None
+    (obs, info), start, state = envs.reset(seed=seed), torch.ones(1, device=device), agent.initial_state(1, device)
+    game_scores, returns = GameScores(info.get("lives", np.zeros(1))), []
     while len(returns) < episodes:
         action, _, _, _, state = agent.get_action_and_value(torch.tensor(obs, device=device), None, state, start, True)
         obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())

@@ -206,13 +206,15 @@ def make_gym_env(args: Args, **kwargs) -> gym.Env:
     return gym.make(env_id, **kwargs)
 
 
-def make_env(args: Args, video_folder: Optional[str] = None):
+def make_env(args: Args, video_folder: Optional[str] = None, signalled=None):
     def thunk():
         if video_folder is None:
             env = make_gym_env(args)
-        else:  # episodes 0, 1, 8, 27, ... (gymnasium's cubic schedule) as mp4 files
+        else:  # episodes 0, 1, 8, 27, ... (gymnasium's cubic schedule) as mp4 files, none begun after a signal
             env = make_gym_env(args, render_mode="rgb_array")
             env = gym.wrappers.RecordVideo(env, video_folder, disable_logger=True)
+            cubic = env.episode_trigger  # `signalled`: set by run control at SIGINT / SIGTERM, seen across processes
+            env.episode_trigger = lambda episode: cubic(episode) and not (signalled and signalled.is_set())
         if not isinstance(env.observation_space, gym.spaces.Box):  # Discrete -> one-hot, Dict / Tuple -> concatenated
             env = gym.wrappers.FlattenObservation(env)
         space = env.observation_space
@@ -224,11 +226,11 @@ def make_env(args: Args, video_folder: Optional[str] = None):
     return thunk
 
 
-def make_envs(args: Args, video_folder: Optional[str] = None) -> gym.vector.VectorEnv:
+def make_envs(args: Args, video_folder: Optional[str] = None, signalled=None) -> gym.vector.VectorEnv:
     """detail 1: N envs stepped together; gymnasium 1.x same-step autoreset puts the final observation
     of an ended episode in info["final_obs"] and the next episode's first obs in obs."""
     vector_env = gym.vector.SyncVectorEnv if args.vector_mode == "sync" else gym.vector.AsyncVectorEnv
-    thunks = [make_env(args, video_folder if i == 0 else None) for i in range(args.num_envs)]
+    thunks = [make_env(args, video_folder if i == 0 else None, signalled) for i in range(args.num_envs)]
     envs = vector_env(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)  # exact returns and lengths, across autoresets too
 
@@ -727,7 +729,7 @@ def main(args: Args) -> TrainState:
     """Train with the run control below (or only evaluate, with --eval-checkpoint); -> the final state."""
     if args.eval_checkpoint is not None:
         return evaluate_checkpoint(args)
-    with Run(args) as run, closing(make_envs(args, run.video_folder)) as envs:  # checks, workers, signals; envs closed
+    with Run(args) as run, closing(make_envs(args, run.video_folder, run.signalled)) as envs:  # checks, signals
         obs_dim, nvec = int(np.prod(envs.single_observation_space.shape)), action_layout(envs.single_action_space)[0]
         hidden = args.lstm_hidden_size if args.recurrent else 0
         agent = Agent(obs_dim, nvec, args.shared_network, args.ortho_init, hidden).to(run.device)
@@ -748,6 +750,7 @@ def main(args: Args) -> TrainState:
 import fcntl
 import glob
 import json
+import multiprocessing
 import resource
 import shlex
 import shutil
@@ -798,14 +801,14 @@ class Run:
         claimed = claim_run_dir(args, None) if self.rank == 0 and not self.checkpoint else (None, None)  # a new run
         self.name, self.lock = (self.checkpoint or {}).get("run_name") or self.gather(claimed[0])[0], claimed[1]
         self.video_folder = f"videos/{self.name}" if args.capture_video else None
+        self.signalled = multiprocessing.Event()  # set by a signal; sub-env processes see it (no new recording begins)
         for seed in (random.seed, np.random.seed, torch.manual_seed):  # each worker: its own actions, minibatches
             seed(args.seed + self.rank)
         torch.backends.cudnn.deterministic = args.torch_deterministic
         self.handlers = {signum: signal.signal(signum, self.request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
-        self.threads = torch.get_num_threads()
+        self.threads, self.excepthook = torch.get_num_threads(), threading.excepthook  # put back on leaving
         torch.set_num_threads(args.torch_threads or self.threads)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # until `start`: sub-envs leave Ctrl-C to the run
-        self.excepthook = threading.excepthook  # TensorBoard's writer thread: a full disk is reported once, on leaving
         threading.excepthook = lambda hook: None if issubclass(hook.exc_type, OSError) else self.excepthook(hook)
         return self
 
@@ -819,6 +822,7 @@ class Run:
         if self.stop_signal is not None or self.evaluating:
             raise SignalStop(signum)
         self.stop_signal = signum
+        self.signalled.set()  # a recording under way ends with its episode, and the iteration goes on without frames
         if self.rank == 0:
             print(f"\n{signal.Signals(signum).name}: stopping after this iteration (again: at once)", file=sys.stderr)
 
@@ -935,7 +939,7 @@ class Run:
         for signum, handler in self.handlers.items():
             signal.signal(signum, handler)
         torch.set_num_threads(self.threads)
-        threading.excepthook = self.excepthook
+        threading.excepthook = self.excepthook  # writer thread's OSErrors (a full disk): the close below reports one
         try:  # a full disk fails the writer's last flush too
             self.writer is None or self.writer.close()
         except OSError as e:
@@ -1077,8 +1081,7 @@ def parse_args() -> Args:
     if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):  # `python ppo_x.py CartPole-v1`
         raise UsageError(f"{sys.argv[1]}: the script takes flags only; for an env id, --env-id {sys.argv[1]}")
     groups = make_dataclass("Flags", [("algorithm", AlgorithmArgs), ("run_control", RunControlArgs)])  # --help's two
-    default, names = groups(AlgorithmArgs(), RunControlArgs()), (tyro.conf.OmitArgPrefixes,)  # flags keep their names
-    flags = tyro.cli(groups, default=default, description=__doc__, config=names)  # --help: usage, detail map, flags
+    flags = tyro.cli(groups, description=__doc__, config=(tyro.conf.OmitArgPrefixes,))  # --help: usage, detail map
     args = Args(**vars(flags.algorithm), **vars(flags.run_control))
     if args.resume is not None:  # the checkpoint's flags are the defaults (a flag added since then: its default)
         saved = {**vars(Args()), **load_checkpoint(args.resume, "--resume")["args"]}
@@ -1150,7 +1153,7 @@ def check_env(args: Args) -> tuple[int, str]:
 @torch.no_grad()
 def evaluate(path: str, episodes: int, seed: int = 1, device=torch.device("cpu"), video_folder=None) -> list[float]:
     """Episodic returns of a checkpoint's deterministic policy (each component's most probable allowed action)."""
-    checkpoint = load_checkpoint(path, "--eval-checkpoint")
+    checkpoint, returns = load_checkpoint(path, "--eval-checkpoint"), []
     saved = Args(**{**checkpoint["args"], "num_envs": 1})
     envs = make_envs(saved, video_folder)
     nvec, to_env_actions = action_layout(envs.single_action_space)
@@ -1159,8 +1162,7 @@ def evaluate(path: str, episodes: int, seed: int = 1, device=torch.device("cpu")
     with torch.random.fork_rng(devices=[]):  # a new network draws its weights: the caller's RNG is left as it was
         agent = Agent(obs_dim, nvec, saved.shared_network, saved.ortho_init, hidden).to(device)
     load_state(agent, checkpoint["model"], "--eval-checkpoint", path)
-    (obs, info), returns = envs.reset(seed=seed), []
-    start, lstm_state = torch.ones(1, device=device), agent.initial_state(1, device)
+    (obs, info), start, lstm_state = envs.reset(seed=seed), torch.ones(1, device=device), agent.initial_state(1, device)
     while len(returns) < episodes:
         x = torch.as_tensor(obs, dtype=torch.float32, device=device).reshape(1, -1)
         mask = torch.as_tensor(read_action_mask(info, 1, sum(nvec)), device=device) if saved.action_masking else None

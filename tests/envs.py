@@ -1,6 +1,7 @@
 """Small deterministic environments for the tests; `--env-id tests.envs:<Id>` registers them."""
 
 import os
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -412,3 +413,22 @@ class UnrenderedBrightOrDarkEnv(BrightOrDarkEnv):
 
 
 register("UnrenderedBrightOrDark-v0", entry_point=UnrenderedBrightOrDarkEnv, max_episode_steps=16)
+
+
+class SlowFrames(gym.Wrapper):
+    """Another env of this module (`inner`, an id) whose rgb_array frames take `seconds` each, as MuJoCo's do on a
+    CPU: what recording costs shows in the time a run takes."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+    render_mode = "rgb_array"
+
+    def __init__(self, inner: str = "CountingEnv-v0", seconds: float = 0.2, render_mode=None):
+        super().__init__(gym.make(inner))
+        self.seconds = seconds
+
+    def render(self):
+        time.sleep(self.seconds)
+        return np.full((32, 32, 3), 128, np.uint8)
+
+
+register("SlowFrames-v0", entry_point=SlowFrames)

@@ -94,8 +94,8 @@ FAULTS = [
     Fault(
         "help-without-docstring",
         "ppo_continuous.py",
-        "tyro.cli(groups, default=default, description=__doc__, config=names)",
-        "tyro.cli(groups, default=default, config=names)",
+        "tyro.cli(groups, description=__doc__, config=(tyro.conf.OmitArgPrefixes,))",
+        "tyro.cli(groups, config=(tyro.conf.OmitArgPrefixes,))",
         ["tests/test_cli.py::test_help_lists_every_flag_with_an_explanation[ppo_continuous.py]"],
     ),
     Fault(
@@ -375,7 +375,7 @@ FAULTS = [
     Fault(
         "help-in-one-box",
         "ppo_continuous.py",
-        "    flags = tyro.cli(groups, default=default, description=__doc__, config=names)",
+        "    flags = tyro.cli(groups, description=__doc__, config=(tyro.conf.OmitArgPrefixes,))",
         "    flags = groups(*[tyro.cli(kind, description=__doc__) for kind in (AlgorithmArgs, RunControlArgs)])",
         ["tests/test_cli.py", "-k", "help_lists_every_flag"],
     ),
@@ -935,6 +935,41 @@ FAULTS += [  # issue 25's promises kept in this round
         'check_args(args, world_size, counts, positive, [*non_negative, "eval_every"])',
         "check_args(args, world_size, counts, positive, non_negative)",
         ["tests/test_cli.py", "-k", "eval-every and atari"],
+    ),
+    Fault(
+        "recording-ignores-signals",
+        "ppo_discrete.py",
+        "cubic(episode) and not (signalled and signalled.is_set())",
+        "cubic(episode)",
+        ["tests/test_faults.py::test_a_signal_begins_no_new_recording[ppo_discrete.py-sync]", "tests/test_faults.py::test_a_signal_begins_no_new_recording[ppo_discrete.py-async]"],
+    ),
+    Fault(
+        "continuous-recording-ignores-signals",
+        "ppo_continuous.py",
+        "cubic(episode) and not (signalled and signalled.is_set())",
+        "cubic(episode)",
+        ["tests/test_faults.py::test_a_signal_begins_no_new_recording[ppo_continuous.py-async]"],
+    ),
+    Fault(
+        "atari-recording-ignores-signals",
+        "ppo_atari.py",
+        "cubic(game) and not (signalled and signalled.is_set())",
+        "cubic(game)",
+        ["tests/test_faults.py::test_a_signal_begins_no_new_recording[ppo_atari.py-sync]"],
+    ),
+    Fault(
+        "signal-not-shared-with-recorders",
+        "ppo_discrete.py",
+        "        self.signalled.set()  # a recording under way",
+        "        self.signalled.clear()  # a recording under way",
+        ["tests/test_faults.py::test_a_signal_begins_no_new_recording[ppo_discrete.py-async]"],
+    ),
+    Fault(
+        "signalled-not-across-processes",
+        "ppo_discrete.py",
+        "self.signalled = multiprocessing.Event()",
+        "self.signalled = threading.Event()",
+        ["tests/test_faults.py::test_a_signal_begins_no_new_recording[ppo_discrete.py-async]"],
     ),
 ]
 

@@ -206,6 +206,39 @@ def test_a_signal_stops_a_periodic_evaluation_at_once(tmp_path, script):
     assert summary["ended"] == "signal SIGINT" and summary["last_checkpoint"].endswith("iteration_0000002.pt")
 
 
+SLOW_FRAMES = {  # tests.envs:SlowFrames-v0 around an env each script takes
+    "ppo_discrete.py": ["--env-kwargs", "inner=CountingEnv-v0"],
+    "ppo_continuous.py": ["--env-kwargs", "inner=CountingBox-v0"],
+    "ppo_atari.py": ["--env-kwargs", "inner=BrightOrDark-v0", "seconds=0.1", "--frame-skip", "1", "--frame-size", "36"],
+}
+
+
+@pytest.mark.parametrize(
+    "script, vector_mode",
+    [
+        ("ppo_discrete.py", "sync"),
+        ("ppo_discrete.py", "async"),
+        ("ppo_continuous.py", "async"),
+        ("ppo_atari.py", "sync"),
+    ],
+)
+def test_a_signal_begins_no_new_recording(tmp_path, script, vector_mode):
+    # frames that take 0.1-0.2 s each, as MuJoCo's on a CPU: the episode being recorded when the signal comes ends as
+    # it would, but the rest of the iteration (episodes 8, 27, 64, ... of gymnasium's schedule) is not recorded
+    flags = ["--env-id", "tests.envs:SlowFrames-v0", *SLOW_FRAMES[script], "--capture-video", "--num-envs", "1"]
+    proc = start(
+        tmp_path, script, *flags, "--num-steps", "2048", "--total-timesteps", "100000", "--vector-mode", vector_mode
+    )
+    deadline = time.time() + 120
+    while not glob.glob(str(tmp_path / "videos" / "*" / "rl-video-episode-0.mp4")):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1]
+        time.sleep(0.05)
+    _, stderr, _ = stop_quickly(proc, signal.SIGTERM)
+    assert proc.returncode == 143 and "continue with" in stderr, stderr
+    videos = sorted(os.path.basename(path) for path in glob.glob(str(tmp_path / "videos" / "*" / "*.mp4")))
+    assert videos in (["rl-video-episode-0.mp4"], ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4"]), videos
+
+
 def test_a_signal_stops_eval_checkpoint_at_once(tmp_path, script):
     (tmp_path / "train").mkdir()
     trained = train_in(tmp_path / "train", script, *SCRIPTS[script], *TINY, "--save-model", "--eval-episodes", "1")
