@@ -941,7 +941,10 @@ FAULTS += [  # issue 25's promises kept in this round
         "ppo_discrete.py",
         "cubic(episode) and not (signalled and signalled.is_set())",
         "cubic(episode)",
-        ["tests/test_faults.py::test_a_signal_begins_no_new_recording[ppo_discrete.py-sync]", "tests/test_faults.py::test_a_signal_begins_no_new_recording[ppo_discrete.py-async]"],
+        [
+            "tests/test_faults.py::test_a_signal_begins_no_new_recording[ppo_discrete.py-sync]",
+            "tests/test_faults.py::test_a_signal_begins_no_new_recording[ppo_discrete.py-async]",
+        ],
     ),
     Fault(
         "continuous-recording-ignores-signals",
