@@ -800,7 +800,7 @@ class Run:
             raise UsageError(f"{self.rollout_flags}: the rollout buffers need {need}; use smaller values")
         claimed = claim_run_dir(args, None) if self.rank == 0 and not self.checkpoint else (None, None)  # a new run
         self.name, self.lock = (self.checkpoint or {}).get("run_name") or self.gather(claimed[0])[0], claimed[1]
-        self.video_folder = f"videos/{self.name}" if args.capture_video else None
+        self.video_folder = f"videos/{self.name}" if args.capture_video and self.rank == 0 else None  # its first env
         self.signalled = multiprocessing.Event()  # set by a signal; sub-env processes see it (no new recording begins)
         for seed in (random.seed, np.random.seed, torch.manual_seed):  # each worker: its own actions, minibatches
             seed(args.seed + self.rank)

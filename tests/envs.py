@@ -417,7 +417,8 @@ register("UnrenderedBrightOrDark-v0", entry_point=UnrenderedBrightOrDarkEnv, max
 
 class SlowFrames(gym.Wrapper):
     """Another env of this module (`inner`, an id) whose rgb_array frames take `seconds` each, as MuJoCo's do on a
-    CPU: what recording costs shows in the time a run takes."""
+    CPU: what recording costs shows in the time a run takes. A process that renders leaves the file
+    rendered-by-rank-<RANK> in the working directory (torchrun's RANK, 0 without it)."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
     render_mode = "rgb_array"
@@ -427,6 +428,7 @@ class SlowFrames(gym.Wrapper):
         self.seconds = seconds
 
     def render(self):
+        open(f"rendered-by-rank-{os.environ.get('RANK', '0')}", "w").close()
         time.sleep(self.seconds)
         return np.full((32, 32, 3), 128, np.uint8)
 

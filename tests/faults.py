@@ -974,6 +974,13 @@ FAULTS += [  # issue 25's promises kept in this round
         "self.signalled = threading.Event()",
         ["tests/test_faults.py::test_a_signal_begins_no_new_recording[ppo_discrete.py-async]"],
     ),
+    Fault(
+        "every-worker-records",
+        "ppo_discrete.py",
+        "if args.capture_video and self.rank == 0 else None",
+        "if args.capture_video else None",
+        ["tests/test_distributed.py::test_only_rank_0_records_video"],
+    ),
 ]
 
 

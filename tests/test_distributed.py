@@ -128,6 +128,15 @@ def test_both_workers_episodes_are_logged_exactly(tmp_path):
     assert logged == expected
 
 
+def test_only_rank_0_records_video(tmp_path):
+    # as in CleanRL's multi-GPU scripts, the first env of rank 0: recorders in two workers would write the same files
+    flags = ["--env-id", "tests.envs:SlowFrames-v0", "--env-kwargs", "seconds=0", "--capture-video", *SMALL]
+    run = torchrun(tmp_path, str(REPO / "ppo_discrete.py"), *flags, "--total-timesteps", "512")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert sorted(path.name for path in tmp_path.glob("rendered-by-rank-*")) == ["rendered-by-rank-0"]
+    assert list(tmp_path.glob("videos/*/rl-video-episode-0.mp4"))
+
+
 def test_kl_early_stop_is_taken_by_all_workers(tmp_path, script):
     # each worker's own KL differs; the stop follows their mean, so both stop after the same minibatch
     run, (rank0, rank1) = train_workers(
