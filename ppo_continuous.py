@@ -797,8 +797,8 @@ class Run:
             raise UsageError(f"{self.rollout_flags}: the rollout buffers need {need}; use smaller values")
         claimed = claim_run_dir(args, None) if self.rank == 0 and not self.checkpoint else (None, None)  # a new run
         self.name, self.lock = (self.checkpoint or {}).get("run_name") or self.gather(claimed[0])[0], claimed[1]
-        self.video_folder = f"videos/{self.name}" if args.capture_video and self.rank == 0 else None  # its first env
-        self.signalled = multiprocessing.Event()  # set by a signal; sub-env processes see it (no new recording begins)
+        self.video_folder = f"videos/{self.name}" if args.capture_video and self.rank == 0 else None  # rank 0's env 0
+        self.signalled = multiprocessing.Event() if self.video_folder else None  # a signal sets it; sub-envs see it
         for seed in (random.seed, np.random.seed, torch.manual_seed):  # each worker: its own actions, minibatches
             seed(args.seed + self.rank)
         torch.backends.cudnn.deterministic = args.torch_deterministic
@@ -819,7 +819,7 @@ class Run:
         if self.stop_signal is not None or self.evaluating:
             raise SignalStop(signum)
         self.stop_signal = signum
-        self.signalled.set()  # a recording under way ends with its episode, and the iteration goes on without frames
+        self.signalled and self.signalled.set()  # a recording under way ends with its episode, and no other begins
         if self.rank == 0:
             print(f"\n{signal.Signals(signum).name}: stopping after this iteration (again: at once)", file=sys.stderr)
 
